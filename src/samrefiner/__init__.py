@@ -1,0 +1,30 @@
+"""samrefiner: turn coarse segmentation masks into accurate ones with Segment Anything."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public names -> the module that defines them; imported on first use so that `import samrefiner`
+# stays light and the CLI starts fast.
+_EXPORTS = {
+    "load_model": "samrefiner.models",
+    "PromptableModel": "samrefiner.models.base",
+    "Encoding": "samrefiner.models.base",
+    "Decoded": "samrefiner.models.base",
+    "Refiner": "samrefiner.refine",
+    "RefinerConfig": "samrefiner.refine",
+    "RefineResult": "samrefiner.refine",
+    "Prompts": "samrefiner.prompts",
+    "split_then_merge": "samrefiner.semantic",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'samrefiner' has no attribute {name!r}")

@@ -1,0 +1,22 @@
+"""Shared test fixtures: where ../shared lives, and the reduced reference SAM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SAMREFINER_SHARED", REPO.parent / "shared")).resolve()
+DATA = SHARED / "data"
+FIXTURES = SHARED / "fixtures"
+SAM_REF = FIXTURES / "sam_reference"
+HQ_REF = FIXTURES / "hq_reference"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"../shared not found at {SHARED} (set SAMREFINER_SHARED)")
+    return SHARED
