@@ -1,0 +1,1 @@
+"""CLI subcommands; importing this package registers every one of them on `samrefiner.cli.app`."""
