@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
 from conftest import DATA, FIXTURES
 
 from samrefiner.io.labelmaps import read_label_map
-from samrefiner.semantic import split_then_merge
+from samrefiner.semantic import refine_label_map, split_then_merge
 
 COCO_MAPS = sorted((DATA / "coco_stuff" / "pngs").glob("*.png"))
 
@@ -144,3 +146,63 @@ def test_a_lower_threshold_merges_more() -> None:
 def test_a_label_map_must_be_two_dimensional() -> None:
     with pytest.raises(ValueError, match="2-D"):
         split_then_merge(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+class _FixedRefiner:
+    """Stands in for Refiner.refine: records its call, answers with preset masks and scores."""
+
+    def __init__(self, masks: np.ndarray, scores: list[float]) -> None:
+        self.result = SimpleNamespace(masks=masks, scores=np.asarray(scores))
+        self.calls: list[tuple[object, np.ndarray]] = []
+
+    def refine(self, image: object, masks: np.ndarray) -> SimpleNamespace:
+        self.calls.append((image, masks))
+        return self.result
+
+
+def _two_class_map() -> np.ndarray:
+    labels = np.zeros((30, 40), dtype=np.uint8)
+    labels[0:10, 0:10] = 1
+    labels[0:10, 20:30] = 2
+    labels[29, :] = 255
+    return labels
+
+
+def _refined_masks() -> np.ndarray:
+    """Class 1 grown over the left half of class 2 and into the void row; class 2 shrunk."""
+    masks = np.zeros((2, 30, 40), dtype=bool)
+    masks[0, 0:10, 0:25] = True
+    masks[0, 25:30, 0:5] = True
+    masks[1, 0:8, 20:30] = True
+    return masks
+
+
+@pytest.mark.parametrize(("scores", "overlap_class"), [([0.9, 0.6], 1), ([0.6, 0.9], 2)])
+def test_write_back_gives_overlaps_to_the_higher_predicted_iou(
+    scores: list[float], overlap_class: int
+) -> None:
+    labels = _two_class_map()
+    refiner = _FixedRefiner(_refined_masks(), scores)
+    refined = refine_label_map(refiner, "image.jpg", labels)
+
+    (image, masks), = refiner.calls
+    assert image == "image.jpg"
+    assert np.array_equal(masks, np.stack([labels == 1, labels == 2]))
+    assert refined.dtype == labels.dtype and refined.shape == labels.shape
+    assert (refined[0:8, 20:25] == overlap_class).all()
+    assert (refined[0:10, 0:20] == 1).all() and (refined[0:8, 25:30] == 2).all()
+    assert (refined[25:29, 0:5] == 1).all()
+    assert (refined[29] == 255).all()  # void stays void although class 1 claims it
+    assert (refined[8:10, 25:30] == 0).all()  # given up by class 2, claimed by nobody
+    claimed = np.zeros_like(labels, dtype=bool)
+    claimed[0:10, 0:25] = claimed[0:8, 20:30] = claimed[25:30, 0:5] = claimed[29] = True
+    assert (refined[~claimed] == 0).all()
+
+
+def test_a_map_without_classes_comes_back_as_background_and_void() -> None:
+    labels = np.zeros((6, 6), dtype=np.uint16)
+    labels[0] = 255
+    refiner = _FixedRefiner(np.zeros((0, 6, 6), dtype=bool), [])
+    refined = refine_label_map(refiner, np.zeros((6, 6, 3), dtype=np.uint8), labels)
+    assert refiner.calls == []
+    assert refined.dtype == np.uint16 and np.array_equal(refined, labels)

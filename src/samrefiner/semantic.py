@@ -7,6 +7,7 @@ neither is a class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -59,6 +60,26 @@ def split_then_merge(label_map: np.ndarray, mu: float = 0.5) -> list[tuple[int, 
             continue
         regions.extend((class_id, mask) for mask in _class_regions(label_map == class_id, mu))
     return regions
+
+
+def refine_label_map(
+    refiner: Refiner, image: np.ndarray | str | Path, label_map: np.ndarray
+) -> np.ndarray:
+    """Refine every split-then-merge region of `label_map` as an instance and paint them back.
+
+    Refined pixels take their region's class; where regions overlap, the one with the higher
+    predicted IoU wins (the later region on a tie); pixels no region claims become background;
+    void pixels of the input stay void. Same shape and dtype as `label_map`.
+    """
+    label_map = np.asarray(label_map)
+    regions = split_then_merge(label_map)
+    refined = np.full_like(label_map, BACKGROUND)
+    if regions:
+        result = refiner.refine(image, np.stack([mask for _, mask in regions]))
+        for index in np.argsort(np.asarray(result.scores), kind="stable"):
+            refined[np.asarray(result.masks[index], dtype=bool)] = regions[index][0]
+    refined[label_map == VOID] = VOID
+    return refined
 
 
 def _class_regions(class_mask: np.ndarray, mu: float) -> list[np.ndarray]:
