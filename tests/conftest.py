@@ -20,3 +20,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"../shared not found at {SHARED} (set SAMREFINER_SHARED)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def reduced_model():
+    """The reduced reference SAM (random weights), loaded like an official checkpoint."""
+    from samrefiner import load_model
+
+    return load_model(str(SAM_REF / "reduced_sam.pth"))

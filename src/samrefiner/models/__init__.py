@@ -1,0 +1,135 @@
+"""`load_model`: one entry point for official checkpoints, transformers folders, registry names and HF ids.
+
+Backends are imported on first use so that importing this package stays light. To add a family:
+- official state dicts: append its module to STATE_DICT_BACKENDS; the module defines
+  `matches_state_dict(state_dict) -> bool` and `from_state_dict(state_dict, source, device)`;
+- transformers folders / HF ids: map its config `model_type` to its module in PRETRAINED_BACKENDS; the
+  module defines `Backend`, a PromptableModel class with `model_class` (the transformers class) and
+  `Backend(model, name, device)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from samrefiner.errors import CheckpointError
+from samrefiner.models.base import PromptableModel
+from samrefiner.models.registry import REGISTRY, ModelEntry
+
+__all__ = ["load_model", "read_state_dict"]
+
+# Checked in order; a family whose keys extend SAM's (HQ-SAM) must come before "samrefiner.models.sam".
+STATE_DICT_BACKENDS: list[str] = ["samrefiner.models.sam"]
+
+# transformers config `model_type` -> backend module.
+PRETRAINED_BACKENDS: dict[str, str] = {"sam": "samrefiner.models.sam", "sam2": "samrefiner.models.sam2"}
+
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+
+
+def load_model(spec: str | os.PathLike[str] | Mapping[str, Any], device: str | torch.device = "cpu") -> PromptableModel:
+    """Load a promptable model from a checkpoint file, a state dict, a folder, a registry name or an HF id.
+
+    Raises CheckpointError (one line naming the file and the problem) when `spec` cannot be used.
+    """
+    if isinstance(spec, Mapping):
+        return from_state_dict(spec, "state dict", device)
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return from_pretrained(str(path), device)
+    if path.is_file():
+        return from_state_dict(read_state_dict(path), str(path), device)
+    if text in REGISTRY:
+        return _from_registry(REGISTRY[text], device)
+    if _looks_like_hf_id(text):
+        return from_pretrained(text, device)
+    names = ", ".join(REGISTRY)
+    raise CheckpointError(f"{text}: no such file or folder, and not a model name ({names}) or Hugging Face id")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """`torch.load(weights_only=True)` a checkpoint, unwrapping a {'model': state_dict} wrapper."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bad files: pickle, zip, EOF, runtime errors
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail[:200]})") from None
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
+        loaded = loaded["model"]
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a state dict of tensors")
+    not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: not a state dict of tensors (entry {not_tensors[0]!r} is not a tensor)")
+    return dict(loaded)
+
+
+def from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str, device: str | torch.device = "cpu"
+) -> PromptableModel:
+    """Detect the checkpoint family from its keys and build that backend (half precision -> float32)."""
+    as_float = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+    for module_name in STATE_DICT_BACKENDS:
+        module = importlib.import_module(module_name)
+        if module.matches_state_dict(as_float):
+            return module.from_state_dict(as_float, source, device)
+    first = next(iter(state_dict), "nothing")
+    raise CheckpointError(f"{source}: not a SAM checkpoint (unknown key layout, first key {first!r})")
+
+
+def from_pretrained(source: str, device: str | torch.device = "cpu") -> PromptableModel:
+    """Load a transformers folder or HF id whose config `model_type` has a backend; all weights must load."""
+    backend = _pretrained_backend(source).Backend
+    try:
+        model, info = backend.model_class.from_pretrained(source, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"cannot load {source}: {_first_line(error)}") from None
+    problems = [f"{kind} {keys[0]}" for kind, keys in info.items() if keys and kind != "error_msgs"]
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit {backend.model_class.__name__}: {'; '.join(problems)}")
+    return backend(model, source, device)
+
+
+def _pretrained_backend(source: str) -> ModuleType:
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except (OSError, ValueError) as error:
+        hint = "" if Path(source).is_dir() else " (offline? pass a local folder or checkpoint file instead)"
+        raise CheckpointError(f"cannot load {source}: {_first_line(error)}{hint}") from None
+    if model_type not in PRETRAINED_BACKENDS:
+        known = ", ".join(PRETRAINED_BACKENDS)
+        raise CheckpointError(f"{source}: model type {model_type!r} is not supported (known: {known})")
+    return importlib.import_module(PRETRAINED_BACKENDS[model_type])
+
+
+def _from_registry(entry: ModelEntry, device: str | torch.device) -> PromptableModel:
+    if entry.url is None:
+        return from_pretrained(entry.hf_id, device)
+    from samrefiner.models.download import fetch
+
+    path = fetch(entry.url, entry.file_name, entry.sha256)
+    return from_state_dict(read_state_dict(path), str(path), device)
+
+
+def _looks_like_hf_id(text: str) -> bool:
+    """"owner/name" with no path-like parts and no checkpoint file suffix."""
+    return (
+        re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None
+        and not text.lower().endswith(_CHECKPOINT_SUFFIXES)
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__

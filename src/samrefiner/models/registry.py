@@ -1,0 +1,59 @@
+"""Known models: short names -> where the weights come from (official URL + sha256, or a Hugging Face id)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One downloadable model. `kind` is the backend family: "sam", "sam_hq" or "sam2"."""
+
+    name: str
+    kind: str
+    url: str | None = None  # official checkpoint file (verified by sha256), or None for HF-only models
+    sha256: str | None = None
+    file_name: str | None = None
+    hf_id: str | None = None  # Hugging Face id loaded with from_pretrained
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+REGISTRY: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry(
+            "vit_b",
+            "sam",
+            url=_SAM_URL + "sam_vit_b_01ec64.pth",
+            sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            file_name="sam_vit_b_01ec64.pth",
+            hf_id="facebook/sam-vit-base",
+        ),
+        ModelEntry(
+            "vit_l",
+            "sam",
+            url=_SAM_URL + "sam_vit_l_0b3195.pth",
+            sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            file_name="sam_vit_l_0b3195.pth",
+            hf_id="facebook/sam-vit-large",
+        ),
+        ModelEntry(
+            "vit_h",
+            "sam",
+            url=_SAM_URL + "sam_vit_h_4b8939.pth",
+            sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            file_name="sam_vit_h_4b8939.pth",
+            hf_id="facebook/sam-vit-huge",
+        ),
+        ModelEntry("sam2.1_hiera_tiny", "sam2", hf_id="facebook/sam2.1-hiera-tiny"),
+        ModelEntry("sam2.1_hiera_small", "sam2", hf_id="facebook/sam2.1-hiera-small"),
+        ModelEntry("sam2.1_hiera_base_plus", "sam2", hf_id="facebook/sam2.1-hiera-base-plus"),
+        ModelEntry("sam2.1_hiera_large", "sam2", hf_id="facebook/sam2.1-hiera-large"),
+    )
+}
+
+
+def hf_kind(hf_id: str) -> str | None:
+    """The backend family of a known Hugging Face id, else None."""
+    return next((entry.kind for entry in REGISTRY.values() if entry.hf_id == hf_id), None)
