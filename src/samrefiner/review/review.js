@@ -226,6 +226,7 @@
   async function show(page, focus) {
     const token = ++renderToken;
     page = Math.min(Math.max(page, 0), pageCount() - 1);
+    state.page = page; // at once, so that quick key presses add up
     let items = [];
     try {
       if (state.count > 0) items = await loadChunk(state.view, page);
@@ -234,7 +235,6 @@
       return;
     }
     if (token !== renderToken) return; // a newer request won
-    state.page = page;
     state.items = items.filter((o) => o.score <= state.threshold);
     const cards = state.items.map(makeCard);
     grid.replaceChildren(...cards);
@@ -243,9 +243,11 @@
     setFocus(Math.min(Math.max(focus, 0), state.items.length - 1), false);
     window.scrollTo(0, 0);
     const first = page * manifest.pageSize;
-    $("page-info").textContent =
-      "page " + (page + 1) + " of " + pageCount() + " \u00b7 objects " +
-      (state.count ? first + 1 : 0) + "\u2013" + (first + state.items.length) + " of " + state.count;
+    $("page-number").value = page + 1;
+    $("page-number").max = pageCount();
+    $("page-count").textContent = pageCount();
+    $("range").textContent =
+      "objects " + (state.count ? first + 1 : 0) + "\u2013" + (first + state.items.length) + " of " + state.count;
     $("prev").disabled = page === 0;
     $("next").disabled = page >= pageCount() - 1;
     grid.dataset.view = state.view;
@@ -326,6 +328,7 @@
 
   $("prev").addEventListener("click", () => show(state.page - 1, 0));
   $("next").addEventListener("click", () => show(state.page + 1, 0));
+  $("page-number").addEventListener("change", (event) => show(Number(event.target.value) - 1 || 0, 0));
   $("export").addEventListener("click", exportDecisions);
   $("view").addEventListener("change", (event) => {
     state.view = Number(event.target.value);

@@ -1,0 +1,168 @@
+"""The review page in headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Skipped only when Chromium or Playwright is missing outside CI; in CI (CI=true) they must be
+there (`.ci/run` installs them). Screenshots go to $SAMREFINER_ARTIFACTS when set, else to the
+test's tmp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samrefiner.review.objects import ObjectSummary
+from samrefiner.review.page import THUMBNAIL_DIR, prepare_report_dir, write_page
+from samrefiner.review.thumbnails import PANEL_GAP, PANEL_SIZE
+
+CHROMIUM = Path(os.environ.get("SAMREFINER_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run the browser tests: see .ci/run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """A fresh headless Chromium profile; every request that leaves file:// is recorded and aborted."""
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} not found")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            accept_downloads=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        context.requests = []
+        context.on("request", lambda request: context.requests.append(request.url))
+        context.route("http*://**", lambda route: route.abort())
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    browser.requests.clear()
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.close()
+    assert not errors, errors
+    leaving = [url for url in browser.requests if not url.startswith(("file://", "blob:", "data:"))]
+    assert not leaving, leaving
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SAMREFINER_ARTIFACTS", tmp_path / "artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_report(page, report: Path, page_number: int = 0) -> float:
+    """Open a report from disk; seconds until its first page of cards is shown."""
+    start = time.perf_counter()
+    page.goto((report / "index.html").as_uri())
+    page.wait_for_selector(f"#grid[data-page='{page_number}'] .card")
+    return time.perf_counter() - start
+
+
+def shown_scores(page) -> list[float]:
+    return [float(score) for score in page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.score)")]
+
+
+# ---- 20,000 objects ---------------------------------------------------------------------------
+
+SYNTHETIC_OBJECTS = 20_000
+CLASSES = ("person", "car", "dog", "chair", "bottle")
+
+
+def synthetic_report(out: Path) -> list[ObjectSummary]:
+    """A report of 20,000 objects with seeded scores that share a few thumbnails."""
+    prepare_report_dir(out)
+    colours = [(200, 60, 60), (60, 200, 60), (60, 60, 200), (200, 200, 60)]
+    for number, colour in enumerate(colours):
+        Image.new("RGB", (2 * PANEL_SIZE + PANEL_GAP, PANEL_SIZE), colour).save(out / THUMBNAIL_DIR / f"{number}.jpg")
+    generator = random.Random(7)
+    summaries = [
+        ObjectSummary(
+            f"images/{index // 4:05d}.jpg",
+            str(index % 4),
+            CLASSES[index % len(CLASSES)],
+            round(generator.random(), 4),
+            round(generator.random(), 4),
+            f"{THUMBNAIL_DIR}/{index % len(colours)}.jpg",
+        )
+        for index in range(SYNTHETIC_OBJECTS)
+    ]
+    write_page(summaries, out, title="synthetic", source="synthetic")
+    return summaries
+
+
+def test_twenty_thousand_objects_stay_responsive(browser, page, tmp_path: Path, artifacts: Path) -> None:
+    summaries = synthetic_report(tmp_path / "report")
+    load_seconds = open_report(page, tmp_path / "report")
+    assert page.locator(".card").count() == 60
+    assert page.get_attribute("#grid", "data-count") == str(SYNTHETIC_OBJECTS)
+    expected = sorted(summary.attention for summary in summaries)
+    assert shown_scores(page) == expected[:60]
+
+    flips = []
+    for number in range(1, 6):
+        start = time.perf_counter()
+        page.keyboard.press("n")
+        page.wait_for_selector(f"#grid[data-page='{number}'] .card")
+        flips.append(time.perf_counter() - start)
+    assert shown_scores(page) == expected[300:360]
+    for _ in range(3):  # quick presses add up
+        page.keyboard.press("n")
+    page.wait_for_selector("#grid[data-page='8'] .card")
+    assert shown_scores(page) == expected[480:540]
+
+    page.select_option("#view", label=f"dog ({SYNTHETIC_OBJECTS // len(CLASSES)})")
+    page.fill("#threshold", "0.3")
+    page.press("#threshold", "Enter")
+    dogs = sorted(summary.attention for summary in summaries if summary.label == "dog")
+    visible = [score for score in dogs if score <= 0.3]
+    page.wait_for_function(f"document.getElementById('grid').dataset.count === '{len(visible)}'")
+    last_page = (len(visible) - 1) // 60
+    page.fill("#page-number", str(last_page + 1))
+    page.press("#page-number", "Enter")
+    page.wait_for_selector(f"#grid[data-page='{last_page}'] .card")
+    assert shown_scores(page) == visible[last_page * 60 :]
+    page.screenshot(path=str(artifacts / "review_20000_objects.png"))
+
+    chunk_files = len([url for url in browser.requests if re.search(r"/data/v\d+/p\d+\.js$", url)])
+    print(f"\n20,000 objects: first page {load_seconds:.2f} s, page flips max {max(flips):.3f} s, "
+          f"{chunk_files} data files loaded of {SYNTHETIC_OBJECTS * 2 // 60 + 6}")
+    assert load_seconds < 10 and max(flips) < 3  # generous: the CPU here is shared
+    assert chunk_files <= 20  # the pages shown, their prefetches and the last page of each filter
