@@ -4,8 +4,8 @@ The image is cut into SLIC superpixels (a count drawn from 50 to 700). Up to 10 
 seeded on superpixels on the object's boundary, inside it or outside it (probabilities
 0.65 / 0.25 / 0.1): a defect inside removes object, one outside adds background, one on the
 boundary does either (even odds). Defects then grow superpixel by superpixel into neighbours
-until the IoU with the ground truth falls in [0.75, 0.85]; a superpixel that would take it below
-the band is skipped. When an attempt cannot land in the band, finer superpixels are tried; the
+until the IoU with the ground truth falls below a target drawn uniformly from [0.75, 0.85]; a
+superpixel that would take it below the band is skipped. When an attempt cannot land in the band, finer superpixels are tried; the
 closest mask any attempt reached is returned, flagged as outside the band.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.segmentation import slic
 
+from samrefiner.io.datasets import Sample
 from samrefiner.metrics import mask_iou
 
 IOU_BAND = (0.75, 0.85)
@@ -42,6 +43,15 @@ class Corruption:
 def object_rng(seed: int, name: str) -> np.random.Generator:
     """The generator for one object: depends on the seed and the object's name only."""
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def corrupt_sample(sample: Sample, seed: int) -> list[Corruption]:
+    """Flawed masks for every object of a dataset sample; object k's generator is seeded with
+    `seed` and the name `<image key>/<object id>`, so results do not depend on the other files."""
+    return [
+        corrupt_mask(sample.image, mask, object_rng(seed, f"{sample.ref.key}/{item['id']}"))
+        for mask, item in zip(sample.masks, sample.objects)
+    ]
 
 
 def corrupt_mask(
@@ -93,15 +103,19 @@ class _Defect:
 def _grow_defects(
     superpixels: _Superpixels, rng: np.random.Generator, band: tuple[float, float]
 ) -> tuple[np.ndarray, int]:
-    """Per superpixel: -1 untouched, 0 removed, 1 added; and the number of defects seeded."""
+    """Grow defects until the IoU drops below a target drawn uniformly from `band` (never below it).
+
+    Returns, per superpixel, -1 untouched, 0 removed, 1 added; and the number of defects seeded.
+    """
     state = np.full(len(superpixels.area), -1)
     intersection = union = superpixels.gt_area
     if union == 0:
         return state, 0
+    target = float(rng.uniform(*band))
     seeded = np.zeros(len(state), dtype=bool)
     defects = [_seed_defect(superpixels, seeded, rng) for _ in range(int(rng.integers(1, MAX_DEFECTS + 1)))]
     defects = [defect for defect in defects if defect is not None]
-    while intersection / union > band[1]:
+    while intersection / union > target:
         active = [defect for defect in defects if defect.frontier]
         if not active:
             seeded |= state >= 0

@@ -13,6 +13,7 @@ the prediction equals it and 0 otherwise.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from dataclasses import dataclass, field
 
@@ -157,14 +158,18 @@ class ConfusionMatrix:
         return _mean(list(self.class_ious().values()))
 
 
-def coco_mask_ap(coco_gt: COCO, results: list[dict]) -> float:
-    """COCO mask AP@[.5:.95] (pycocotools, iouType "segm") of `results` against `coco_gt`."""
-    return _run_cocoeval(COCOeval, coco_gt, results)
+def coco_mask_ap(ground_truth: dict, results: list[dict]) -> float:
+    """COCO mask AP@[.5:.95] (pycocotools, iouType "segm") of `results` against a COCO dataset dict.
+
+    `results` are COCO results (`image_id`, `category_id`, `segmentation`, `score`); neither
+    argument is modified.
+    """
+    return _run_cocoeval(COCOeval, ground_truth, results)
 
 
-def coco_boundary_ap(coco_gt: COCO, results: list[dict]) -> float:
+def coco_boundary_ap(ground_truth: dict, results: list[dict]) -> float:
     """Boundary AP: COCO matching with per-pair IoU = min(mask IoU, boundary IoU) (crowd: mask IoU)."""
-    return _run_cocoeval(BoundaryCOCOeval, coco_gt, results)
+    return _run_cocoeval(BoundaryCOCOeval, ground_truth, results)
 
 
 class BoundaryCOCOeval(COCOeval):
@@ -195,16 +200,34 @@ def _boundary_rle(annotation: dict) -> dict:
     return mask_utils.encode(np.asfortranarray(band.astype(np.uint8)))
 
 
-def _run_cocoeval(evaluator_class: type[COCOeval], coco_gt: COCO, results: list[dict]) -> float:
-    """AP@[.5:.95], all areas, 100 detections (stats[0]); 0 when there are no results."""
+def _run_cocoeval(evaluator_class: type[COCOeval], ground_truth: dict, results: list[dict]) -> float:
+    """AP@[.5:.95], all areas, 100 detections (stats[0]); 0 without results, NaN without GT."""
     if not results:
         return 0.0
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = evaluator_class(coco_gt, coco_gt.loadRes(results), iouType="segm")
+        coco_gt = _coco_ground_truth(ground_truth)
+        evaluator = evaluator_class(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iouType="segm")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return max(0.0, float(evaluator.stats[0]))
+    ap = float(evaluator.stats[0])
+    return ap if ap >= 0 else float("nan")
+
+
+def _coco_ground_truth(ground_truth: dict) -> COCO:
+    """An indexed copy, with what COCOeval needs filled in when absent: categories, iscrowd, area."""
+    coco = COCO()
+    coco.dataset = copy.deepcopy(ground_truth)
+    annotations = coco.dataset["annotations"]
+    if not coco.dataset.get("categories"):
+        categories = sorted({annotation["category_id"] for annotation in annotations})
+        coco.dataset["categories"] = [{"id": category} for category in categories]
+    coco.createIndex()
+    for annotation in annotations:
+        annotation.setdefault("iscrowd", 0)
+        if "area" not in annotation:
+            annotation["area"] = float(mask_utils.area(coco.annToRLE(annotation)))
+    return coco
 
 
 def _as_bool_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,92 @@
+"""`samrefiner corrupt`: flawed masks from ground truth, DAVIS-585 style, for benchmarking refiners.
+
+Ground truth is read like `samrefiner refine --masks`: `<gt>/<key>/<object>.png` (one folder per
+image) or `<gt>/<key>.png` (one object per image, e.g. GrabCut or DAVIS `Annotations/<seq>/<frame>.png`),
+paired with the image `<images>/<key>.<ext>`. Masks split at 128, so GrabCut's 128 "uncertain"
+band counts as object. The flawed masks mirror that layout under `--out` (same relative paths,
+same foreground value), with `corrupt.json` recording, per object, the IoU reached, the superpixel
+count and the number of defects.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from samrefiner.cli import app
+from samrefiner.corrupt import IOU_BAND, Corruption, corrupt_sample
+from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.io.images import atomic_write
+from samrefiner.io.masks import MaskFolders
+
+REPORT_NAME = "corrupt.json"
+
+
+@app.command("corrupt")
+def corrupt_command(
+    images: Annotated[Path, typer.Option("--images", help="Folder of images.")],
+    gt: Annotated[Path, typer.Option("--gt", help="Ground-truth masks: per-image folders or one PNG per image.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the flawed masks (not inside --gt or --images).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
+) -> None:
+    """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
+    check_output_folder(out, [gt, images])
+    dataset = MaskFolders(images, gt, out)
+    started = time.perf_counter()
+    objects: dict[str, dict] = {}
+    failures: list[str] = []
+    for ref in dataset.refs():
+        try:
+            sample = dataset.load(ref)
+        except SamRefinerError as error:
+            failures.append(str(error))
+            print(f"samrefiner: skipped: {error}", file=sys.stderr)
+            continue
+        corruptions = corrupt_sample(sample, seed)
+        dataset.write(sample, SimpleNamespace(masks=np.stack([c.mask for c in corruptions])))
+        for item, corruption in zip(sample.objects, corruptions):
+            objects[f"{ref.key}/{item['id']}"] = _record(corruption)
+    _write_report(out / REPORT_NAME, seed, objects, failures)
+    _print_summary(objects, failures, time.perf_counter() - started)
+    if failures:
+        raise typer.Exit(1)
+
+
+def check_output_folder(out: Path, inputs: list[Path]) -> None:
+    """InputError when `out` is one of the input folders or lies inside one."""
+    target = out.resolve()
+    for folder in inputs:
+        source = folder.resolve()
+        if target == source or source in target.parents:
+            raise InputError(f"{out}: output folder must not be {folder} or inside it (inputs are never overwritten)")
+
+
+def _record(corruption: Corruption) -> dict:
+    return {
+        "iou": round(corruption.iou, 6),
+        "in_band": corruption.in_band,
+        "superpixels": corruption.segments,
+        "defects": corruption.defects,
+    }
+
+
+def _write_report(path: Path, seed: int, objects: dict[str, dict], failures: list[str]) -> None:
+    document = {"seed": seed, "iou_band": list(IOU_BAND), "objects": objects, "failures": failures}
+    text = json.dumps(document, indent=1) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _print_summary(objects: dict[str, dict], failures: list[str], seconds: float) -> None:
+    outside = {name: record for name, record in objects.items() if not record["in_band"]}
+    ious = [record["iou"] for record in objects.values()]
+    spread = f", IoU {min(ious):.3f}-{max(ious):.3f}" if ious else ""
+    print(f"{len(objects)} flawed masks{spread}, {len(failures)} images failed, {seconds:.1f} s")
+    for name, record in outside.items():
+        print(f"  {name}: IoU {record['iou']:.3f} is the closest reachable (outside {IOU_BAND[0]}-{IOU_BAND[1]})")

@@ -1,0 +1,240 @@
+"""`samrefiner eval`: score predicted masks against ground truth (SPEC.md section 7).
+
+Three layouts, detected from `--gt` unless `--format` is given:
+- `masks`: a folder of per-image folders of per-object PNGs (any depth; a flat folder of binary
+  PNGs works too with `--format masks`); prediction and ground truth are paired by relative path.
+  Scores: `iou` (pooled), `mean_iou`, `boundary_iou`, `mba`.
+- `label-maps`: a folder of label-map PNGs paired by relative path. Score: `miou`.
+- `coco`: COCO instance JSON files. Scores: `ap`, `boundary_ap`; and, for predictions that carry
+  the ground truth's annotation ids (e.g. `samrefiner refine --coco` output), the per-object
+  `iou`, `mean_iou`, `boundary_iou`, `mba` matched by id.
+
+A missing prediction is scored as an empty mask (all background for label maps); an unreadable
+or wrongly sized one as well, and both are listed. Unusable ground truth stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from samrefiner.cli import app
+from samrefiner.errors import InputError
+from samrefiner.io.images import atomic_write, read_mask
+from samrefiner.io.labelmaps import read_label_map
+from samrefiner.metrics import ConfusionMatrix, MaskScores, coco_boundary_ap, coco_mask_ap
+
+LISTED_PROBLEMS = 10
+
+
+class Format(str, Enum):
+    masks = "masks"
+    label_maps = "label-maps"
+    coco = "coco"
+
+
+@dataclass
+class EvalReport:
+    """Scores on a 0-1 scale plus `count`; predictions that were missing or unusable."""
+
+    format: Format
+    scores: dict[str, float | int]
+    missing: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+
+
+@app.command("eval")
+def eval_command(
+    gt: Annotated[Path, typer.Option("--gt", help="Ground truth: a folder, or a COCO .json file.")],
+    pred: Annotated[Path, typer.Option("--pred", help="Predictions in the same layout as --gt.")],
+    format: Annotated[
+        Format | None, typer.Option("--format", help="Layout of both; detected from --gt when omitted.")
+    ] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")] = None,
+) -> None:
+    """Score predictions against ground truth: IoU, boundary IoU, mBA, mIoU or COCO (boundary) AP."""
+    report = evaluate(gt, pred, format or detect_format(gt))
+    print_report(report)
+    if json_file is not None:
+        write_json(json_file, report)
+
+
+def evaluate(gt: Path, pred: Path, layout: Format) -> EvalReport:
+    """Score `pred` against `gt`, both in `layout`."""
+    evaluators = {Format.masks: evaluate_masks, Format.label_maps: evaluate_label_maps, Format.coco: evaluate_coco}
+    return evaluators[layout](gt, pred)
+
+
+def detect_format(gt: Path) -> Format:
+    """A .json file: COCO; a folder with subfolders: per-object masks; a folder of PNGs: label maps."""
+    if gt.is_file() and gt.suffix.lower() == ".json":
+        return Format.coco
+    if not gt.is_dir():
+        raise InputError(f"{gt}: neither a folder nor a COCO .json file")
+    if any(child.is_dir() and not child.name.startswith(".") for child in gt.iterdir()):
+        return Format.masks
+    if any(child.suffix.lower() == ".png" for child in gt.iterdir()):
+        return Format.label_maps
+    raise InputError(f"{gt}: no PNG files or per-image folders to evaluate")
+
+
+def evaluate_masks(gt: Path, pred: Path) -> EvalReport:
+    """Binary masks paired by relative path: pooled and mean IoU, boundary IoU, mBA."""
+    report = EvalReport(Format.masks, {})
+    scores = MaskScores()
+    for relative in _png_files(gt):
+        truth = read_mask(gt / relative)
+        scores.add(truth, _prediction(report, pred / relative, truth.shape, read_mask, np.zeros_like(truth)))
+    report.scores = scores.summary()
+    return report
+
+
+def evaluate_label_maps(gt: Path, pred: Path) -> EvalReport:
+    """Label maps paired by relative path: mIoU from one confusion matrix (GT 255 ignored)."""
+    report = EvalReport(Format.label_maps, {})
+    matrix = ConfusionMatrix()
+    for relative in _png_files(gt):
+        truth = _read_labels(gt / relative)
+        matrix.add(truth, _prediction(report, pred / relative, truth.shape, _read_labels, np.zeros_like(truth)))
+    report.scores = {"miou": matrix.miou(), "count": matrix.count}
+    return report
+
+
+def evaluate_coco(gt: Path, pred: Path) -> EvalReport:
+    """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
+    from samrefiner.io.coco import load_json
+
+    truth = load_json(gt)
+    if not isinstance(truth, dict) or not isinstance(truth.get("annotations"), list) or "images" not in truth:
+        raise InputError(f"{gt}: ground truth must be a COCO file with 'images' and 'annotations'")
+    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
+    report = EvalReport(Format.coco, {})
+    results = _coco_results(load_json(pred), pred, sizes, report)
+    report.scores = {"ap": coco_mask_ap(truth, results), "boundary_ap": coco_boundary_ap(truth, results)}
+    objects = [annotation for annotation in truth["annotations"] if not annotation.get("iscrowd")]
+    by_id = {result["id"]: result for result in results if "id" in result}
+    if any(annotation["id"] in by_id for annotation in objects):
+        report.scores.update(_scores_by_id(objects, by_id, sizes, gt, pred, report).summary())
+    report.scores["count"] = len(objects)
+    return report
+
+
+def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]], report: EvalReport) -> list[dict]:
+    """Predictions (a COCO file's annotations or a results list) as COCO results with compressed
+    RLE segmentations and a score (1 when absent); unusable ones are recorded and left out."""
+    from samrefiner.io.coco import decode_segmentation, encode_mask
+
+    predictions = predicted.get("annotations") if isinstance(predicted, dict) else predicted
+    if not isinstance(predictions, list):
+        raise InputError(f"{pred}: not a COCO annotation file or results list")
+    results = []
+    for index, prediction in enumerate(predictions):
+        name = f"{pred}: annotation " + (f"id {prediction['id']}" if isinstance(prediction, dict) and "id" in prediction else f"#{index}")
+        try:
+            if prediction["image_id"] not in sizes:
+                raise InputError(f"image id {prediction['image_id']} is not in the ground truth")
+            mask = decode_segmentation(prediction["segmentation"], *sizes[prediction["image_id"]])
+            result = {
+                "image_id": prediction["image_id"],
+                "category_id": prediction["category_id"],
+                "segmentation": encode_mask(mask),
+                "score": float(prediction.get("score", 1.0)),
+            }
+        except (InputError, KeyError, TypeError, ValueError) as error:
+            report.unusable.append(f"{name}: {error}")
+            continue
+        if "id" in prediction:
+            result["id"] = prediction["id"]
+        results.append(result)
+    return results
+
+
+def _scores_by_id(
+    objects: list[dict], by_id: dict[Any, dict], sizes: dict[Any, tuple[int, int]], gt: Path, pred: Path, report: EvalReport
+) -> MaskScores:
+    """Per-object scores of each ground-truth annotation against the prediction with its id."""
+    from samrefiner.io.coco import decode_segmentation
+
+    scores = MaskScores()
+    for annotation in objects:
+        try:
+            truth = decode_segmentation(annotation["segmentation"], *sizes[annotation["image_id"]])
+        except InputError as error:
+            raise InputError(f"{gt}: annotation id {annotation['id']}: {error}") from None
+        matched = by_id.get(annotation["id"])
+        if matched is None:
+            report.missing.append(f"{pred}: annotation id {annotation['id']}")
+            scores.add(truth, np.zeros_like(truth))
+            continue
+        scores.add(truth, decode_segmentation(matched["segmentation"], *truth.shape))
+    return scores
+
+
+def print_report(report: EvalReport) -> None:
+    """A table of the scores, then the missing and unusable predictions (the first few of each)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"samrefiner eval ({report.format.value})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in report.scores.items():
+        table.add_row(key, str(value) if key == "count" else f"{value:.4f}")
+    console.print(table)
+    for label, problems in (("missing (scored as empty)", report.missing), ("unusable (scored as empty)", report.unusable)):
+        if problems:
+            console.print(f"{len(problems)} predictions {label}:", highlight=False)
+            for line in problems[:LISTED_PROBLEMS]:
+                console.print(f"  {line}", highlight=False, markup=False)
+            if len(problems) > LISTED_PROBLEMS:
+                console.print(f"  ... and {len(problems) - LISTED_PROBLEMS} more", highlight=False)
+
+
+def write_json(path: Path, report: EvalReport) -> None:
+    """The scores (NaN as null) plus the lists of missing and unusable predictions."""
+    scores = {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in report.scores.items()}
+    document = {**scores, "missing": report.missing, "unusable": report.unusable}
+    text = json.dumps(document, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    return read_label_map(path)[0]
+
+
+def _png_files(root: Path) -> list[Path]:
+    """PNG files under `root`, relative to it, sorted; hidden folders (bookkeeping) are skipped."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    files = sorted(
+        path.relative_to(root)
+        for path in root.rglob("*.png")
+        if not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+    if not files:
+        raise InputError(f"{root}: no PNG files to evaluate")
+    return files
+
+
+def _prediction(report: EvalReport, path: Path, shape: tuple[int, ...], read, empty: np.ndarray) -> np.ndarray:
+    """The prediction at `path`, or `empty` (recorded in the report) when missing or unusable."""
+    if not path.exists():
+        report.missing.append(str(path))
+        return empty
+    try:
+        array = read(path)
+    except InputError as error:
+        report.unusable.append(str(error))
+        return empty
+    if array.shape != shape:
+        report.unusable.append(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from the ground truth's {shape[1]}x{shape[0]}")
+        return empty
+    return array
