@@ -1,0 +1,285 @@
+"""COCO instance annotations (`samrefiner refine --coco FILE`).
+
+Two kinds of file are read:
+- ground-truth style: a dict with `images` (id, file_name, height, width) and `annotations`
+  (id, image_id, category_id, segmentation as polygons, uncompressed RLE or compressed RLE);
+- a results list: `[{"image_id", "category_id", "segmentation", "score"}, ...]`; it names no
+  files, so image id 42 is the image under `--images` whose name is `42` (or zero-padded,
+  `000000000042.jpg`).
+
+Each image's file lies at `--images/<file_name>`. The output has the input's kind and order:
+every annotation that was refined gets a compressed-RLE `segmentation` (`counts` a str), and a
+recomputed `bbox` and `area`; all other fields, ids and the rest of the file are kept as they
+are. Crowd annotations (`iscrowd: 1`) and annotations of images that were not refined (failed,
+outside `--limit`/`--shard`) are copied unchanged.
+
+Per-object ids in the scores file are the annotations' `id` (their position in the list for a
+results list, which has no ids).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from samrefiner.errors import InputError
+from samrefiner.io.datasets import (
+    Dataset,
+    OutputLayout,
+    Sample,
+    SampleRef,
+    check_mask_sizes,
+    index_images,
+)
+from samrefiner.io.images import atomic_write, read_image
+
+
+def load_json(path: Path) -> Any:
+    """The parsed JSON file; InputError with the position of the first syntax error."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise InputError(f"{path}: cannot be read as JSON ({error})") from None
+
+
+class CocoDataset(Dataset):
+    """A COCO annotation file over a folder of images; refined into a .json of the same kind."""
+
+    def __init__(self, images: Path, annotations: Path, out: Path) -> None:
+        if out.suffix.lower() != ".json":
+            raise InputError(f"{out}: the output for --coco must be a .json file")
+        self.images, self.annotations_path = images, annotations
+        self.layout = OutputLayout.file(out)
+        self.data = load_json(annotations)
+        self._check_structure()
+        self._by_image: dict[Any, list[int]] = defaultdict(list)
+        for index, annotation in enumerate(self._annotations()):
+            if not annotation.get("iscrowd"):
+                self._by_image[annotation["image_id"]].append(index)
+        self._id_of_key = {str(image_id): image_id for image_id in self._by_image}
+        self._entries = {} if self.is_results else {entry["id"]: entry for entry in self.data["images"]}
+        self._files = self._image_files()
+
+    @property
+    def is_results(self) -> bool:
+        return isinstance(self.data, list)
+
+    def refs(self) -> list[SampleRef]:
+        if self.is_results:
+            order = sorted(self._by_image, key=str)
+        else:
+            order = [entry["id"] for entry in self.data["images"] if entry["id"] in self._by_image]
+            order += [image_id for image_id in self._by_image if image_id not in self._entries]
+        return [SampleRef(str(image_id), self._describe(image_id)) for image_id in order]
+
+    def load(self, ref: SampleRef) -> Sample:
+        image_id = self._id_of_key[ref.key]
+        image_path = self._image_path(image_id)
+        image = read_image(image_path)
+        height, width = image.shape[:2]
+        self._check_declared_size(image_id, image_path, height, width)
+        indices = self._by_image[image_id]
+        annotations = self._annotations()
+        masks = [self._decode(annotations[index], index, height, width) for index in indices]
+        names = [self._describe_annotation(index) for index in indices]
+        check_mask_sizes(image, image_path, masks, names)
+        return Sample(
+            ref,
+            image_path,
+            image,
+            np.stack(masks),
+            [
+                {"id": annotations[index].get("id", index), "category_id": annotations[index].get("category_id")}
+                for index in indices
+            ],
+            context=indices,
+        )
+
+    def write(self, sample: Sample, result: Any) -> dict[str, Any]:
+        """Nothing is written yet: the refined annotations wait in the record for `finalize`."""
+        annotations = self._annotations()
+        refined = [
+            [index, refined_annotation(annotations[index], mask)]
+            for index, mask in zip(sample.context, result.masks)
+        ]
+        return {"annotations": refined}
+
+    def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
+        """Write the output JSON: the input with every refined annotation replaced."""
+        annotations = list(self._annotations())
+        for output in outputs.values():
+            for index, annotation in output["annotations"]:
+                annotations[index] = annotation
+        output = annotations if self.is_results else {**self.data, "annotations": annotations}
+        text = json.dumps(output, separators=(",", ":"))
+        atomic_write(self.layout.out, lambda handle: handle.write(text.encode("utf-8")))
+
+    def _annotations(self) -> list[dict[str, Any]]:
+        return self.data if self.is_results else self.data["annotations"]
+
+    def _check_structure(self) -> None:
+        """One line naming the file when it is neither COCO kind, before any image is read."""
+        path = self.annotations_path
+        if isinstance(self.data, dict):
+            if not isinstance(self.data.get("images"), list) or not isinstance(
+                self.data.get("annotations"), list
+            ):
+                raise InputError(f"{path}: a COCO file needs 'images' and 'annotations' lists")
+            for entry in self.data["images"]:
+                if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
+                    raise InputError(f"{path}: every image entry needs 'id' and 'file_name'")
+        elif not isinstance(self.data, list):
+            raise InputError(f"{path}: not a COCO annotation file or results list")
+        for index, annotation in enumerate(self._annotations()):
+            if not isinstance(annotation, dict) or "image_id" not in annotation:
+                raise InputError(f"{path}: annotation #{index} has no 'image_id'")
+            if "segmentation" not in annotation:
+                raise InputError(f"{path}: {self._describe_annotation(index)} has no 'segmentation'")
+
+    def _image_files(self) -> dict[Any, list[Path]]:
+        """Image id -> its file (ground truth), or the files whose name is the id (results)."""
+        if not self.is_results:
+            return {image_id: [self.images / entry["file_name"]] for image_id, entry in self._entries.items()}
+        by_id: dict[Any, list[Path]] = defaultdict(list)
+        wanted = {str(image_id): image_id for image_id in self._by_image}
+        for key, paths in index_images(self.images).items():
+            stem = Path(key).name
+            image_id = wanted.get(stem, wanted.get(stem.lstrip("0") or "0"))
+            if image_id is not None:
+                by_id[image_id].extend(paths)
+        return dict(by_id)
+
+    def _image_path(self, image_id: Any) -> Path:
+        found = self._files.get(image_id)
+        if not found:
+            where = f"{self.images}" if self.is_results else "the 'images' list"
+            raise InputError(f"{self.annotations_path}: image id {image_id} has no image in {where}")
+        if len(found) > 1:
+            names = ", ".join(path.name for path in found)
+            raise InputError(f"{self.images}: several images for image id {image_id} ({names})")
+        return found[0]
+
+    def _check_declared_size(self, image_id: Any, path: Path, height: int, width: int) -> None:
+        if self.is_results:
+            return
+        entry = self._entries[image_id]
+        declared = (entry.get("height", height), entry.get("width", width))
+        if declared != (height, width):
+            raise InputError(
+                f"{path}: image is {width}x{height} but {self.annotations_path} says "
+                f"{declared[1]}x{declared[0]}"
+            )
+
+    def _decode(self, annotation: dict[str, Any], index: int, height: int, width: int) -> np.ndarray:
+        try:
+            return decode_segmentation(annotation["segmentation"], height, width)
+        except InputError as error:
+            raise InputError(f"{self._describe_annotation(index)}: {error}") from None
+
+    def _describe(self, image_id: Any) -> str:
+        found = self._files.get(image_id)
+        return str(found[0]) if found else f"{self.annotations_path} (image id {image_id})"
+
+    def _describe_annotation(self, index: int) -> str:
+        annotation = self._annotations()[index]
+        label = f"annotation id {annotation['id']}" if "id" in annotation else f"annotation #{index}"
+        return f"{self.annotations_path}: {label}"
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """An H x W bool mask from COCO polygons, uncompressed or compressed RLE (InputError if bad)."""
+    if isinstance(segmentation, list):
+        return mask_utils.decode(mask_utils.merge(_polygons_to_rles(segmentation, height, width))) > 0
+    if not isinstance(segmentation, dict) or not {"size", "counts"} <= segmentation.keys():
+        raise InputError("segmentation is neither a polygon list nor an RLE")
+    if list(segmentation["size"]) != [height, width]:
+        size = segmentation["size"]
+        raise InputError(f"RLE size {size} (h, w) does not match the image's [{height}, {width}]")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        _check_counts(counts, height, width)
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(counts, (str, bytes)):
+        counts = counts.encode("ascii") if isinstance(counts, str) else counts
+        _check_counts(_compressed_counts(counts), height, width)
+        rle = {"size": [height, width], "counts": counts}
+    else:
+        raise InputError("RLE counts must be a list of run lengths or a string")
+    return mask_utils.decode(rle) > 0
+
+
+def _polygons_to_rles(polygons: list[Any], height: int, width: int) -> list[dict[str, Any]]:
+    if not polygons:
+        raise InputError("bad polygon: empty polygon list")
+    for polygon in polygons:
+        if (
+            not isinstance(polygon, list)
+            or len(polygon) < 6
+            or len(polygon) % 2
+            or not all(isinstance(value, (int, float)) and np.isfinite(value) for value in polygon)
+        ):
+            raise InputError(
+                "bad polygon: each must be a flat list of at least 3 (x, y) pairs of numbers"
+            )
+    return mask_utils.frPyObjects(polygons, height, width)
+
+
+def _compressed_counts(counts: bytes) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (the inverse of pycocotools' rleToString)."""
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                raise InputError("RLE string ends in the middle of a run length")
+            code = counts[position] - 48
+            if not 0 <= code < 64:
+                raise InputError(f"RLE string has a character out of range: {chr(counts[position])!r}")
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def _check_counts(counts: list[Any], height: int, width: int) -> None:
+    if not all(isinstance(run, int) and run >= 0 for run in counts):
+        raise InputError("RLE run lengths must be non-negative integers")
+    if sum(counts) != height * width:
+        raise InputError(f"RLE run lengths add up to {sum(counts)}, not {height}x{width} pixels")
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """Compressed RLE of an H x W mask, with `counts` as a str (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def refined_annotation(annotation: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """A copy of `annotation` with the refined mask as compressed RLE and its bbox and area."""
+    rle = encode_mask(mask)
+    coco_rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    return {
+        **annotation,
+        "segmentation": rle,
+        "bbox": [float(value) for value in mask_utils.toBbox(coco_rle)],
+        "area": int(mask_utils.area(coco_rle)),
+    }

@@ -1,0 +1,194 @@
+"""The common shape of the three dataset kinds `samrefiner refine` reads and writes.
+
+A dataset pairs an input (images plus coarse masks in one of three formats) with an output
+location in the same format. The runner only sees this interface:
+
+- `refs()`: every image of the dataset as a cheap `SampleRef` (nothing decoded yet), in a stable
+  order; `ref.key` names the image uniquely and is used for resume records and overlays.
+- `load(ref)`: the decoded `Sample` (RGB image, coarse masks N x H x W, one metadata dict per
+  object); raises `InputError` naming the file when the image or its masks cannot be used.
+- `write(sample, result)`: writes the refined result of one image, each file atomically, and
+  returns what the resume record must keep beyond the scores (COCO: the refined annotations).
+- `finalize(outputs)`: called once at the end of a run with what `write` returned for every
+  finished image, of this run and earlier ones (COCO: merges them into the output JSON).
+
+Output locations: a folder output keeps its bookkeeping in `<out>/.samrefiner/`, the per-object
+scores in `<out>/scores.jsonl` and errors in `<out>/errors.txt`; a file output (`refined.json`)
+keeps them beside it: `refined.work/`, `refined.scores.jsonl`, `refined.errors.txt`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samrefiner.errors import InputError
+from samrefiner.io.images import IMAGE_SUFFIXES, read_image
+from samrefiner.io.labelmaps import read_label_map, write_label_map
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """One image of a dataset before anything is decoded."""
+
+    key: str  # unique name of the image in the dataset (relative path without suffix, or COCO id)
+    name: str  # the file to name in messages about this image
+
+
+@dataclass
+class Sample:
+    """One decoded image with its coarse masks, ready for the refiner."""
+
+    ref: SampleRef
+    image_path: Path
+    image: np.ndarray  # H x W x 3 uint8 RGB
+    masks: np.ndarray  # N x H x W bool
+    objects: list[dict[str, Any]]  # per object: "id" plus format-specific fields ("category_id")
+    context: Any = None  # what the format's writer needs besides the masks
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where a run writes its results and bookkeeping."""
+
+    out: Path
+    work_dir: Path
+    scores_path: Path
+    errors_path: Path
+
+    @classmethod
+    def folder(cls, out: Path) -> OutputLayout:
+        return cls(out, out / ".samrefiner", out / "scores.jsonl", out / "errors.txt")
+
+    @classmethod
+    def file(cls, out: Path) -> OutputLayout:
+        stem = out.with_suffix("")
+        return cls(
+            out,
+            stem.with_name(stem.name + ".work"),
+            stem.with_name(stem.name + ".scores.jsonl"),
+            stem.with_name(stem.name + ".errors.txt"),
+        )
+
+    def written_paths(self) -> list[Path]:
+        return [self.out, self.work_dir, self.scores_path, self.errors_path]
+
+
+class Dataset(ABC):
+    """Images and coarse masks in one format, and where their refined version goes."""
+
+    images: Path  # the --images folder
+    layout: OutputLayout
+
+    @abstractmethod
+    def refs(self) -> list[SampleRef]:
+        """Every image of the dataset, in a stable order."""
+
+    @abstractmethod
+    def load(self, ref: SampleRef) -> Sample:
+        """Decode one image and its coarse masks (InputError when they cannot be used)."""
+
+    @abstractmethod
+    def write(self, sample: Sample, result: Any) -> dict[str, Any]:
+        """Write one image's refined masks (`result` is None when it has no objects).
+
+        Returns what `finalize` will need of this image (kept in its resume record).
+        """
+
+    def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
+        """Called at the end of a run with `write`'s return value for every finished image."""
+
+
+def index_images(root: Path) -> dict[str, list[Path]]:
+    """Image files under `root` (recursively) by key: relative path without suffix, '/'-separated."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of images")
+    found: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found[path.relative_to(root).with_suffix("").as_posix()].append(path)
+    return dict(found)
+
+
+def unique_image(images: dict[str, list[Path]], key: str, root: Path, source: str) -> Path:
+    """The one image named `key`; InputError naming `source` when there is none or several."""
+    candidates = images.get(key, [])
+    if not candidates:
+        raise InputError(f"{source}: no image named {key}.* under {root}")
+    if len(candidates) > 1:
+        names = ", ".join(path.name for path in candidates)
+        raise InputError(f"{source}: several images named {key} under {root} ({names})")
+    return candidates[0]
+
+
+def check_mask_sizes(image: np.ndarray, image_path: Path, masks: list[np.ndarray], names: list[str]) -> None:
+    """InputError naming the mask and the image when a coarse mask is not the image's size."""
+    height, width = image.shape[:2]
+    for mask, name in zip(masks, names):
+        if mask.shape != (height, width):
+            raise InputError(
+                f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
+                f"{width}x{height}"
+            )
+
+
+class LabelMaps(Dataset):
+    """Semantic label-map PNGs (`--label-maps DIR`): `<maps>/<key>.png` for `<images>/<key>.*`.
+
+    Each map is split into regions (split-then-merge), the regions are refined as instances and
+    painted back with `samrefiner.semantic.refine_label_map`; the output map has the input's
+    relative path, size, dtype and palette. Object ids in the scores are region indices.
+    """
+
+    def __init__(self, images: Path, label_maps: Path, out: Path) -> None:
+        if not label_maps.is_dir():
+            raise InputError(f"{label_maps}: not a folder of label maps")
+        self.images, self.label_maps = images, label_maps
+        self.layout = OutputLayout.folder(out)
+        self._images = index_images(images)
+        self._maps = {
+            path.relative_to(label_maps).with_suffix("").as_posix(): path
+            for path in sorted(label_maps.rglob("*"))
+            if path.suffix.lower() == ".png" and path.is_file()
+        }
+
+    def refs(self) -> list[SampleRef]:
+        return [SampleRef(key, str(path)) for key, path in self._maps.items()]
+
+    def load(self, ref: SampleRef) -> Sample:
+        from samrefiner.semantic import split_then_merge
+
+        path = self._maps[ref.key]
+        label_map, palette = read_label_map(path)
+        image_path = unique_image(self._images, ref.key, self.images, ref.name)
+        image = read_image(image_path)
+        check_mask_sizes(image, image_path, [label_map], [ref.name])
+        regions = split_then_merge(label_map)
+        masks = np.stack([mask for _, mask in regions]) if regions else np.zeros((0, *label_map.shape), bool)
+        objects = [{"id": index, "category_id": class_id} for index, (class_id, _) in enumerate(regions)]
+        return Sample(ref, image_path, image, masks, objects, context=(path, label_map, palette))
+
+    def write(self, sample: Sample, result: Any) -> dict[str, Any]:
+        from samrefiner.semantic import refine_label_map
+
+        path, label_map, palette = sample.context
+        refined = refine_label_map(_Replay(result), sample.image, label_map)
+        write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
+        return {}
+
+
+@dataclass
+class _Replay:
+    """Hands `refine_label_map` the result already computed for the same regions."""
+
+    result: Any
+
+    def refine(self, image: np.ndarray, masks: np.ndarray) -> Any:
+        if len(masks) != len(self.result.masks):
+            raise RuntimeError(f"regions changed between load and write ({len(masks)} != {len(self.result.masks)})")
+        return self.result

@@ -1,0 +1,263 @@
+"""The batch loop of `samrefiner refine`: every image of a dataset through a refiner, resumably.
+
+For each selected image: load it (image + coarse masks), refine, write its outputs (each file
+atomically), then write its record into the work folder. The record is the mark of a finished
+image: `--resume` skips images that have one, so a run killed at any point loses at most the
+image in progress and never writes an image twice. An image that fails gives one line in the
+errors file and the run goes on. At the end the dataset merges the records (COCO: the output
+JSON) and the per-object scores are written.
+
+Scores file (`<out>/scores.jsonl`, or `<name>.scores.jsonl` beside a `.json` output): one JSON
+object per line and per finished image, in dataset order:
+
+    {"image": "<key>", "file": "<image path relative to --images>",
+     "objects": [{"id": ..., "category_id": ..., "predicted_iou": 0.93, "chosen": 1,
+                  "empty_input": false, "empty_output": false, "box_expanded": false}, ...]}
+
+`key` names the image (its path relative to `--images` without suffix; the image id for COCO);
+object `id` is the mask's file name (masks), the region's index in the image's split-then-merge
+regions (label maps, `category_id` its class) or the annotation id (COCO, `category_id` kept);
+`predicted_iou` is SAM's predicted IoU of the chosen mask, `chosen` its index among the three
+candidates; `empty_input`/`empty_output` flag an empty coarse mask and an empty refined output
+(the coarse mask was kept); `box_expanded` tells whether the elastic box grew.
+
+Sharding (`Shard`) and the loader are parameters so that several processes (SLURM arrays,
+torchrun ranks) can split one dataset, and reading can move to a background loader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from tqdm import tqdm
+
+from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.io.datasets import Dataset, Sample, SampleRef
+from samrefiner.io.images import atomic_write
+
+Loader = Callable[[Dataset, list[SampleRef]], Iterable[tuple[SampleRef, "Sample | Exception"]]]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Every `count`-th image starting at the `index`-th (0-based), e.g. a SLURM array task."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'K/N' -> Shard(K, N) with 0 <= K < N."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise InputError(f"--shard {text}: expected K/N, e.g. 0/4") from None
+        if not 0 <= index < count:
+            raise InputError(f"--shard {text}: K must be in 0..N-1")
+        return cls(index, count)
+
+    def select(self, refs: list[SampleRef]) -> list[SampleRef]:
+        return refs[self.index :: self.count]
+
+    @property
+    def suffix(self) -> str:
+        """A file-name suffix that keeps the shards' own files apart ('' when unsharded)."""
+        return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
+
+
+@dataclass
+class Summary:
+    """What one run did."""
+
+    images: int = 0  # refined in this run
+    objects: int = 0
+    failures: int = 0
+    skipped: int = 0  # already finished by an earlier run (--resume)
+    seconds: float = 0.0
+    errors_path: Path | None = None
+
+    def __str__(self) -> str:
+        rate = f"{self.images / self.seconds:.2f} images/s" if self.seconds else "-"
+        text = (
+            f"{self.images} images, {self.objects} objects refined in {self.seconds:.1f} s "
+            f"({rate}); {self.failures} failed"
+        )
+        if self.failures:
+            text += f" (see {self.errors_path})"
+        if self.skipped:
+            text += f"; {self.skipped} already done"
+        return text
+
+
+class RecordStore:
+    """One JSON record per finished image in `<work>/records/`, each written atomically."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.folder = work_dir / "records"
+
+    def finished(self) -> set[str]:
+        if not self.folder.is_dir():
+            return set()
+        return {unquote(path.stem) for path in self.folder.glob("*.json")}
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        text = json.dumps(record, separators=(",", ":"))
+        atomic_write(self._path(key), lambda handle: handle.write(text.encode("utf-8")))
+
+    def drop(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def read(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The records of those keys that have one, in the order given."""
+        finished = self.finished()
+        return {
+            key: json.loads(self._path(key).read_text(encoding="utf-8"))
+            for key in keys
+            if key in finished
+        }
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{quote(key, safe='')}.json"
+
+
+@dataclass
+class ErrorLog:
+    """One line per failed image (`<file>: <cause>`), flushed as it happens."""
+
+    path: Path
+    count: int = 0
+    _handle: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path.unlink(missing_ok=True)  # lines of an earlier run would be stale
+
+    def add(self, ref: SampleRef, error: BaseException) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle.write(describe_failure(ref, error) + "\n")
+        self._handle.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def describe_failure(ref: SampleRef, error: BaseException) -> str:
+    """One line: our errors already name their file; anything else is prefixed with the image."""
+    if isinstance(error, SamRefinerError):
+        text = str(error)
+    else:
+        text = f"{ref.name}: {type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+def load_in_order(dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[SampleRef, Sample | Exception]]:
+    """Each image decoded in turn; a failure comes back in place of its sample."""
+    for ref in refs:
+        try:
+            yield ref, dataset.load(ref)
+        except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
+            yield ref, error
+
+
+def select(refs: list[SampleRef], shard: Shard, limit: int | None) -> list[SampleRef]:
+    """This shard's images, at most `limit` of them."""
+    chosen = shard.select(refs)
+    return chosen if limit is None else chosen[:limit]
+
+
+def run(
+    dataset: Dataset,
+    refiner: Any,
+    *,
+    shard: Shard = Shard(),
+    limit: int | None = None,
+    resume: bool = False,
+    errors_path: Path | None = None,
+    overlays: Path | None = None,
+    progress: bool = True,
+    loader: Loader = load_in_order,
+) -> Summary:
+    """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`)."""
+    all_refs = dataset.refs()
+    chosen = select(all_refs, shard, limit)
+    store = RecordStore(dataset.layout.work_dir)
+    finished = store.finished() if resume else set()
+    todo = [ref for ref in chosen if ref.key not in finished]
+    errors = ErrorLog(errors_path or _shard_path(dataset.layout.errors_path, shard))
+    summary = Summary(skipped=len(chosen) - len(todo), errors_path=errors.path)
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for ref, loaded in loader(dataset, todo):
+            try:
+                if isinstance(loaded, Exception):
+                    raise loaded
+                record = _refine_one(dataset, refiner, loaded, overlays)
+                store.put(ref.key, record)
+                summary.images += 1
+                summary.objects += len(loaded.objects)
+            except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
+                store.drop(ref.key)
+                errors.add(ref, error)
+            bar.set_postfix_str(f"{summary.objects / (time.perf_counter() - start):.1f} objects/s", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        errors.close()
+    summary.failures = errors.count
+    _finish(dataset, store, [ref.key for ref in all_refs])
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _refine_one(dataset: Dataset, refiner: Any, sample: Sample, overlays: Path | None) -> dict[str, Any]:
+    """Refine and write one image; return its record (scores and the format's own extras)."""
+    result = refiner.refine(sample.image, sample.masks) if len(sample.masks) else None
+    output = dataset.write(sample, result)
+    if overlays is not None and result is not None:
+        from samrefiner.io.overlays import write_overlay
+
+        write_overlay(overlays / f"{sample.ref.key}.png", sample.image, sample.masks, result.masks)
+    return {"scores": _scores_line(dataset, sample, result), "output": output}
+
+
+def _scores_line(dataset: Dataset, sample: Sample, result: Any) -> dict[str, Any]:
+    objects = [
+        {
+            **meta,
+            "predicted_iou": float(result.scores[index]),
+            "chosen": int(result.chosen[index]),
+            "empty_input": bool(result.empty_input[index]),
+            "empty_output": bool(result.empty_output[index]),
+            "box_expanded": bool(result.prompts.box_expanded[index]),
+        }
+        for index, meta in enumerate(sample.objects)
+    ]
+    return {
+        "image": sample.ref.key,
+        "file": Path(os.path.relpath(sample.image_path, dataset.images)).as_posix(),
+        "objects": objects,
+    }
+
+
+def _finish(dataset: Dataset, store: RecordStore, keys: list[str]) -> None:
+    """Merge every finished image's record (from this and earlier runs, all shards)."""
+    records = store.read(keys)
+    dataset.finalize({key: record["output"] for key, record in records.items()})
+    lines = "".join(json.dumps(record["scores"]) + "\n" for record in records.values())
+    atomic_write(dataset.layout.scores_path, lambda handle: handle.write(lines.encode("utf-8")))
+
+
+def _shard_path(path: Path, shard: Shard) -> Path:
+    return path.with_name(path.stem + shard.suffix + path.suffix) if shard.suffix else path
