@@ -1,0 +1,424 @@
+"""Prompt excavation (SPEC section 2): distance-guided points, elastic boxes, Gaussian-style masks.
+
+Everything is computed on each object's bounding crop, which gives exactly the whole-image
+result: distances use the exact Euclidean transform with "outside the image is not background";
+the similarity map of the elastic box (CEBox) is evaluated only on the strips it tests; the mask
+prompt's two bilinear resizes (original -> input size -> padded 1024 -> 256) are evaluated only
+on the 256-grid cells the object reaches, everything else being the constant background value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import scipy.ndimage as ndi
+import torch
+
+POINT_STRATEGIES = ("distance", "box_center", "random")
+POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
+MODEL_SIZE = 1024  # SAM's padded input side
+MASK_SIZE = 256  # side of the dense mask prompt
+_SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
+_EXACT_FLOAT32_DISTANCE = 1448.0  # below this, float32 distances round back to exact squared integers
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Prompts for N objects, in the original image frame.
+
+    points: (N, K, 2) int64 (x, y), the positive point then (K = 2) the negative one;
+    labels: (N, K) int64, 1 positive, 0 negative, -1 padding ("not a point");
+    boxes: (N, 4) int64 x1, y1, x2, y2 with x2, y2 the last foreground column/row (after CEBox);
+    box_expanded: (N,) bool, whether CEBox moved any side;
+    mask_inputs: (N, 1, 256, 256) float32 dense prompts in the padded input frame, or None.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    box_expanded: np.ndarray
+    mask_inputs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def select(self, index: np.ndarray) -> Prompts:
+        """The prompts of the objects `index` (an integer or boolean array)."""
+        masks = None if self.mask_inputs is None else self.mask_inputs[index]
+        return Prompts(self.points[index], self.labels[index], self.boxes[index], self.box_expanded[index], masks)
+
+
+def tight_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, 4) int64 x1, y1, x2, y2 (inclusive) of N x H x W masks; zeros for an empty mask."""
+    boxes = np.zeros((len(masks), 4), dtype=np.int64)
+    for index, mask in enumerate(masks):
+        box = bounding_box(np.asarray(mask, dtype=bool))
+        if box is not None:
+            boxes[index] = box
+    return boxes
+
+
+def positive_points(masks: np.ndarray) -> np.ndarray:
+    """(N, 2) int64 (x, y): each mask's pixel farthest from the background; (0, 0) if empty."""
+    points = np.zeros((len(masks), 2), dtype=np.int64)
+    for index, mask in enumerate(masks):
+        mask = np.asarray(mask, dtype=bool)
+        box = bounding_box(mask)
+        if box is not None:
+            points[index] = _DistanceCrop(mask, box).farthest_point()
+    return points
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x1, y1, x2, y2) of a bool mask, inclusive; None when it is empty."""
+    x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    if width == 0:
+        return None
+    return x, y, x + width - 1, y + height - 1
+
+
+def squared_distances(binary: np.ndarray) -> np.ndarray:
+    """Exact squared Euclidean distance of each nonzero pixel to the nearest zero pixel (int64).
+
+    Pixels outside the array are not zeros. OpenCV's exact transform is used and rounded back to
+    the integer it approximates; very large distances fall back to scipy.
+    """
+    distances = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if distances.max(initial=0.0) >= _EXACT_FLOAT32_DISTANCE:
+        distances = ndi.distance_transform_edt(binary)
+    return np.rint(np.square(distances, dtype=np.float64)).astype(np.int64)
+
+
+def first_argmax(values: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the first maximum in row-major order."""
+    row, col = np.unravel_index(int(np.argmax(values)), values.shape)
+    return int(row), int(col)
+
+
+def linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices i0, i1 and float32 weights w0, w1 of torch's bilinear resize along one axis.
+
+    align_corners=False, no antialias; the source coordinate is rounded once (as torch's fused
+    multiply-add does) so that the weights are torch's own.
+    """
+    scale = np.float32(size_in) / np.float32(size_out)
+    source = (np.float64(scale) * (np.arange(size_out) + 0.5) - 0.5).astype(np.float32)
+    source = np.maximum(source, np.float32(0.0))
+    first = source.astype(np.int64)
+    second = np.minimum(first + 1, size_in - 1)
+    weight = source - first.astype(np.float32)
+    return first, second, np.float32(1.0) - weight, weight
+
+
+def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+    """Source indices of torch's 'nearest' resize along one axis."""
+    scale = np.float32(size_in) / np.float32(size_out)
+    return np.minimum(np.floor(np.arange(size_out, dtype=np.float32) * scale).astype(np.int64), size_in - 1)
+
+
+def valid_embedding_size(height: int, width: int, grid: int) -> tuple[int, int]:
+    """Rows and columns of the embedding grid that cover the resized image (the reference's rule)."""
+    if height >= width:
+        return grid, int(grid * width / height)
+    return int(grid * height / width), grid
+
+
+class _DistanceCrop:
+    """One mask's bounding crop plus a one-pixel ring, where its distance transform is exact."""
+
+    def __init__(self, mask: np.ndarray, box: tuple[int, int, int, int]) -> None:
+        height, width = mask.shape
+        x1, y1, x2, y2 = box
+        self.top, self.left = max(y1 - 1, 0), max(x1 - 1, 0)
+        self.crop = mask[self.top : min(y2 + 2, height), self.left : min(x2 + 2, width)]
+        self.full = bool(self.crop.all())  # the mask covers the whole image: no background anywhere
+        self.squared = None if self.full else squared_distances(self.crop)
+
+    def farthest_point(self) -> tuple[int, int]:
+        """(x, y) of the first pixel farthest from the background."""
+        if self.full:
+            rows, cols = self.crop.shape
+            return self.left + (cols - 1) // 2, self.top + (rows - 1) // 2
+        row, col = first_argmax(self.squared)
+        return self.left + col, self.top + row
+
+    def gaussian(self, gamma: float) -> np.ndarray:
+        """exp(-(dt - max dt)^2 / max(|M| / gamma, 1)) inside the mask, 0 outside (float32, crop frame)."""
+        if self.full:
+            return np.ones(self.crop.shape, dtype=np.float32)
+        distances = np.sqrt(self.squared).astype(np.float32)
+        offset = distances - distances.max()
+        spread = np.float32(max(int(self.crop.sum()) / gamma, 1.0))
+        gaussian = np.exp(-offset * offset / spread)
+        gaussian[~self.crop] = 0.0
+        return gaussian
+
+
+def negative_point(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int] | None:
+    """(x, y) of the background pixel farthest from the mask within the box's rows y1..y2-1 and
+    columns x1..x2-1 (the reference's end-exclusive slice); None when that region has no background."""
+    x1, y1, x2, y2 = box
+    if x2 == x1 or y2 == y1:
+        return None
+    background = ~mask[y1 : y2 + 1, x1 : x2 + 1]  # every mask pixel lies in the box
+    squared = squared_distances(background)[:-1, :-1]
+    if squared.max() == 0:
+        return None
+    row, col = first_argmax(squared)
+    return x1 + col, y1 + row
+
+
+class SimilarityField:
+    """CEBox's similarity test, set up once per image.
+
+    The reference upsamples the valid part of the embedding bilinearly to the image size,
+    L2-normalises every pixel's vector and compares it with the mask's mean embedding. Bilinear
+    interpolation is linear, so a pixel's dot product with the query is the interpolation of the
+    grid's dot products, and its squared norm a quadratic form of the four neighbouring grid
+    vectors: the Gram maps below make both cheap to evaluate on the strips only.
+    """
+
+    def __init__(self, embeddings: torch.Tensor | np.ndarray, original_size: tuple[int, int]) -> None:
+        grid = np.asarray(torch.as_tensor(embeddings).detach().float().cpu())[0]
+        height, width = original_size
+        rows, cols = valid_embedding_size(height, width, grid.shape[-1])
+        padded = np.zeros((grid.shape[0], rows + 2, cols + 2))
+        padded[:, :rows, :cols] = grid[:, :rows, :cols]
+        self.vectors = padded[:, :rows, :cols]
+        here, right, down, diagonal = padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]
+        self.norms = np.einsum("cij,cij->ij", here, here)
+        self.across = np.einsum("cij,cij->ij", here, right)
+        self.downward = np.einsum("cij,cij->ij", here, down)
+        self.diagonals = np.einsum("cij,cij->ij", here, diagonal) + np.einsum("cij,cij->ij", right, down)
+        self.row_taps = _folded_taps(rows, height)
+        self.col_taps = _folded_taps(cols, width)
+        self.sample_rows = nearest_indices(height, rows)
+        self.sample_cols = nearest_indices(width, cols)
+
+    def query_scores(self, mask: np.ndarray) -> np.ndarray | None:
+        """Grid vectors' dot products with the mask's unit mean embedding (taken over the grid cells
+        its nearest-resized copy covers), zero-padded like the Gram maps; None if it covers none."""
+        covered = mask[np.ix_(self.sample_rows, self.sample_cols)]
+        if not covered.any():
+            return None
+        mean = self.vectors[:, covered].mean(axis=1)
+        scores = np.zeros(self.norms.shape)
+        scores[:-1, :-1] = np.einsum("c,cij->ij", mean / np.linalg.norm(mean), self.vectors)
+        return scores
+
+    def count_similar(self, scores: np.ndarray, rows: slice, cols: slice) -> int:
+        """Pixels of the strip rows x cols whose unit vector has a dot product > 0.5 with the query
+        (`scores` from `query_scores`)."""
+        r0, r1, a0, a1 = (part[rows, None] for part in self.row_taps)
+        c0, c1, b0, b1 = (part[cols][None, :] for part in self.col_taps)
+        dot = a0 * (b0 * scores[r0, c0] + b1 * scores[r0, c1]) + a1 * (b0 * scores[r1, c0] + b1 * scores[r1, c1])
+        norm2 = (
+            a0 * a0 * (b0 * b0 * self.norms[r0, c0] + b1 * b1 * self.norms[r0, c1] + 2 * b0 * b1 * self.across[r0, c0])
+            + a1 * a1 * (b0 * b0 * self.norms[r1, c0] + b1 * b1 * self.norms[r1, c1] + 2 * b0 * b1 * self.across[r1, c0])
+            + 2 * a0 * a1 * (
+                b0 * b0 * self.downward[r0, c0] + b1 * b1 * self.downward[r0, c1] + b0 * b1 * self.diagonals[r0, c0]
+            )
+        )
+        return int(np.count_nonzero(dot > _SIMILARITY_THRESHOLD * np.sqrt(np.maximum(norm2, 0.0))))
+
+
+def _folded_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps with i1 = i0 + 1 always (a repeated edge index folds its weight into w0)."""
+    first, second, w0, w1 = linear_taps(size_in, size_out)
+    w0, w1 = w0.astype(np.float64), w1.astype(np.float64)
+    repeated = second == first
+    return first, first + 1, np.where(repeated, w0 + w1, w0), np.where(repeated, 0.0, w1)
+
+
+def elastic_box(
+    box: tuple[int, int, int, int],
+    count_similar,
+    image_size: tuple[int, int],
+    threshold: float,
+    passes: int,
+) -> tuple[tuple[int, int, int, int], bool]:
+    """CEBox: move each side of `box` outward when the strip beyond it is mostly like the object.
+
+    `count_similar(rows, cols)` counts similar pixels of a strip. Each pass tests the four sides
+    against the box it started from; a pass that moves nothing ends the expansion.
+    """
+    height, width = image_size
+    expanded = False
+    for _ in range(passes):
+        x1, y1, x2, y2 = box
+        if x2 == x1 or y2 == y1:
+            break
+        step_y, step_x = min(0.1 * (y2 - y1), 10), min(0.1 * (x2 - x1), 10)
+        new_x1, new_x2, new_y1, new_y2 = int(x1 - step_x), int(x2 + step_x), int(y1 - step_y), int(y2 + step_y)
+        strips = (
+            (0 < new_x1 < x1, slice(y1, y2), slice(new_x1, x1)),
+            (x2 < new_x2 < width, slice(y1, y2), slice(x2, new_x2)),
+            (0 < new_y1 < y1, slice(new_y1, y1), slice(x1, x2)),
+            (y2 < new_y2 < height, slice(y2, new_y2), slice(x1, x2)),
+        )
+        moved = [
+            usable and count_similar(rows, cols) / ((rows.stop - rows.start) * (cols.stop - cols.start)) > threshold
+            for usable, rows, cols in strips
+        ]
+        if not any(moved):
+            break
+        box = (
+            new_x1 if moved[0] else x1,
+            new_y1 if moved[2] else y1,
+            new_x2 if moved[1] else x2,
+            new_y2 if moved[3] else y2,
+        )
+        expanded = True
+    return box, expanded
+
+
+class MaskPromptGrid:
+    """The reference's resize chain for dense prompts, set up once per image.
+
+    Original size -> input size (bilinear) -> padded to 1024 -> 256 (bilinear: every 256-cell
+    averages input-frame rows/cols 4a+1 and 4a+2). `window` finds the 256-cells an object's crop
+    can reach; `resize` evaluates the chain on those cells only.
+    """
+
+    def __init__(self, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
+        self.axes = [self._axis(size_in, size_out) for size_in, size_out in zip(original_size, input_size)]
+
+    @staticmethod
+    def _axis(size_in: int, size_out: int) -> dict[str, np.ndarray]:
+        first, second, w0, w1 = linear_taps(size_in, size_out)
+        taps = np.stack([4 * np.arange(MASK_SIZE) + 1, 4 * np.arange(MASK_SIZE) + 2], axis=1)  # (256, 2)
+        inside = taps < size_out
+        clipped = np.minimum(taps, size_out - 1)
+        never = np.iinfo(np.int64).max
+        return {
+            "first": first, "second": second, "w0": w0, "w1": w1, "size": np.int64(size_out),
+            "lowest": np.where(inside[:, 0], first[clipped[:, 0]], never),
+            "highest": np.where(inside[:, 0], second[clipped[:, 1]], -1),
+        }
+
+    def window(self, axis: int, start: int, stop: int) -> slice:
+        """The 256-cells along `axis` whose taps reach source indices [start, stop)."""
+        taps = self.axes[axis]
+        return slice(int(np.searchsorted(taps["highest"], start)), int(np.searchsorted(taps["lowest"], stop)))
+
+    def resize(self, crop: np.ndarray, origin: tuple[int, int], cells: tuple[slice, slice], fill: float) -> np.ndarray:
+        """The 256-grid values on `cells` of an image equal to `crop` at `origin` and `fill` elsewhere."""
+        padded = np.pad(crop.astype(np.float32), 1, constant_values=fill)
+        parts = []
+        for axis, cell in enumerate(cells):
+            taps = self.axes[axis]
+            rows = np.stack([4 * np.arange(cell.start, cell.stop) + 1, 4 * np.arange(cell.start, cell.stop) + 2], 1).ravel()
+            real = rows < taps["size"]
+            clipped = np.minimum(rows, taps["size"] - 1)
+            local = [np.clip(taps[key][clipped] - origin[axis] + 1, 0, padded.shape[axis] - 1) for key in ("first", "second")]
+            parts.append((local, taps["w0"][clipped], taps["w1"][clipped], real))
+        (r0, r1), a0, a1, real_rows = parts[0]
+        (c0, c1), b0, b1, real_cols = parts[1]
+        a0, a1 = a0[:, None], a1[:, None]
+        values = a0 * (b0 * padded[np.ix_(r0, c0)] + b1 * padded[np.ix_(r0, c1)]) + a1 * (
+            b0 * padded[np.ix_(r1, c0)] + b1 * padded[np.ix_(r1, c1)]
+        )
+        values[~real_rows] = fill
+        values[:, ~real_cols] = fill
+        half = np.float32(0.5)
+        return half * (half * values[0::2, 0::2] + half * values[0::2, 1::2]) + half * (
+            half * values[1::2, 0::2] + half * values[1::2, 1::2]
+        )
+
+
+class PromptMiner:
+    """Mines the prompts of one image's masks; per-image setup is done once, here.
+
+    `embeddings` (1, 256, 64, 64) is needed only for CEBox (`box_expand_threshold` > 0);
+    `rng` only for the "random" point strategy.
+    """
+
+    def __init__(
+        self,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+        embeddings: torch.Tensor | np.ndarray | None = None,
+        *,
+        use_negative_point: bool = True,
+        use_mask: bool = True,
+        box_expand_threshold: float = 0.0,
+        box_expand_passes: int = 1,
+        gamma: float = 4.0,
+        strength: float = 30.0,
+        point_strategy: str = "distance",
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if point_strategy not in POINT_STRATEGIES:
+            raise ValueError(f"point_strategy must be one of {', '.join(POINT_STRATEGIES)}, got {point_strategy!r}")
+        if box_expand_threshold > 0 and embeddings is None:
+            raise ValueError("CEBox (box_expand_threshold > 0) needs the image embeddings")
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.use_negative_point = use_negative_point
+        self.threshold, self.passes = box_expand_threshold, box_expand_passes
+        self.gamma, self.strength = gamma, strength
+        self.point_strategy = point_strategy
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.similarity = SimilarityField(embeddings, self.original_size) if box_expand_threshold > 0 else None
+        self.grid = MaskPromptGrid(self.original_size, input_size) if use_mask else None
+
+    def mine(self, masks: np.ndarray) -> Prompts:
+        """Prompts for N x H x W bool masks. An empty mask gets padding points, a zero box and an
+        all-background mask prompt (it is not meant to be decoded)."""
+        if masks.shape[1:] != self.original_size:
+            raise ValueError(f"masks are {masks.shape[1:]}, the miner was set up for {self.original_size}")
+        count, slots = len(masks), 2 if self.use_negative_point else 1
+        points = np.zeros((count, slots, 2), dtype=np.int64)
+        labels = np.full((count, slots), NOT_A_POINT, dtype=np.int64)
+        boxes = np.zeros((count, 4), dtype=np.int64)
+        expanded = np.zeros(count, dtype=bool)
+        mask_inputs = None
+        if self.grid is not None:
+            mask_inputs = np.full((count, 1, MASK_SIZE, MASK_SIZE), -self.strength, dtype=np.float32)
+        for index, mask in enumerate(masks):
+            box = bounding_box(mask)
+            if box is None:
+                continue
+            distances = _DistanceCrop(mask, box)
+            points[index, 0], labels[index, 0] = self._positive(mask, box, distances), POSITIVE
+            if self.use_negative_point and (negative := negative_point(mask, box)) is not None:
+                points[index, 1], labels[index, 1] = negative, NEGATIVE
+            boxes[index], expanded[index] = self._box(mask, box)
+            if mask_inputs is not None:
+                mask_inputs[index, 0] = self._mask_prompt(distances, box, bool(expanded[index]))
+        return Prompts(points, labels, boxes, expanded, mask_inputs)
+
+    def _positive(self, mask: np.ndarray, box: tuple[int, int, int, int], distances: _DistanceCrop) -> tuple[int, int]:
+        x1, y1, x2, y2 = box
+        if self.point_strategy == "box_center":
+            return (x1 + x2) // 2, (y1 + y2) // 2
+        if self.point_strategy == "random":
+            rows, cols = np.nonzero(mask[y1 : y2 + 1, x1 : x2 + 1])
+            pick = int(self.rng.integers(len(rows)))
+            return x1 + int(cols[pick]), y1 + int(rows[pick])
+        return distances.farthest_point()
+
+    def _box(self, mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[tuple[int, int, int, int], bool]:
+        if self.similarity is None:
+            return box, False
+        scores = self.similarity.query_scores(mask)
+        if scores is None:
+            return box, False
+        count = lambda rows, cols: self.similarity.count_similar(scores, rows, cols)  # noqa: E731
+        return elastic_box(box, count, self.original_size, self.threshold, self.passes)
+
+    def _mask_prompt(self, distances: _DistanceCrop, box: tuple[int, int, int, int], expanded: bool) -> np.ndarray:
+        """S * G on the 256 grid: S = +/-strength (+/-1 where the box was expanded), G the resized
+        Gaussian with G = 1 where it is not positive."""
+        x1, y1, x2, y2 = box
+        cells = (self.grid.window(0, y1, y2 + 1), self.grid.window(1, x1, x2 + 1))
+        origin = (distances.top, distances.left)
+        signs = np.full((MASK_SIZE, MASK_SIZE), -1.0, dtype=np.float32)
+        gaussian = np.zeros((MASK_SIZE, MASK_SIZE), dtype=np.float32)
+        signs[cells] = self.grid.resize(np.where(distances.crop, 1.0, -1.0), origin, cells, fill=-1.0)
+        gaussian[cells] = self.grid.resize(distances.gaussian(self.gamma), origin, cells, fill=0.0)
+        amplitude = np.float32(1.0 if expanded else self.strength)
+        signs = np.where(signs > 0, amplitude, -amplitude)
+        gaussian[gaussian <= 0] = 1.0
+        return signs * gaussian
