@@ -1,0 +1,136 @@
+"""`samrefiner eval` on small hand-made datasets in the three layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA
+from typer.testing import CliRunner
+
+from samrefiner.cli import _register_commands, app
+from samrefiner.errors import InputError
+from samrefiner.io.coco import encode_mask
+from samrefiner.io.images import write_png
+from samrefiner.io.labelmaps import write_label_map
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    _register_commands()
+    return CliRunner()
+
+
+def run_eval(runner: CliRunner, tmp_path: Path, gt: Path, pred: Path, *extra: str) -> dict:
+    out = tmp_path / "scores.json"
+    result = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(pred), "--json", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def square(top: int, left: int, side: int, shape=(10, 10)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[top : top + side, left : left + side] = 255
+    return mask
+
+
+def test_masks_layout_pools_iou_and_scores_missing_as_empty(runner, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    write_png(gt / "img1" / "0.png", square(0, 0, 4))  # 16 px
+    write_png(gt / "img1" / "1.png", square(5, 5, 2))  # 4 px
+    write_png(gt / "img2" / "0.png", square(2, 2, 3))  # 9 px
+    write_png(pred / "img1" / "0.png", square(0, 2, 4))  # I 8, U 24
+    write_png(pred / "img1" / "1.png", square(5, 5, 2))  # I 4, U 4
+    scores = run_eval(runner, tmp_path, gt, pred)  # img2/0.png is missing: I 0, U 9
+    assert scores["count"] == 3
+    assert scores["iou"] == pytest.approx(12 / 37)
+    assert scores["mean_iou"] == pytest.approx((8 / 24 + 1 + 0) / 3)
+    assert {"boundary_iou", "mba"} <= scores.keys()
+    assert scores["missing"] == [str(pred / "img2" / "0.png")]
+
+
+def test_unusable_prediction_is_scored_empty_and_named(runner, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    write_png(gt / "a" / "0.png", square(0, 0, 4))
+    write_png(gt / "a" / "1.png", square(0, 0, 4))
+    (pred / "a").mkdir(parents=True)
+    (pred / "a" / "0.png").write_bytes(b"not a png")
+    write_png(pred / "a" / "1.png", square(0, 0, 4, shape=(12, 10)))
+    scores = run_eval(runner, tmp_path, gt, pred, "--format", "masks")
+    assert scores["iou"] == 0.0
+    assert len(scores["unusable"]) == 2
+    assert "0.png" in scores["unusable"][0] and "differs" in scores["unusable"][1]
+
+
+def test_flat_folder_of_binary_masks_with_format_masks(runner, tmp_path):
+    gt = DATA / "davis2016" / "Annotations" / "blackswan"
+    scores = run_eval(runner, tmp_path, gt, gt, "--format", "masks")
+    assert scores["count"] == 5
+    assert all(scores[key] == 1.0 for key in ("iou", "mean_iou", "boundary_iou", "mba"))
+
+
+def test_label_maps_miou_by_hand(runner, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    write_label_map(gt / "m.png", np.array([[0, 0, 1, 1], [0, 0, 1, 255]], dtype=np.uint8))
+    write_label_map(pred / "m.png", np.array([[0, 1, 1, 1], [0, 0, 2, 2]], dtype=np.uint8))
+    write_label_map(gt / "n.png", np.array([[3, 3]], dtype=np.uint8))
+    scores = run_eval(runner, tmp_path, gt, pred)  # detected as label maps; n.png missing -> background
+    # class 0: TP 3, FN 1, FP 2 (n.png) -> 3/6; class 1: 2/4; class 2: 0; class 3: 0 of 2
+    assert scores["miou"] == pytest.approx((3 / 6 + 2 / 4 + 0 + 0) / 4)
+    assert scores["count"] == 2
+    assert scores["missing"] == [str(pred / "n.png")]
+
+
+def coco_file(path: Path, masks: list[np.ndarray], ids: list[int], results: bool = False, scores=None) -> Path:
+    height, width = masks[0].shape
+    annotations = [
+        {"id": i, "image_id": 1, "category_id": 1, "segmentation": encode_mask(mask > 0), "iscrowd": 0}
+        for i, mask in zip(ids, masks)
+    ]
+    if scores is not None:
+        for annotation, score in zip(annotations, scores):
+            annotation["score"] = score
+    document = (
+        [{key: a[key] for key in ("image_id", "category_id", "segmentation", "score")} for a in annotations]
+        if results
+        else {"images": [{"id": 1, "file_name": "x.png", "height": height, "width": width}], "annotations": annotations}
+    )
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_coco_perfect_prediction_scores_one(runner, tmp_path):
+    masks = [square(0, 0, 8, (40, 40)), square(20, 20, 12, (40, 40))]
+    gt = coco_file(tmp_path / "gt.json", masks, [7, 9])
+    scores = run_eval(runner, tmp_path, gt, gt)
+    assert scores["count"] == 2
+    for key in ("ap", "boundary_ap", "iou", "mean_iou", "boundary_iou", "mba"):
+        assert scores[key] == pytest.approx(1.0), key
+
+
+def test_coco_matches_by_annotation_id_and_results_lists_give_ap(runner, tmp_path):
+    masks = [square(0, 0, 8, (40, 40)), square(20, 20, 12, (40, 40))]
+    gt = coco_file(tmp_path / "gt.json", masks, [7, 9])
+    # id 9 predicted exactly, id 7 missing: AP counts one of two objects, IoU is pooled over both
+    pred = coco_file(tmp_path / "pred.json", [masks[1]], [9])
+    scores = run_eval(runner, tmp_path, gt, pred)
+    assert scores["iou"] == pytest.approx(144 / (144 + 64))
+    assert scores["missing"] == [f"{pred}: annotation id 7"]
+    assert 0.4 < scores["ap"] < 0.6 and scores["boundary_ap"] == pytest.approx(scores["ap"])
+    listed = coco_file(tmp_path / "results.json", masks, [1, 2], results=True, scores=[0.9, 0.8])
+    scores = run_eval(runner, tmp_path, gt, listed, "--format", "coco")
+    assert scores["ap"] == pytest.approx(1.0) and "iou" not in scores
+
+
+def test_bad_files_give_one_line_naming_them(runner, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{ not json")
+    result = runner.invoke(app, ["eval", "--gt", str(broken), "--pred", str(broken)])
+    assert isinstance(result.exception, InputError)
+    assert str(broken) in str(result.exception) and "\n" not in str(result.exception)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", "--gt", str(empty), "--pred", str(empty)])
+    assert isinstance(result.exception, InputError) and str(empty) in str(result.exception)
