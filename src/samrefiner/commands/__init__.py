@@ -1,3 +1,4 @@
 """CLI subcommands; importing this package registers every one of them on `samrefiner.cli.app`."""
 from samrefiner.commands import eval  # noqa: F401
 from samrefiner.commands import corrupt  # noqa: F401
+from samrefiner.commands import review  # noqa: F401

@@ -25,11 +25,18 @@ class ReviewObject:
 
 @dataclass
 class ReviewImage:
-    """An image and its objects; `image_id` is its path relative to the images folder (posix)."""
+    """An image and its objects.
+
+    `image_id` names the image in the dataset and in the decisions (for files: the path relative
+    to the images folder); `name` is what the page shows (default: the id); `pixels` the decoded
+    RGB image when the caller already has it.
+    """
 
     image_id: str
     path: Path
     objects: list[ReviewObject] = field(default_factory=list)
+    name: str = ""
+    pixels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class ObjectSummary:
     predicted_iou: float | None
     change_iou: float
     thumbnail: str
+    image_name: str = ""
 
     @property
     def uid(self) -> str:

@@ -86,6 +86,7 @@ def _page_entry(summary: ObjectSummary) -> dict:
     return {
         "id": summary.uid,
         "image": summary.image_id,
+        "name": summary.image_name or summary.image_id,
         "object": summary.key,
         "class": summary.label,
         "predicted": None if summary.predicted_iou is None else _rounded(summary.predicted_iou),

@@ -29,14 +29,14 @@ def build_report(
     prepare_report_dir(out)
     summaries: list[ObjectSummary] = []
     for image in images:
-        pixels = read_image(image.path)
+        pixels = read_image(image.path) if image.pixels is None else image.pixels
         for review_object in image.objects:
             thumbnail = f"{THUMBNAIL_DIR}/{len(summaries):06d}.jpg"
             change = _write_thumbnail(pixels, review_object, out / thumbnail, image.path)
             summaries.append(
                 ObjectSummary(
                     image.image_id, review_object.key, review_object.label,
-                    review_object.predicted_iou, change, thumbnail,
+                    review_object.predicted_iou, change, thumbnail, image.name or image.image_id,
                 )
             )
     write_page(summaries, out, title=title or source, source=source, page_size=page_size)

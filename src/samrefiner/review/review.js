@@ -160,11 +160,11 @@
     image.decoding = "async";
     image.width = 366;
     image.height = 180;
-    image.alt = object.image + " object " + object.object;
+    image.alt = object.name + " object " + object.object;
     image.src = object.thumb;
     thumb.append(image, element("span", "tag coarse", "coarse"), element("span", "tag refined", "refined"));
     const meta = element("div", "meta");
-    const name = element("span", "name", object.image + " \u00b7 " + object.object);
+    const name = element("span", "name", object.name + " \u00b7 " + object.object);
     name.title = object.id;
     meta.append(name, element("span", "label", object.class));
     const scores = element("div", "scores");

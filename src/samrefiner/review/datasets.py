@@ -1,0 +1,189 @@
+"""The two datasets a review compares: a coarse input and its refined output, in one format.
+
+Both are read with the readers of `samrefiner refine` (`samrefiner.io`). Objects are matched by
+their id in that format (mask file name, COCO annotation id); a label map's refined output is
+one map, so the refined mask of each coarse split-then-merge region is that map's pixels of
+the region's class nearest to the region. Predicted IoUs come from the refine run's scores file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from samrefiner.errors import InputError
+from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
+from samrefiner.io.labelmaps import read_label_map
+from samrefiner.review.objects import ReviewImage, ReviewObject
+
+FORMATS = ("masks", "label-maps", "coco")
+_OPTION_OF_FORMAT = {"masks": "masks", "label-maps": "label_maps", "coco": "coco"}
+
+
+@dataclass
+class DatasetPair:
+    """The coarse input (whose writer makes the final dataset) and the refine run's output."""
+
+    kind: str
+    coarse: Dataset
+    refined: Dataset
+    refined_path: Path
+
+    def refined_keys(self) -> set[str]:
+        return {ref.key for ref in self.refined.refs()}
+
+    def load(self, ref: SampleRef) -> tuple[Sample, np.ndarray]:
+        """One image's coarse sample and the refined mask of each of its objects (N x H x W)."""
+        coarse = self.coarse.load(ref)
+        if self.kind == "label-maps":
+            return coarse, self._refined_regions(coarse)
+        refined = self.refined.load(ref)
+        by_id = {str(meta["id"]): mask for meta, mask in zip(refined.objects, refined.masks)}
+        missing = [str(meta["id"]) for meta in coarse.objects if str(meta["id"]) not in by_id]
+        if missing:
+            raise InputError(f"{ref.name}: object {missing[0]} has no refined mask in {self.refined_path}")
+        masks = [by_id[str(meta["id"])] for meta in coarse.objects]
+        return coarse, np.stack(masks) if masks else np.zeros_like(coarse.masks)
+
+    def _refined_regions(self, coarse: Sample) -> np.ndarray:
+        # LabelMaps keeps (map path, label map, palette) as its sample context
+        map_path = coarse.context[0]
+        refined_path = self.refined_path / Path(map_path).relative_to(self.coarse.label_maps)
+        refined_map, _ = read_label_map(refined_path)
+        if refined_map.shape != coarse.image.shape[:2]:
+            raise InputError(f"{refined_path}: refined label map is not the size of {coarse.image_path}")
+        classes = [meta["category_id"] for meta in coarse.objects]
+        return split_like_regions(refined_map, coarse.masks, classes)
+
+
+def split_like_regions(label_map: np.ndarray, regions: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Each region's share of `label_map`: the pixels of its class nearer to it than to the
+    other regions of that class (all of them when the class has one region)."""
+    shares = np.zeros_like(regions, dtype=bool)
+    for class_id in sorted(set(classes)):
+        members = [index for index, region_class in enumerate(classes) if region_class == class_id]
+        of_class = label_map == class_id
+        if len(members) == 1:
+            shares[members[0]] = of_class
+            continue
+        numbers = np.zeros(label_map.shape, np.int32)
+        for number, index in enumerate(members, start=1):
+            numbers[regions[index]] = number
+        nearest_rows, nearest_cols = ndimage.distance_transform_edt(
+            numbers == 0, return_distances=False, return_indices=True
+        )
+        nearest = numbers[nearest_rows, nearest_cols]
+        for number, index in enumerate(members, start=1):
+            shares[index] = of_class & (nearest == number)
+    return shares
+
+
+def detect_format(coarse: Path, refined: Path) -> str:
+    """coco for a .json file; for a folder, label-maps when the refine run's scores list classes
+    or the first PNG is a palette or multi-class map, else masks."""
+    if coarse.suffix.lower() == ".json":
+        return "coco"
+    scores = OutputLayout.folder(refined).scores_path
+    if scores.is_file():
+        with open(scores, encoding="utf-8") as handle:
+            for line in handle:
+                objects = json.loads(line).get("objects") or []
+                if objects:
+                    return "label-maps" if "category_id" in objects[0] else "masks"
+    first_png = next((path for path in sorted(coarse.rglob("*.png")) if path.is_file()), None)
+    if first_png is not None:
+        with Image.open(first_png) as image:
+            if image.mode == "P" or len(set(np.unique(np.asarray(image)).tolist()) - {0, 1, 255}) > 0:
+                return "label-maps"
+    return "masks"
+
+
+def open_pair(
+    images: Path, coarse: Path, refined: Path, out: Path | None = None, kind: str = "auto"
+) -> DatasetPair:
+    """The coarse dataset (its writer aimed at `out`; None: only read) and the refined one, in
+    `kind` or the detected format."""
+    from samrefiner.commands.refine import open_dataset
+
+    if kind == "auto":
+        kind = detect_format(coarse, refined)
+    if kind not in FORMATS:
+        raise InputError(f"--format {kind}: expected auto or one of {', '.join(FORMATS)}")
+    option = _OPTION_OF_FORMAT[kind]
+    coarse_dataset = open_dataset(images, out or refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: coarse})
+    # read only: its layout points at the refine run's own files (scores) and nothing is written
+    refined_dataset = open_dataset(images, refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: refined})
+    return DatasetPair(kind, coarse_dataset, refined_dataset, refined)
+
+
+def read_predicted_ious(path: Path) -> dict[tuple[str, str], float]:
+    """(image key, object id) -> predicted IoU from a refine run's scores file ({} when absent)."""
+    if not path.is_file():
+        return {}
+    scores: dict[tuple[str, str], float] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                entry = json.loads(line)
+                for item in entry["objects"]:
+                    scores[(str(entry["image"]), str(item["id"]))] = float(item["predicted_iou"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise InputError(f"{path}: line {number} is not a scores line of `samrefiner refine`") from None
+    return scores
+
+
+def class_names(dataset: Dataset) -> dict[Any, str]:
+    """Category id -> name: COCO's categories; label-map classes are named by their id."""
+    data = getattr(dataset, "data", None)
+    if isinstance(data, dict):
+        return {entry["id"]: str(entry.get("name", entry["id"])) for entry in data.get("categories", [])}
+    return {}
+
+
+@dataclass
+class ReadLog:
+    """Images that could not be read (one line each) and images the refine run did not write."""
+
+    errors: list[str] = field(default_factory=list)
+    unrefined: int = 0
+
+
+def review_images(pair: DatasetPair, log: ReadLog) -> Iterator[ReviewImage]:
+    """Every image with both a coarse and a refined version (the others are counted in `log`)."""
+    scores = read_predicted_ious(pair.refined.layout.scores_path)
+    names = class_names(pair.coarse)
+    refined_keys = pair.refined_keys()
+    for ref in pair.coarse.refs():
+        if ref.key not in refined_keys:
+            log.unrefined += 1
+            continue
+        try:
+            coarse, refined = pair.load(ref)
+        except InputError as error:
+            log.errors.append(str(error))
+            continue
+        objects = [
+            ReviewObject(
+                key=str(meta["id"]),
+                label=_label(meta.get("category_id"), names),
+                coarse=coarse_mask,
+                refined=refined_mask,
+                predicted_iou=scores.get((ref.key, str(meta["id"]))),
+            )
+            for meta, coarse_mask, refined_mask in zip(coarse.objects, coarse.masks, refined)
+        ]
+        name = Path(coarse.image_path).relative_to(pair.coarse.images).as_posix()
+        yield ReviewImage(ref.key, coarse.image_path, objects, name=name, pixels=coarse.image)
+
+
+def _label(category_id: Any, names: dict[Any, str]) -> str:
+    if category_id is None:
+        return ""
+    return names.get(category_id, f"class {category_id}")
