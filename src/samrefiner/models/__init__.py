@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -27,10 +29,14 @@ from samrefiner.models.registry import REGISTRY, ModelEntry
 __all__ = ["load_model", "read_state_dict"]
 
 # Checked in order; a family whose keys extend SAM's (HQ-SAM) must come before "samrefiner.models.sam".
-STATE_DICT_BACKENDS: list[str] = ["samrefiner.models.sam"]
+STATE_DICT_BACKENDS: list[str] = ["samrefiner.models.sam_hq", "samrefiner.models.sam"]
 
 # transformers config `model_type` -> backend module.
-PRETRAINED_BACKENDS: dict[str, str] = {"sam": "samrefiner.models.sam", "sam2": "samrefiner.models.sam2"}
+PRETRAINED_BACKENDS: dict[str, str] = {
+    "sam": "samrefiner.models.sam",
+    "sam_hq": "samrefiner.models.sam_hq",
+    "sam2": "samrefiner.models.sam2",
+}
 
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 
@@ -45,6 +51,8 @@ def load_model(spec: str | os.PathLike[str] | Mapping[str, Any], device: str | t
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: folder has no config.json (not a transformers save_pretrained folder)")
         return from_pretrained(str(path), device)
     if path.is_file():
         return from_state_dict(read_state_dict(path), str(path), device)
@@ -87,11 +95,25 @@ def from_state_dict(
 
 
 def from_pretrained(source: str, device: str | torch.device = "cpu") -> PromptableModel:
-    """Load a transformers folder or HF id whose config `model_type` has a backend; all weights must load."""
-    backend = _pretrained_backend(source).Backend
+    """Load a transformers folder or HF id whose config `model_type` has a backend; all weights must load.
+
+    When the Hugging Face Hub cannot be reached, only its local cache is used, and a model missing
+    there gets one line saying so (instead of minutes of retries).
+    """
+    from transformers import AutoConfig
+
+    offline = None if Path(source).is_dir() else _hub_unreachable()
+    hub_options = {"local_files_only": True} if offline else {}
     try:
-        model, info = backend.model_class.from_pretrained(source, output_loading_info=True)
+        model_type = AutoConfig.from_pretrained(source, **hub_options).model_type
+        backend = _pretrained_backend(source, model_type).Backend
+        model, info = backend.model_class.from_pretrained(source, output_loading_info=True, **hub_options)
     except (OSError, ValueError, RuntimeError) as error:
+        if offline:
+            raise CheckpointError(
+                f"cannot download {source} (Hugging Face Hub unreachable: {offline}) and it is not in the local "
+                f"cache: fetch it where you are online (`hf download {source} --local-dir DIR`) and pass DIR as the model"
+            ) from None
         raise CheckpointError(f"cannot load {source}: {_first_line(error)}") from None
     problems = [f"{kind} {keys[0]}" for kind, keys in info.items() if keys and kind != "error_msgs"]
     if problems:
@@ -99,18 +121,26 @@ def from_pretrained(source: str, device: str | torch.device = "cpu") -> Promptab
     return backend(model, source, device)
 
 
-def _pretrained_backend(source: str) -> ModuleType:
-    from transformers import AutoConfig
-
-    try:
-        model_type = AutoConfig.from_pretrained(source).model_type
-    except (OSError, ValueError) as error:
-        hint = "" if Path(source).is_dir() else " (offline? pass a local folder or checkpoint file instead)"
-        raise CheckpointError(f"cannot load {source}: {_first_line(error)}{hint}") from None
+def _pretrained_backend(source: str, model_type: str) -> ModuleType:
     if model_type not in PRETRAINED_BACKENDS:
         known = ", ".join(PRETRAINED_BACKENDS)
         raise CheckpointError(f"{source}: model type {model_type!r} is not supported (known: {known})")
     return importlib.import_module(PRETRAINED_BACKENDS[model_type])
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached (offline mode, DNS, connection), or None if it can."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{endpoint.hostname}: {getattr(error, 'strerror', None) or error}"
+    return None
 
 
 def _from_registry(entry: ModelEntry, device: str | torch.device) -> PromptableModel:

@@ -18,6 +18,7 @@ class ModelEntry:
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
 
 REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
@@ -45,6 +46,32 @@ REGISTRY: dict[str, ModelEntry] = {
             sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
             file_name="sam_vit_h_4b8939.pth",
             hf_id="facebook/sam-vit-huge",
+        ),
+        # HQ-SAM: the authors' files on Hugging Face (lkeab/hq-sam, linked from github.com/SysCV/sam-hq);
+        # sha256 = the git-lfs oid of each file's only upload there (commits 8a94b5e, 519b37f, 67ab824)
+        ModelEntry(
+            "hq_vit_b",
+            "sam_hq",
+            url=_HQ_URL + "sam_hq_vit_b.pth",
+            sha256="14a9d662cd6f5a9c2dba6d40ab0058d88d287e4a18fd6fdc6ad5fb1a3fdeaa57",
+            file_name="sam_hq_vit_b.pth",
+            hf_id="syscv-community/sam-hq-vit-base",
+        ),
+        ModelEntry(
+            "hq_vit_l",
+            "sam_hq",
+            url=_HQ_URL + "sam_hq_vit_l.pth",
+            sha256="e1a6c385d62bf005ded91a54d5ec55c985cfc4103ef89c08d90f39f04934c343",
+            file_name="sam_hq_vit_l.pth",
+            hf_id="syscv-community/sam-hq-vit-large",
+        ),
+        ModelEntry(
+            "hq_vit_h",
+            "sam_hq",
+            url=_HQ_URL + "sam_hq_vit_h.pth",
+            sha256="a7ac14a085326d9fa6199c8c698c4f0e7280afdbb974d2c4660ec60877b45e35",
+            file_name="sam_hq_vit_h.pth",
+            hf_id="syscv-community/sam-hq-vit-huge",
         ),
         ModelEntry("sam2.1_hiera_tiny", "sam2", hf_id="facebook/sam2.1-hiera-tiny"),
         ModelEntry("sam2.1_hiera_small", "sam2", hf_id="facebook/sam2.1-hiera-small"),
