@@ -1,0 +1,75 @@
+"""SAM 2.1 backend: transformers' `Sam2Model` (image mode) behind the `PromptableModel` interface.
+
+As in the official SAM 2 image predictor: the image is resized to 1024 x 1024 without keeping the
+aspect ratio (so the input frame is 1024 x 1024), normalised with ImageNet statistics, and the
+256 x 256 logits are resized straight to the original size. The decoder also uses the encoder's two
+high-resolution feature maps, kept in `Encoding.features`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Sam2Model
+
+from samrefiner.models.base import Encoding
+from samrefiner.models.sam import SamBackend, check_image, normalized_pixels
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+
+
+class Sam2Backend(SamBackend):
+    """SAM 2.1 (Hiera encoder, decoder with high-resolution skip features) for single images."""
+
+    kind = "sam2"
+    model_class = Sam2Model
+    pixel_mean = IMAGENET_MEAN
+    pixel_std = IMAGENET_STD
+
+    def encode(self, image: np.ndarray) -> Encoding:
+        check_image(image)
+        original = (int(image.shape[0]), int(image.shape[1]))
+        input_size = (self.image_size, self.image_size)
+        pixels = normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
+        with torch.inference_mode():
+            *high_res, lowest = self.model.get_image_embeddings(pixels.to(self.device))
+        features = {f"high_res_{level}": feature.float() for level, feature in enumerate(high_res)}
+        return Encoding(embeddings=lowest.float(), original_size=original, input_size=input_size, features=features)
+
+    def _decode_chunk(
+        self,
+        encoding: Encoding,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse, dense = self.model.prompt_encoder(
+            input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
+        )
+        batch = dense.shape[0]
+        if sparse is None:  # mask prompt alone: no sparse tokens, as in the official image predictor
+            sparse = dense.new_zeros(batch, 1, 0, dense.shape[1])
+        embeddings = encoding.embeddings.to(self.device).expand(batch, -1, -1, -1)
+        high_res = [encoding.features[f"high_res_{level}"].to(self.device) for level in range(2)]
+        logits, scores, _, _ = self.model.mask_decoder(
+            image_embeddings=embeddings,
+            image_positional_embeddings=self._image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            high_resolution_features=high_res,
+        )
+        return logits[:, 0], scores[:, 0]
+
+    def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """256 x 256 logits straight to the original size (bilinear, align_corners=False)."""
+        with torch.inference_mode():
+            return F.interpolate(
+                low_res_logits.float(), size=encoding.original_size, mode="bilinear", align_corners=False
+            )
+
+
+Backend = Sam2Backend
