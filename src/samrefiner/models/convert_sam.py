@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
-from transformers import SamConfig, SamModel
+from transformers import PreTrainedConfig, PreTrainedModel, SamConfig, SamModel
 
 from samrefiner.errors import CheckpointError
 
@@ -58,6 +59,8 @@ _COMPILED = tuple((re.compile(pattern), replacement) for pattern, replacement in
 # The prompt encoder's random Fourier matrix is one tensor used in two places in transformers.
 _POSITIONAL = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 _POSITIONAL_TARGETS = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
+
+ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
 _VARIANTS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
 
@@ -149,7 +152,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> t
     return converted, sam_config(shape)
 
 
-def layout_mismatches(converted: Mapping[str, torch.Tensor], model: SamModel) -> list[str]:
+def layout_mismatches(converted: Mapping[str, torch.Tensor], model: torch.nn.Module) -> list[str]:
     """Differences between converted tensors and the model's parameters: missing, unexpected, shape."""
     expected = model.state_dict()
     problems = [f"missing {key}" for key in expected if key not in converted]
@@ -165,11 +168,18 @@ def layout_mismatches(converted: Mapping[str, torch.Tensor], model: SamModel) ->
 def build_sam_model(state_dict: Mapping[str, torch.Tensor], source: str) -> SamModel:
     """Convert an official SAM state dict and load it into a `SamModel` (strict: all keys, all shapes)."""
     converted, config = convert_state_dict(state_dict, source)
+    return load_converted(SamModel, config, converted, source)
+
+
+def load_converted(
+    model_class: type[ModelT], config: PreTrainedConfig, converted: Mapping[str, torch.Tensor], source: str
+) -> ModelT:
+    """`model_class(config)` holding exactly the converted tensors; CheckpointError naming `source` if not."""
     with torch.device("meta"):
-        model = SamModel(config)
+        model = model_class(config)
     problems = layout_mismatches(converted, model)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(f"{source}: does not fit a SAM model: {problems[0]}{more}")
+        raise CheckpointError(f"{source}: does not fit a {model_class.__name__}: {problems[0]}{more}")
     model.load_state_dict(converted, strict=True, assign=True)
     return model.eval()

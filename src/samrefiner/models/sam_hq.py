@@ -20,10 +20,9 @@ import torch
 from transformers import SamHQModel
 from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
 
-from samrefiner.errors import CheckpointError
 from samrefiner.models.base import Encoding
 from samrefiner.models.convert_hq import convert_hq_state_dict, is_hq_state_dict
-from samrefiner.models.convert_sam import layout_mismatches
+from samrefiner.models.convert_sam import load_converted
 from samrefiner.models.sam import SamBackend, check_image, normalized_pixels, resized_size
 
 INTERM_KEY = "interm_embeddings"
@@ -165,14 +164,7 @@ Backend = SamHQBackend
 def build_hq_model(state_dict: Mapping[str, torch.Tensor], source: str) -> SamHQModel:
     """Convert an official HQ-SAM state dict and load it into a `SamHQModel` (strict: all keys, all shapes)."""
     converted, config = convert_hq_state_dict(state_dict, source)
-    with torch.device("meta"):
-        model = SamHQModel(config)
-    problems = layout_mismatches(converted, model)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(f"{source}: does not fit an HQ-SAM model: {problems[0]}{more}")
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval()
+    return load_converted(SamHQModel, config, converted, source)
 
 
 def matches_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
