@@ -80,7 +80,3 @@ REGISTRY: dict[str, ModelEntry] = {
     )
 }
 
-
-def hf_kind(hf_id: str) -> str | None:
-    """The backend family of a known Hugging Face id, else None."""
-    return next((entry.kind for entry in REGISTRY.values() if entry.hf_id == hf_id), None)
