@@ -7,9 +7,11 @@ test's tmp folder.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,8 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, SAM_REF
 from PIL import Image
+from typer.testing import CliRunner
 
+from samrefiner.cli import _register_commands, app
+from samrefiner.io.images import read_mask
+from samrefiner.metrics import mask_iou
 from samrefiner.review.objects import ObjectSummary
 from samrefiner.review.page import THUMBNAIL_DIR, prepare_report_dir, write_page
 from samrefiner.review.thumbnails import PANEL_GAP, PANEL_SIZE
@@ -100,6 +107,107 @@ def shown_scores(page) -> list[float]:
     return [float(score) for score in page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.score)")]
 
 
+# ---- a refined DAVIS subset, end to end ------------------------------------------------------
+
+FRAMES = [("blackswan", "00000"), ("blackswan", "00020"), ("camel", "00000"), ("dog", "00010"), ("cows", "00030")]
+
+
+@pytest.fixture(scope="module")
+def cli() -> CliRunner:
+    _register_commands()
+    return CliRunner()
+
+
+def samrefiner(cli: CliRunner, *args: object) -> str:
+    result = cli.invoke(app, [str(arg) for arg in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def refined_davis(cli: CliRunner, tmp_path_factory) -> dict[str, Path]:
+    """Five DAVIS frames refined by the reduced random SAM (one iteration) with `samrefiner refine`."""
+    root = tmp_path_factory.mktemp("davis")
+    for sequence, frame in FRAMES:
+        for folder, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
+            (root / folder / sequence).mkdir(parents=True, exist_ok=True)
+            shutil.copy(DATA / "davis2016" / folder / sequence / f"{frame}{suffix}", root / folder / sequence)
+    paths = {"images": root / "JPEGImages", "coarse": root / "Annotations", "refined": root / "refined"}
+    samrefiner(cli, "refine", "--model", SAM_REF / "reduced_sam.pth", "--device", "cpu", "--iterations", "1",
+               "--images", paths["images"], "--masks", paths["coarse"], "--out", paths["refined"], "--no-progress")
+    return paths
+
+
+def expected_scores(paths: dict[str, Path]) -> dict[str, float]:
+    """Object id -> worth-a-look score, from the refine run's scores file and the masks."""
+    scores = {}
+    for line in (paths["refined"] / "scores.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        (item,) = entry["objects"]
+        name = f"{entry['image']}.png"
+        change = mask_iou(read_mask(paths["coarse"] / name), read_mask(paths["refined"] / name))
+        scores[f"{entry['image']}#{item['id']}"] = min(item["predicted_iou"], change)
+    return scores
+
+
+def test_review_a_refined_dataset_and_apply_the_decisions(
+    cli, refined_davis, browser, page, tmp_path: Path, artifacts: Path
+) -> None:
+    paths, report = refined_davis, tmp_path / "report"
+    samrefiner(cli, "review", "--images", paths["images"], "--coarse", paths["coarse"],
+               "--refined", paths["refined"], "--out", report, "--page-size", "2")
+    open_report(page, report)
+    assert page.get_attribute("#grid", "data-count") == str(len(FRAMES))
+    assert page.inner_text("#page-count") == "3"
+
+    shown: list[tuple[str, float]] = []
+    for number in range(3):
+        if number:
+            page.click("#next")
+        page.wait_for_selector(f"#grid[data-page='{number}'] .card")
+        shown += page.eval_on_selector_all(".card", "cards => cards.map(c => [c.dataset.id, Number(c.dataset.score)])")
+    expected = expected_scores(paths)
+    assert sorted(identifier for identifier, _ in shown) == sorted(expected)
+    assert [score for _, score in shown] == sorted(score for _, score in shown)
+    for identifier, score in shown:
+        assert score == pytest.approx(expected[identifier], abs=1e-4)
+
+    page.keyboard.press("p")
+    page.keyboard.press("p")
+    page.wait_for_selector("#grid[data-page='0'] .card")
+    first, second = (card.get_attribute("data-id") for card in page.locator(".card").all())
+    page.locator(".card").nth(0).locator("button.reject").click()  # mouse
+    page.keyboard.press("ArrowRight")  # keyboard: next object, accept
+    page.keyboard.press("a")  # ... which moves on, here to the next page
+    page.wait_for_selector("#grid[data-page='1'] .card.focused")
+    page.keyboard.press("p")
+    page.wait_for_selector("#grid[data-page='0'] .card")
+    assert page.locator(".card.rejected").get_attribute("data-id") == first
+    assert page.locator(".card.accepted").get_attribute("data-id") == second
+    page.reload()  # decisions live in the browser's storage
+    page.wait_for_selector("#grid .card.rejected")
+    assert page.inner_text("#tally").startswith("1 accepted \u00b7 1 rejected")
+    page.screenshot(path=str(artifacts / "review_davis.png"), full_page=True)
+
+    with page.expect_download() as download:
+        page.click("#export")
+    decisions_file = tmp_path / "review-decisions.json"
+    download.value.save_as(decisions_file)
+    exported = json.loads(decisions_file.read_text())["decisions"]
+    assert sorted((d["image"] + "#" + d["object"], d["decision"]) for d in exported) == sorted(
+        [(first, "reject"), (second, "accept")]
+    )
+
+    final = tmp_path / "final"
+    samrefiner(cli, "apply-review", "--decisions", decisions_file, "--images", paths["images"],
+               "--coarse", paths["coarse"], "--refined", paths["refined"], "--out", final)
+    rejected_image = first.split("#")[0]
+    for sequence, frame in FRAMES:
+        name = f"{sequence}/{frame}.png"
+        source = paths["coarse"] if f"{sequence}/{frame}" == rejected_image else paths["refined"]
+        np.testing.assert_array_equal(read_mask(final / name), read_mask(source / name), err_msg=name)
+
+
 # ---- 20,000 objects ---------------------------------------------------------------------------
 
 SYNTHETIC_OBJECTS = 20_000
@@ -153,7 +261,7 @@ def test_twenty_thousand_objects_stay_responsive(browser, page, tmp_path: Path, 
     page.press("#threshold", "Enter")
     dogs = sorted(summary.attention for summary in summaries if summary.label == "dog")
     visible = [score for score in dogs if score <= 0.3]
-    page.wait_for_function(f"document.getElementById('grid').dataset.count === '{len(visible)}'")
+    page.wait_for_selector(f"#grid[data-count='{len(visible)}'] .card")
     last_page = (len(visible) - 1) // 60
     page.fill("#page-number", str(last_page + 1))
     page.press("#page-number", "Enter")

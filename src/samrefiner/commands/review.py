@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from samrefiner.cli import app
+from samrefiner.review.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     from samrefiner.review.datasets import ReadLog
@@ -39,6 +40,7 @@ def review_command(
     out: Annotated[Path, typer.Option("--out", help="Report folder: OUT/index.html opens from disk.")],
     kind: FormatOption = "auto",
     title: Annotated[str, typer.Option("--title", help="Page title (default: the refined path).")] = "",
+    page_size: Annotated[int, typer.Option("--page-size", min=1, help="Objects per page.")] = PAGE_SIZE,
 ) -> None:
     """Write a static page showing every object's coarse and refined mask, worth-a-look first."""
     from samrefiner.commands.refine import check_apart
@@ -49,7 +51,7 @@ def review_command(
     pair = open_pair(images, coarse, refined, kind=kind)
     log = ReadLog()
     summaries = build_report(
-        review_images(pair, log), out, source=str(refined.resolve()), title=title or str(refined)
+        review_images(pair, log), out, source=str(refined.resolve()), title=title or str(refined), page_size=page_size
     )
     _report_problems(log)
     typer.echo(f"{len(summaries)} objects ({pair.kind}) -> {out / 'index.html'}")
