@@ -7,9 +7,13 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import DATA, FIXTURES
 
-from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.images import read_image
+from samrefiner.io.labelmaps import read_label_map, write_label_map
+from samrefiner.models.base import Decoded, Encoding, PromptableModel
+from samrefiner.refine import Refiner
 from samrefiner.semantic import refine_label_map, split_then_merge
 
 COCO_MAPS = sorted((DATA / "coco_stuff" / "pngs").glob("*.png"))
@@ -206,3 +210,88 @@ def test_a_map_without_classes_comes_back_as_background_and_void() -> None:
     refined = refine_label_map(refiner, np.zeros((6, 6, 3), dtype=np.uint8), labels)
     assert refiner.calls == []
     assert refined.dtype == np.uint16 and np.array_equal(refined, labels)
+
+
+def test_an_unrefined_region_loses_overlaps() -> None:
+    labels = _two_class_map()
+    refined = refine_label_map(_FixedRefiner(_refined_masks(), [float("nan"), 0.1]), "image.jpg", labels)
+    assert (refined[0:8, 20:25] == 2).all()
+
+
+class _EchoModel(PromptableModel):
+    """A stand-in SAM for 256 x 256 images whose chosen candidate is the mask prompt itself.
+
+    Why the round trip is exact: for a 256 x 256 image SAM's input frame is 1024 x 1024 with no
+    padding, and the refiner's mask prompt (coarse mask as +/-1, bilinear to 1024, bilinear back
+    to 256) weighs each pixel's own value 0.77 against 0.23 for its neighbours, so its sign is the
+    coarse mask pixel for pixel; the Gaussian factor is positive and keeps the sign. The stand-in
+    decodes that prompt as the logits of candidate 1 (candidates 0 and 2 are the inverted and the
+    full mask, scored lower), and its upscale is the identity, which is exact because the
+    low-resolution grid IS the image grid at this size. So the refiner returns every region
+    unchanged, through every cascade iteration, and whatever differs from the input label map
+    comes from splitting, merging or writing back.
+    """
+
+    kind, name, device = "sam", "echo", torch.device("cpu")
+
+    def encode(self, image: np.ndarray) -> Encoding:
+        assert image.shape == (256, 256, 3)
+        return Encoding(torch.zeros(1, 256, 64, 64), (256, 256), (1024, 1024))
+
+    def decode(self, encoding, points, labels, boxes, mask_inputs, chunk_size=64) -> Decoded:
+        echo = mask_inputs.float()
+        logits = torch.cat([-echo, echo, torch.ones_like(echo)], dim=1)
+        scores = torch.tensor([[0.2, 0.9, 0.5]]).repeat(len(echo), 1) - 0.01 * torch.arange(len(echo))[:, None]
+        return Decoded(logits, scores)
+
+    def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        return low_res_logits
+
+    @property
+    def iou_head(self) -> torch.nn.Module:
+        return torch.nn.Identity()
+
+
+def _hand_made_map() -> np.ndarray:
+    """Background, void, a merged pair of blobs, two apart, a thin line, a diagonal stroke."""
+    labels = np.zeros((256, 256), dtype=np.uint8)
+    labels[10:60, 10:60] = 4
+    labels[10:60, 63:100] = 4  # merges with the square above
+    labels[150:200, 20:40] = 9
+    labels[30:40, 200:240] = 9  # far from the other class-9 blob: a region of its own
+    labels[100, 100:180] = 12  # one pixel thick
+    for step in range(60):
+        labels[120 + step, 190 + step // 2 : 193 + step // 2] = 21
+    labels[220:256, 0:256] = 255
+    labels[230:240, 30:50] = 9  # class pixels inside the void band's rectangle
+    return labels
+
+
+def test_echo_round_trip_gives_back_the_hand_made_map_exactly(tmp_path) -> None:
+    labels = _hand_made_map()
+    regions = split_then_merge(labels)
+    assert [class_id for class_id, _ in regions] == [4, 9, 9, 9, 12, 21]
+    assert regions[0][1].sum() == (labels == 4).sum()
+
+    source, target = tmp_path / "map.png", tmp_path / "refined" / "map.png"
+    palette = [value for index in range(256) for value in (index, 255 - index, (7 * index) % 256)]
+    write_label_map(source, labels, palette)
+    label_map, read_palette = read_label_map(source)
+    refiner = Refiner(_EchoModel())
+    refined = refiner.refine_label_map(np.zeros((256, 256, 3), dtype=np.uint8), label_map)
+    write_label_map(target, refined, read_palette)
+
+    assert refined.dtype == np.uint8
+    assert np.array_equal(refined, labels)
+    written, written_palette = read_label_map(target)
+    assert written_palette == palette and np.array_equal(written, labels)
+
+
+def test_echo_round_trip_gives_back_a_coco_stuff_crop_exactly() -> None:
+    """256 x 256 of map 1: seven classes in eight regions, background and void, no specks."""
+    window = (slice(96, 352), slice(96, 352))
+    labels = read_label_map(DATA / "coco_stuff" / "pngs" / "1.png")[0][window]
+    image = read_image(DATA / "coco_stuff" / "imgs" / "1.jpg")[window]
+    assert len(split_then_merge(labels)) == 8 and {0, 255} <= set(np.unique(labels).tolist())
+    refined = refine_label_map(Refiner(_EchoModel()), image, labels)
+    assert np.array_equal(refined, labels)

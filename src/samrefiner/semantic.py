@@ -68,15 +68,18 @@ def refine_label_map(
     """Refine every split-then-merge region of `label_map` as an instance and paint them back.
 
     Refined pixels take their region's class; where regions overlap, the one with the higher
-    predicted IoU wins (the later region on a tie); pixels no region claims become background;
-    void pixels of the input stay void. Same shape and dtype as `label_map`.
+    predicted IoU wins (the later region on a tie; a region the refiner returned unrefined, with
+    score NaN, loses); pixels no region claims become background; void pixels of the input stay
+    void. Same shape and dtype as `label_map`.
     """
     label_map = np.asarray(label_map)
     regions = split_then_merge(label_map)
     refined = np.full_like(label_map, BACKGROUND)
     if regions:
         result = refiner.refine(image, np.stack([mask for _, mask in regions]))
-        for index in np.argsort(np.asarray(result.scores), kind="stable"):
+        scores = np.asarray(result.scores, dtype=np.float64)
+        painting_order = np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="stable")
+        for index in painting_order:
             refined[np.asarray(result.masks[index], dtype=bool)] = regions[index][0]
     refined[label_map == VOID] = VOID
     return refined
