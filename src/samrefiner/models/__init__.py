@@ -29,7 +29,7 @@ from samrefiner.models.registry import REGISTRY, ModelEntry
 __all__ = ["load_model", "read_state_dict"]
 
 # Checked in order; a family whose keys extend SAM's (HQ-SAM) must come before "samrefiner.models.sam".
-STATE_DICT_BACKENDS: list[str] = ["samrefiner.models.sam_hq", "samrefiner.models.sam"]
+STATE_DICT_BACKENDS: list[str] = ["samrefiner.models.sam_hq", "samrefiner.models.sam", "samrefiner.models.sam2"]
 
 # transformers config `model_type` -> backend module.
 PRETRAINED_BACKENDS: dict[str, str] = {

@@ -8,12 +8,15 @@ high-resolution feature maps, kept in `Encoding.features`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Sam2Model
 
 from samrefiner.models.base import Encoding
+from samrefiner.models.convert_sam2 import build_sam2_model, is_sam2_state_dict
 from samrefiner.models.sam import SamBackend, check_image, normalized_pixels
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
@@ -73,3 +76,13 @@ class Sam2Backend(SamBackend):
 
 
 Backend = Sam2Backend
+
+
+def matches_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for an official SAM 2 / 2.1 key layout (sam2.1_hiera_*.pt)."""
+    return is_sam2_state_dict(state_dict)
+
+
+def from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str, device: str | torch.device) -> Sam2Backend:
+    """A SAM 2.1 backend from an official checkpoint's state dict (variant read from the shapes)."""
+    return Sam2Backend(build_sam2_model(state_dict, source), source, device)
