@@ -12,9 +12,9 @@ from samrefiner.errors import CheckpointError
 from samrefiner.models.sam2 import Sam2Backend
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)
-POINTS = np.array([[[50, 60], [10, 10]], [[100, 30], [0, 0]], [[150, 90], [140, 20]]])
-LABELS = np.array([[1, 0], [1, -1], [1, 0]])
-BOXES = np.array([[20, 30, 150, 100], [5, 5, 60, 70], [120, 10, 199, 119]])
+POINTS = np.array([[[50, 60], [10, 10]], [[100, 30], [0, 0]]])
+LABELS = np.array([[1, 0], [1, -1]])  # the second object has no negative point
+BOXES = np.array([[20, 30, 150, 100], [120, 10, 199, 119]])
 
 
 def tiny_sam2() -> Sam2Model:
@@ -59,17 +59,17 @@ def test_encode_shapes(encoding):
 
 
 def test_points_and_boxes_match_transformers_forward(backend, encoding):
-    decoded = backend.decode(encoding, POINTS, LABELS, BOXES, None, chunk_size=2)
+    decoded = backend.decode(encoding, POINTS, LABELS, BOXES, None, chunk_size=1)
     image_embeddings = [encoding.features["high_res_0"], encoding.features["high_res_1"], encoding.embeddings]
     with torch.inference_mode():
         expected = backend.model(
             image_embeddings=image_embeddings,
             input_points=input_frame(POINTS)[None],
             input_labels=torch.tensor(LABELS)[None],
-            input_boxes=input_frame(BOXES.reshape(3, 2, 2)).reshape(1, 3, 4),
+            input_boxes=input_frame(BOXES.reshape(2, 2, 2)).reshape(1, 2, 4),
             multimask_output=True,
         )
-    assert decoded.low_res_logits.shape == (3, 3, 256, 256) and decoded.iou_scores.shape == (3, 3)
+    assert decoded.low_res_logits.shape == (2, 3, 256, 256) and decoded.iou_scores.shape == (2, 3)
     assert torch.allclose(decoded.low_res_logits, expected.pred_masks[0], atol=1e-4)
     assert torch.allclose(decoded.iou_scores, expected.iou_scores[0], atol=1e-5)
 
