@@ -17,8 +17,8 @@ object per line and per finished image, in dataset order:
 `key` names the image (its path relative to `--images` without suffix; the image id for COCO);
 object `id` is the mask's file name (masks), the region's index in the image's split-then-merge
 regions (label maps, `category_id` its class) or the annotation id (COCO, `category_id` kept);
-`predicted_iou` is SAM's predicted IoU of the chosen mask, `chosen` its index among the three
-candidates; `empty_input`/`empty_output` flag an empty coarse mask and an empty refined output
+`predicted_iou` is SAM's predicted IoU of the chosen mask (null when the object kept its
+coarse mask), `chosen` its index among the three candidates (-1 then); `empty_input`/`empty_output` flag an empty coarse mask and an empty refined output
 (the coarse mask was kept); `box_expanded` tells whether the elastic box grew.
 
 Sharding (`Shard`) and the loader are parameters so that several processes (SLURM arrays,
@@ -28,6 +28,7 @@ torchrun ranks) can split one dataset, and reading can move to a background load
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -223,9 +224,9 @@ def run(
 
 def _refine_one(dataset: Dataset, refiner: Any, sample: Sample, overlays: Path | None) -> dict[str, Any]:
     """Refine and write one image; return its record (scores and the format's own extras)."""
-    result = refiner.refine(sample.image, sample.masks) if len(sample.masks) else None
+    result = refiner.refine(sample.image, sample.masks)
     output = dataset.write(sample, result)
-    if overlays is not None and result is not None:
+    if overlays is not None:
         from samrefiner.io.overlays import write_overlay
 
         write_overlay(overlays / f"{sample.ref.key}.png", sample.image, sample.masks, result.masks)
@@ -236,7 +237,7 @@ def _scores_line(dataset: Dataset, sample: Sample, result: Any) -> dict[str, Any
     objects = [
         {
             **meta,
-            "predicted_iou": float(result.scores[index]),
+            "predicted_iou": _number_or_none(result.scores[index]),
             "chosen": int(result.chosen[index]),
             "empty_input": bool(result.empty_input[index]),
             "empty_output": bool(result.empty_output[index]),
@@ -249,6 +250,11 @@ def _scores_line(dataset: Dataset, sample: Sample, result: Any) -> dict[str, Any
         "file": Path(os.path.relpath(sample.image_path, dataset.images)).as_posix(),
         "objects": objects,
     }
+
+
+def _number_or_none(value: float) -> float | None:
+    """JSON has no NaN: an object that kept its coarse mask has no predicted IoU (null)."""
+    return None if math.isnan(value) else float(value)
 
 
 def _finish(dataset: Dataset, store: RecordStore, keys: list[str]) -> None:

@@ -2,3 +2,4 @@
 from samrefiner.commands import eval  # noqa: F401
 from samrefiner.commands import corrupt  # noqa: F401
 from samrefiner.commands import review  # noqa: F401
+from samrefiner.commands import refine  # noqa: F401

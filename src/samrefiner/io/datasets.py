@@ -95,7 +95,7 @@ class Dataset(ABC):
 
     @abstractmethod
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
-        """Write one image's refined masks (`result` is None when it has no objects).
+        """Write one image's refined masks (`result`: the refiner's RefineResult).
 
         Returns what `finalize` will need of this image (kept in its resume record).
         """

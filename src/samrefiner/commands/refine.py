@@ -1,0 +1,227 @@
+"""`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
+
+    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
+                      --out PATH [refinement options] [--device D] [--save-overlays DIR]
+                      [--limit N] [--shard K/N] [--resume] [--errors FILE]
+
+Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
+the dataclass so the two never drift apart. The output never goes over or inside the input.
+Exit code: 0 when every image was refined, 1 when some failed (listed in the errors file),
+2 on a usage or input error (one line on stderr), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from samrefiner.cli import app
+from samrefiner.errors import InputError
+from samrefiner.io.datasets import Dataset
+from samrefiner.runner import Shard
+
+CONFIG_PANEL = "Refinement (RefinerConfig)"
+CONFIG_MODULE, CONFIG_CLASS = "samrefiner.refine", "RefinerConfig"
+CONFIG_HELP = {
+    "use_points": "Prompt with the positive point (distance-guided).",
+    "use_negative_point": "Add the negative point.",
+    "use_box": "Prompt with the (elastic) box.",
+    "use_mask": "Prompt with the Gaussian-style mask.",
+    "box_expand_threshold": "Elastic box lambda; 0 disables it, the paper uses 0.1 for instance masks.",
+    "box_expand_passes": "Progressive passes of the elastic box.",
+    "gamma": "Span of the mask prompt.",
+    "strength": "Amplitude of the mask prompt (omega).",
+    "iterations": "Cascade iterations (refined masks prompt the next pass).",
+    "point_strategy": "Positive point: distance, box_center or random (drawn with --seed).",
+    "seed": "Seed of the random point strategy.",
+    "chunk_size": "Objects per decoder call.",
+}
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    name: str
+    type: type
+    default: Any
+
+
+def config_fields(module: str = CONFIG_MODULE, class_name: str = CONFIG_CLASS) -> list[ConfigField]:
+    """The fields of a dataclass read from its module's source, without importing the module.
+
+    `samrefiner.refine` imports torch, which `samrefiner --help` must not wait for; the fields are
+    plain `name: bool|int|float|str = literal` lines (a test checks this against the dataclass).
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"{module} not found")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    node = next(item for item in tree.body if isinstance(item, ast.ClassDef) and item.name == class_name)
+    return [
+        ConfigField(statement.target.id, _TYPES[ast.unparse(statement.annotation)], ast.literal_eval(statement.value))
+        for statement in node.body
+        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+    ]
+
+
+def with_config_options(fields: list[ConfigField], panel: str = CONFIG_PANEL) -> Callable[[Callable], Callable]:
+    """Add one `--field-name` option per config field to a command; it gets them as `config_values`."""
+
+    def decorate(command: Callable) -> Callable:
+        own = [
+            parameter
+            for name, parameter in inspect.signature(command, eval_str=True).parameters.items()
+            if name != "config_values"
+        ]
+        added = [
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=field.default,
+                annotation=Annotated[
+                    field.type,
+                    typer.Option(
+                        _option_name(field),
+                        help=CONFIG_HELP.get(field.name, f"RefinerConfig.{field.name}"),
+                        rich_help_panel=panel,
+                    ),
+                ],
+            )
+            for field in fields
+        ]
+
+        @functools.wraps(command, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+        def wrapper(**kwargs: Any) -> Any:
+            values = {field.name: kwargs.pop(field.name) for field in fields}
+            return command(config_values=values, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in own + added}
+        return wrapper
+
+    return decorate
+
+
+def _option_name(field: ConfigField) -> str:
+    name = field.name.replace("_", "-")
+    return f"--{name}/--no-{name}" if field.type is bool else f"--{name}"
+
+
+@app.command("refine")
+@with_config_options(config_fields())
+def refine_command(
+    images: Annotated[Path, typer.Option("--images", help="Folder of images (searched recursively).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")
+    ],
+    masks: Annotated[
+        Path | None,
+        typer.Option("--masks", help="Per-object mask PNGs: <masks>/<image stem>/*.png or <masks>/<image stem>.png."),
+    ] = None,
+    label_maps: Annotated[
+        Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
+    ] = None,
+    coco: Annotated[
+        Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
+    ] = "vit_h",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")] = "auto",
+    save_overlays: Annotated[
+        Path | None, typer.Option("--save-overlays", help="Also write coarse | refined overlays here, one PNG per image.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Refine at most N images.")] = None,
+    shard: Annotated[
+        str, typer.Option("--shard", help="K/N: only every N-th image from the K-th (0-based), e.g. a SLURM array task.")
+    ] = "0/1",
+    resume: Annotated[bool, typer.Option("--resume", help="Skip images an earlier run already finished.")] = False,
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Where to list failed images (default: beside the output).")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    config_values: dict[str, Any] | None = None,
+) -> None:
+    """Refine every image's coarse masks with SAM and write them in the input's format."""
+    from samrefiner.runner import run
+
+    dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
+    shard_spec = Shard.parse(shard)
+    inputs = [path for path in (images, masks, label_maps, coco) if path is not None]
+    check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
+    refiner = build_refiner(model, device, config_values or {})
+    try:
+        summary = run(
+            dataset,
+            refiner,
+            shard=shard_spec,
+            limit=limit,
+            resume=resume,
+            errors_path=errors,
+            overlays=save_overlays,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command with --resume to continue", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(str(summary))
+    raise typer.Exit(1 if summary.failures else 0)
+
+
+def open_dataset(
+    images: Path, out: Path, *, masks: Path | None, label_maps: Path | None, coco: Path | None
+) -> Dataset:
+    """The dataset for whichever one of --masks, --label-maps, --coco was given."""
+    given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco)) if value]
+    if len(given) != 1:
+        raise InputError(f"give exactly one of --masks, --label-maps, --coco (got {len(given)})")
+    if not images.is_dir():
+        raise InputError(f"{images}: not a folder of images")
+    if masks is not None:
+        from samrefiner.io.masks import MaskFolders
+
+        return MaskFolders(images, masks, out)
+    if label_maps is not None:
+        from samrefiner.io.datasets import LabelMaps
+
+        return LabelMaps(images, label_maps, out)
+    from samrefiner.io.coco import CocoDataset
+
+    return CocoDataset(images, coco, out)
+
+
+def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
+    """InputError when an output is an input, lies inside an input folder or contains an input."""
+    for output in outputs:
+        resolved_output = output.resolve()
+        for source in inputs:
+            resolved_source = source.resolve()
+            if (
+                resolved_output == resolved_source
+                or resolved_source in resolved_output.parents
+                or resolved_output in resolved_source.parents
+            ):
+                raise InputError(f"{output}: output would overlap the input {source}; choose another --out")
+
+
+def build_refiner(model_spec: str, device: str, config_values: dict[str, Any]) -> Any:
+    """Check the refinement options, then load the model on `device` and wrap it in a Refiner."""
+    import torch
+
+    from samrefiner import Refiner, RefinerConfig, load_model
+
+    try:
+        config = RefinerConfig(**config_values)
+    except ValueError as error:
+        raise InputError(f"refinement options: {error}") from None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Refiner(load_model(model_spec, device=device), config)
