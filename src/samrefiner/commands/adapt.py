@@ -1,0 +1,116 @@
+"""`samrefiner adapt`: train a SAMRefiner++ IoU adapter on a dataset's coarse masks (no labels).
+
+    samrefiner adapt --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
+                     --out adapter.safetensors [--cache DIR] [--device D] [training options]
+
+Inputs are read exactly as `samrefiner refine` reads them (label maps: the split-then-merge
+regions). Images that cannot be read are reported on stderr and skipped. Use the result with
+`samrefiner refine --adapter adapter.safetensors` or `Refiner(model, config, adapter=path)`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from samrefiner.cli import app
+from samrefiner.errors import InputError
+
+TRAINING_PANEL = "Training (AdaptConfig)"
+# The dataset readers are built for `refine` and want an output location; adapt never writes through them.
+_READ_ONLY_OUTPUT = Path("samrefiner-adapt-reads-only.json")
+
+
+@app.command("adapt")
+def adapt_command(
+    images: Annotated[Path, typer.Option("--images", help="Folder of images (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="The adapter file to write (.safetensors).")],
+    masks: Annotated[
+        Path | None,
+        typer.Option("--masks", help="Per-object mask PNGs: <masks>/<image stem>/*.png or <masks>/<image stem>.png."),
+    ] = None,
+    label_maps: Annotated[
+        Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
+    ] = None,
+    coco: Annotated[
+        Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
+    ] = "vit_h",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")] = "auto",
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Keep image embeddings here and reuse them on later runs.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.", rich_help_panel=TRAINING_PANEL)] = 4,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)] = 4.0,
+    margin: Annotated[float, typer.Option(help="Ranking-loss margin m.", rich_help_panel=TRAINING_PANEL)] = 0.02,
+    lr: Annotated[float, typer.Option(help="SGD learning rate.", rich_help_panel=TRAINING_PANEL)] = 0.01,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=TRAINING_PANEL)] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.", rich_help_panel=TRAINING_PANEL)] = 5e-4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Coarse masks per step.", rich_help_panel=TRAINING_PANEL)] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the coarse masks.", rich_help_panel=TRAINING_PANEL)] = 1,
+    milestones: Annotated[
+        str, typer.Option(help="Steps at which the learning rate is multiplied by --lr-gamma, comma-separated.", rich_help_panel=TRAINING_PANEL)
+    ] = "60,100",
+    lr_gamma: Annotated[float, typer.Option(help="Learning-rate factor at each milestone.", rich_help_panel=TRAINING_PANEL)] = 0.1,
+    prompt: Annotated[
+        str, typer.Option(help="Prompt of the training decodes: box, point or box+point.", rich_help_panel=TRAINING_PANEL)
+    ] = "box",
+    seed: Annotated[int, typer.Option(help="Seed of the LoRA initialisation and the sample order.", rich_help_panel=TRAINING_PANEL)] = 0,
+) -> None:
+    """Train a rank-4 LoRA on SAM's IoU head so that it ranks candidates as the coarse masks do."""
+    import torch
+
+    from samrefiner.adapt import AdaptConfig, collect_samples, train_adapter
+    from samrefiner.commands.refine import check_apart, open_dataset
+    from samrefiner.embedding_cache import EmbeddingCache
+    from samrefiner.models import load_model
+
+    config = AdaptConfig(
+        rank=rank, alpha=alpha, margin=margin, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        batch_size=batch_size, epochs=epochs, milestones=parse_milestones(milestones), lr_gamma=lr_gamma,
+        prompt=prompt, seed=seed,
+    )
+    dataset = open_dataset(images, _READ_ONLY_OUTPUT, masks=masks, label_maps=label_maps, coco=coco)
+    inputs = [path for path in (images, masks, label_maps, coco) if path is not None]
+    check_apart(inputs, [out, *([cache] if cache else [])])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    sam = load_model(model, device=device)
+    samples = collect_samples(sam, _readable(dataset, limit), config.prompt, EmbeddingCache(sam, cache).encode, progress)
+    result = train_adapter(sam, samples, config, progress=progress)
+    result.adapter.save(out)
+    typer.echo(
+        f"{result.samples} coarse masks ({samples.skipped} skipped), {result.steps} steps: "
+        f"ranking loss {result.before.loss:.4f} -> {result.after.loss:.4f}, "
+        f"top-1 agreement with coarse-mask IoU {result.before.agreement:.1%} -> {result.after.agreement:.1%}; "
+        f"wrote {out}"
+    )
+
+
+def parse_milestones(text: str) -> tuple[int, ...]:
+    """'60,100' -> (60, 100); '' -> () (no decay)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--milestones {text}: expected comma-separated step numbers, e.g. 60,100") from None
+
+
+def _readable(dataset, limit: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image, coarse masks) of each image that loads; a failure is one line on stderr."""
+    from samrefiner.runner import describe_failure, load_in_order
+
+    refs = dataset.refs()[:limit]
+    for ref, sample in load_in_order(dataset, refs):
+        if isinstance(sample, Exception):
+            print(f"samrefiner: skipped {describe_failure(ref, sample)}", file=sys.stderr)
+            continue
+        yield sample.image, sample.masks
