@@ -110,8 +110,16 @@ class SamBackend(PromptableModel):
         input_size = resized_size(*original, self.image_size)
         pixels = normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
         with torch.inference_mode():
-            embeddings = self.model.get_image_embeddings(pixels.to(self.device))
-        return Encoding(embeddings=embeddings.float(), original_size=original, input_size=input_size)
+            embeddings, features = self._embed(pixels.to(self.device))
+        return Encoding(embeddings=embeddings.float(), original_size=original, input_size=input_size, features=features)
+
+    def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The image embedding (1, 256, 64, 64) and the backend's extra features for `Encoding.features`."""
+        return self.model.get_image_embeddings(pixels), {}
+
+    def _decoder_inputs(self, encoding: Encoding) -> dict[str, object]:
+        """Extra keyword arguments of the backend's mask decoder (from `Encoding.features`)."""
+        return {}
 
     def decode(
         self,
@@ -163,6 +171,7 @@ class SamBackend(PromptableModel):
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=True,
+            **self._decoder_inputs(encoding),
         )
         return logits[:, 0], scores[:, 0]
 

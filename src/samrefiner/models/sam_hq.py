@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from transformers import SamHQModel
 from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
@@ -23,7 +22,7 @@ from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
 from samrefiner.models.base import Encoding
 from samrefiner.models.convert_hq import convert_hq_state_dict, is_hq_state_dict
 from samrefiner.models.convert_sam import load_converted
-from samrefiner.models.sam import SamBackend, check_image, normalized_pixels, resized_size
+from samrefiner.models.sam import SamBackend
 
 INTERM_KEY = "interm_embeddings"
 
@@ -119,43 +118,13 @@ class SamHQBackend(SamBackend):
     def __init__(self, model: SamHQModel, name: str, device: str | torch.device = "cpu") -> None:
         super().__init__(use_official_decoder(model), name, device)
 
-    def encode(self, image: np.ndarray) -> Encoding:
-        check_image(image)
-        original = (int(image.shape[0]), int(image.shape[1]))
-        input_size = resized_size(*original, self.image_size)
-        pixels = normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
-        with torch.inference_mode():
-            embeddings, intermediate = self.model.get_image_embeddings(pixels.to(self.device))
-        return Encoding(
-            embeddings=embeddings.float(),
-            original_size=original,
-            input_size=input_size,
-            features={INTERM_KEY: intermediate[0].float()},
-        )
+    def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        embeddings, intermediate = self.model.get_image_embeddings(pixels)
+        return embeddings, {INTERM_KEY: intermediate[0].float()}
 
-    def _decode_chunk(
-        self,
-        encoding: Encoding,
-        points: torch.Tensor | None,
-        labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decoder call, objects in the batch dimension: (B, 1, 256, 256) logits, (B, 1) IoU."""
-        sparse, dense = self.model.prompt_encoder(
-            input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
-        )
-        embeddings = encoding.embeddings.to(self.device).expand(dense.shape[0], -1, -1, -1)
-        logits, scores = self.model.mask_decoder(
-            image_embeddings=embeddings,
-            image_positional_embeddings=self._image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-            hq_token_only=False,
-            intermediate_embeddings=[encoding.features[INTERM_KEY].to(self.device)],
-        )
-        return logits[:, 0], scores[:, 0]
+    def _decoder_inputs(self, encoding: Encoding) -> dict[str, object]:
+        """The authors' call: multimask output plus the HQ mask, early ViT features fused."""
+        return {"hq_token_only": False, "intermediate_embeddings": [encoding.features[INTERM_KEY].to(self.device)]}
 
 
 Backend = SamHQBackend
