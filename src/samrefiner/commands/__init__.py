@@ -4,3 +4,4 @@ from samrefiner.commands import corrupt  # noqa: F401
 from samrefiner.commands import review  # noqa: F401
 from samrefiner.commands import adapt  # noqa: F401
 from samrefiner.commands import refine  # noqa: F401
+from samrefiner.commands import bench  # noqa: F401

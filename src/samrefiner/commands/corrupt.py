@@ -21,8 +21,9 @@ import numpy as np
 import typer
 
 from samrefiner.cli import app
+from samrefiner.commands.refine import check_apart
 from samrefiner.corrupt import IOU_BAND, Corruption, corrupt_sample
-from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.errors import SamRefinerError
 from samrefiner.io.images import atomic_write
 from samrefiner.io.masks import MaskFolders
 
@@ -33,11 +34,11 @@ REPORT_NAME = "corrupt.json"
 def corrupt_command(
     images: Annotated[Path, typer.Option("--images", help="Folder of images.")],
     gt: Annotated[Path, typer.Option("--gt", help="Ground-truth masks: per-image folders or one PNG per image.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the flawed masks (not inside --gt or --images).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the flawed masks (apart from --gt and --images).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
-    check_output_folder(out, [gt, images])
+    check_apart([gt, images], [out])
     dataset = MaskFolders(images, gt, out)
     started = time.perf_counter()
     objects: dict[str, dict] = {}
@@ -57,15 +58,6 @@ def corrupt_command(
     _print_summary(objects, failures, time.perf_counter() - started)
     if failures:
         raise typer.Exit(1)
-
-
-def check_output_folder(out: Path, inputs: list[Path]) -> None:
-    """InputError when `out` is one of the input folders or lies inside one."""
-    target = out.resolve()
-    for folder in inputs:
-        source = folder.resolve()
-        if target == source or source in target.parents:
-            raise InputError(f"{out}: output folder must not be {folder} or inside it (inputs are never overwritten)")
 
 
 def _record(corruption: Corruption) -> dict:

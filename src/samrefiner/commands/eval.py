@@ -200,10 +200,14 @@ def print_report(report: EvalReport) -> None:
 
 def write_json(path: Path, report: EvalReport) -> None:
     """The scores (NaN as null) plus the lists of missing and unusable predictions."""
-    scores = {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in report.scores.items()}
-    document = {**scores, "missing": report.missing, "unusable": report.unusable}
+    document = {**json_ready(report.scores), "missing": report.missing, "unusable": report.unusable}
     text = json.dumps(document, indent=2) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def json_ready(scores: dict[str, Any]) -> dict[str, Any]:
+    """`scores` with NaN (a mean over nothing) as None, which JSON writes as null."""
+    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in scores.items()}
 
 
 def _read_labels(path: Path) -> np.ndarray:

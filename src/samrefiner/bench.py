@@ -1,0 +1,140 @@
+"""Benchmark on a labelled set: coarse masks against refined ones, with the prompt ablations of
+Table 1 of the paper (point, box, mask, the three pairs, all three).
+
+Each image is encoded once; every prompt setting then refines the same coarse masks from that
+encoding. A row's time is per image and counts the encoding too (what a run with only that
+setting would take); the coarse row has none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from samrefiner.corrupt import corrupt_sample
+from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.io.datasets import Sample
+from samrefiner.io.masks import MaskFolders
+from samrefiner.metrics import MaskScores
+from samrefiner.models.base import PromptableModel
+from samrefiner.refine import Refiner, RefinerConfig
+
+COARSE = "coarse"
+PROMPT_SETTINGS: dict[str, dict[str, bool]] = {
+    "point": {"use_points": True, "use_box": False, "use_mask": False},
+    "box": {"use_points": False, "use_box": True, "use_mask": False},
+    "mask": {"use_points": False, "use_box": False, "use_mask": True},
+    "point+box": {"use_points": True, "use_box": True, "use_mask": False},
+    "point+mask": {"use_points": True, "use_box": False, "use_mask": True},
+    "box+mask": {"use_points": False, "use_box": True, "use_mask": True},
+    "all": {"use_points": True, "use_box": True, "use_mask": True},
+}
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image with its ground-truth and coarse masks (N x H x W bool each, same objects)."""
+
+    name: str
+    image: np.ndarray
+    gt: np.ndarray
+    coarse: np.ndarray
+
+
+@dataclass
+class BenchRow:
+    """Scores of one setting over the dataset and the time it took."""
+
+    name: str
+    scores: MaskScores = field(default_factory=MaskScores)
+    seconds: float = 0.0
+    images: int = 0
+
+    def summary(self) -> dict[str, float | int | None]:
+        """`iou` (pooled), `mean_iou`, `boundary_iou`, `mba`, `count`, and `seconds_per_image`
+        (None for the coarse masks)."""
+        per_image = self.seconds / self.images if self.images and self.name != COARSE else None
+        return {**self.scores.summary(), "seconds_per_image": per_image}
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow]
+    encode_seconds_per_image: float
+    failures: list[str]
+
+
+def labelled_images(
+    images: Path, gt: Path, coarse: Path | None = None, seed: int | None = None, limit: int | None = None
+) -> Iterator[LabelledImage | SamRefinerError]:
+    """Images with ground truth (the `--masks` layout of `samrefiner refine`) and coarse masks:
+    read from `coarse` (same layout and file names as `gt`), or made from the ground truth by
+    `samrefiner corrupt` with `seed` (the same masks it would write). An image that cannot be
+    used is yielded as its error."""
+    if (coarse is None) == (seed is None):
+        raise InputError("give either coarse masks (--coarse DIR) or a seed to make them (--seed S)")
+    truth = MaskFolders(images, gt, out=gt)  # read only: nothing is written through it
+    flawed = MaskFolders(images, coarse, out=coarse) if coarse is not None else None
+    coarse_refs = {ref.key: ref for ref in flawed.refs()} if flawed is not None else {}
+    for ref in truth.refs()[:limit]:
+        try:
+            sample = truth.load(ref)
+            masks = _coarse_masks(sample, flawed, coarse_refs, coarse) if flawed else _corrupted(sample, seed)
+        except SamRefinerError as error:
+            yield error
+            continue
+        yield LabelledImage(ref.key, sample.image, sample.masks, masks)
+
+
+def _corrupted(sample: Sample, seed: int) -> np.ndarray:
+    return np.stack([corruption.mask for corruption in corrupt_sample(sample, seed)])
+
+
+def _coarse_masks(sample: Sample, flawed: MaskFolders, refs: dict, folder: Path) -> np.ndarray:
+    """The coarse masks of `sample`'s objects, matched by image key and object file name."""
+    if sample.ref.key not in refs:
+        raise InputError(f"{folder}: no coarse masks for image {sample.ref.key}")
+    coarse = flawed.load(refs[sample.ref.key])
+    by_id = {item["id"]: mask for item, mask in zip(coarse.objects, coarse.masks)}
+    missing = [item["id"] for item in sample.objects if item["id"] not in by_id]
+    if missing:
+        raise InputError(f"{folder}: image {sample.ref.key} has no coarse mask {missing[0]}")
+    return np.stack([by_id[item["id"]] for item in sample.objects])
+
+
+def run_bench(
+    model: PromptableModel,
+    data: Iterator[LabelledImage | SamRefinerError],
+    config: RefinerConfig | None = None,
+    settings: dict[str, dict[str, bool]] = PROMPT_SETTINGS,
+) -> BenchReport:
+    """Score the coarse masks and every prompt setting (applied on top of `config`)."""
+    config = config or RefinerConfig()
+    refiners = {name: Refiner(model, dataclasses.replace(config, **flags)) for name, flags in settings.items()}
+    rows = {name: BenchRow(name) for name in [COARSE, *refiners]}
+    encode_seconds, failures = 0.0, []
+    for item in data:
+        if isinstance(item, SamRefinerError):
+            failures.append(str(item))
+            continue
+        for gt, coarse in zip(item.gt, item.coarse):
+            rows[COARSE].scores.add(gt, coarse)
+        rows[COARSE].images += 1
+        started = time.perf_counter()
+        encoding = model.encode(item.image)
+        encoded = time.perf_counter() - started
+        encode_seconds += encoded
+        for name, refiner in refiners.items():
+            started = time.perf_counter()
+            refined = refiner.refine_encoded(encoding, item.coarse).masks
+            rows[name].seconds += encoded + time.perf_counter() - started
+            rows[name].images += 1
+            for gt, mask in zip(item.gt, refined):
+                rows[name].scores.add(gt, mask)
+    images = rows[COARSE].images
+    return BenchReport(list(rows.values()), encode_seconds / images if images else 0.0, failures)
