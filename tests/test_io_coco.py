@@ -19,6 +19,8 @@ from samrefiner.io.labelmaps import read_label_map
 from samrefiner.runner import run
 
 STUFF = DATA / "coco_stuff"
+# pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def polygons(mask: np.ndarray) -> list[list[float]]:

@@ -25,6 +25,8 @@ MODEL = str(SAM_REF / "reduced_sam.pth")
 FAST = ["--model", MODEL, "--iterations", "1", "--no-progress"]
 DAVIS = DATA / "davis2016"
 STUFF = DATA / "coco_stuff"
+# pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -169,3 +171,12 @@ def test_bad_refinement_options_are_one_line(tmp_path, capsys, monkeypatch):
         "--out", tmp_path / "out", "--point-strategy", "middle",
     )
     assert code == 2 and err.startswith("samrefiner: error: refinement options: point_strategy must be one of")
+
+
+def test_an_empty_masks_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "masks").mkdir()
+    code, _, err = run_cli(
+        capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--masks", tmp_path / "masks",
+        "--out", tmp_path / "out",
+    )
+    assert (code, err) == (2, f"samrefiner: error: {tmp_path / 'masks'}: no coarse masks to refine\n")

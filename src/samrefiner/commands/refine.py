@@ -110,6 +110,23 @@ def with_config_options(fields: list[ConfigField], panel: str = CONFIG_PANEL) ->
     return decorate
 
 
+# The input and model options, for every command that reads a refine dataset or loads a model.
+ImagesOption = Annotated[Path, typer.Option("--images", help="Folder of images (searched recursively).")]
+MasksOption = Annotated[
+    Path | None,
+    typer.Option("--masks", help="Per-object mask PNGs: <masks>/<image stem>/*.png or <masks>/<image stem>.png."),
+]
+LabelMapsOption = Annotated[
+    Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
+]
+CocoOption = Annotated[Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")]
+ModelOption = Annotated[
+    str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
 def _option_name(field: ConfigField) -> str:
     name = field.name.replace("_", "-")
     return f"--{name}/--no-{name}" if field.type is bool else f"--{name}"
@@ -118,24 +135,15 @@ def _option_name(field: ConfigField) -> str:
 @app.command("refine")
 @with_config_options(config_fields())
 def refine_command(
-    images: Annotated[Path, typer.Option("--images", help="Folder of images (searched recursively).")],
+    images: ImagesOption,
     out: Annotated[
         Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")
     ],
-    masks: Annotated[
-        Path | None,
-        typer.Option("--masks", help="Per-object mask PNGs: <masks>/<image stem>/*.png or <masks>/<image stem>.png."),
-    ] = None,
-    label_maps: Annotated[
-        Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
-    ] = None,
-    coco: Annotated[
-        Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
-    ] = "vit_h",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")] = "auto",
+    masks: MasksOption = None,
+    label_maps: LabelMapsOption = None,
+    coco: CocoOption = None,
+    model: ModelOption = "vit_h",
+    device: DeviceOption = "auto",
     save_overlays: Annotated[
         Path | None, typer.Option("--save-overlays", help="Also write coarse | refined overlays here, one PNG per image.")
     ] = None,
@@ -147,7 +155,7 @@ def refine_command(
     errors: Annotated[
         Path | None, typer.Option("--errors", help="Where to list failed images (default: beside the output).")
     ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Refine every image's coarse masks with SAM and write them in the input's format."""
@@ -156,6 +164,8 @@ def refine_command(
     dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
     shard_spec = Shard.parse(shard)
     inputs = [path for path in (images, masks, label_maps, coco) if path is not None]
+    if not dataset.refs():
+        raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
     refiner = build_refiner(model, device, config_values or {})
     try:

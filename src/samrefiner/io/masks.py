@@ -60,8 +60,6 @@ class MaskFolders(Dataset):
                 + " and ".join(str(source) for source in sources)
             )
         files = _mask_files(sources[0])
-        if not files:
-            raise InputError(f"{sources[0]}: no PNG masks in this folder")
         image_path = unique_image(self._images, ref.key, self.images, ref.name)
         masks = [read_mask(path) for path in files]
         image = read_image(image_path)
