@@ -46,20 +46,17 @@ def apply_decisions(pair: DatasetPair, decisions: Decisions) -> ApplySummary:
     each object refined or coarse as `decisions` say; failures are listed in the summary."""
     summary = ApplySummary()
     predicted = read_predicted_ious(pair.refined.layout.scores_path)
-    refined_keys = pair.refined_keys()
     records = {}
     for ref in pair.coarse.refs():
+        was_refined = ref.key in pair.refined_refs
         try:
-            if ref.key in refined_keys:
+            if was_refined:
                 sample, refined = pair.load(ref)
             else:
                 sample = pair.coarse.load(ref)
                 refined = sample.masks
-                summary.log.unrefined += 1
             ids = [str(meta["id"]) for meta in sample.objects]
-            use_refined = np.array(
-                [ref.key in refined_keys and decisions.use_refined(ref.key, key) for key in ids], bool
-            )
+            use_refined = np.array([was_refined and decisions.use_refined(ref.key, key) for key in ids], bool)
             masks = np.where(use_refined[:, None, None], refined, sample.masks)
             scores = np.array([predicted.get((ref.key, key), 0.0) for key in ids], np.float32)
             records[ref.key] = pair.coarse.write(sample, ChosenMasks(masks, scores))
@@ -67,6 +64,7 @@ def apply_decisions(pair: DatasetPair, decisions: Decisions) -> ApplySummary:
             summary.log.errors.append(str(error))
             continue
         summary.images += 1
+        summary.log.unrefined += not was_refined
         summary.refined += int(use_refined.sum())
         summary.coarse += int((~use_refined).sum())
         summary.matched_decisions += sum((ref.key, key) in decisions.choices for key in ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,18 @@ class DatasetPair:
     refined: Dataset
     refined_path: Path
 
-    def refined_keys(self) -> set[str]:
-        return {ref.key for ref in self.refined.refs()}
+    @cached_property
+    def refined_refs(self) -> dict[str, SampleRef]:
+        """The images the refine run wrote, by key."""
+        return {ref.key: ref for ref in self.refined.refs()}
 
     def load(self, ref: SampleRef) -> tuple[Sample, np.ndarray]:
-        """One image's coarse sample and the refined mask of each of its objects (N x H x W)."""
+        """One image's coarse sample and the refined mask of each of its objects (N x H x W);
+        the image must be one of `refined_refs`."""
         coarse = self.coarse.load(ref)
         if self.kind == "label-maps":
             return coarse, self._refined_regions(coarse)
-        refined = self.refined.load(ref)
+        refined = self.refined.load(self.refined_refs[ref.key])
         by_id = {str(meta["id"]): mask for meta, mask in zip(refined.objects, refined.masks)}
         missing = [str(meta["id"]) for meta in coarse.objects if str(meta["id"]) not in by_id]
         if missing:
@@ -159,9 +163,8 @@ def review_images(pair: DatasetPair, log: ReadLog) -> Iterator[ReviewImage]:
     """Every image with both a coarse and a refined version (the others are counted in `log`)."""
     scores = read_predicted_ious(pair.refined.layout.scores_path)
     names = class_names(pair.coarse)
-    refined_keys = pair.refined_keys()
     for ref in pair.coarse.refs():
-        if ref.key not in refined_keys:
+        if ref.key not in pair.refined_refs:
             log.unrefined += 1
             continue
         try:
