@@ -1,0 +1,247 @@
+"""The SAMRefiner cascade (SPEC section 3): mine prompts from coarse masks, decode, keep the best
+candidate, and repeat with the refined masks as the new coarse masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from samrefiner.errors import InputError
+from samrefiner.io.images import read_image
+from samrefiner.models.base import Decoded, Encoding, PromptableModel
+from samrefiner.prompts import POINT_STRATEGIES, PromptMiner, Prompts
+
+_UPSCALE_PIXELS = 1 << 26  # logits upscaled at once: bounds the float buffer (256 MiB)
+_CANDIDATES = 3  # SAM's multimask count, used for the score arrays when nothing was decoded
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """What SAMRefiner prompts with and how; the defaults are the reference's.
+
+    box_expand_threshold is CEBox's lambda (0 disables it; the paper uses 0.1 for instance masks),
+    box_expand_passes its number of progressive passes; gamma and strength shape the Gaussian
+    mask prompt; point_strategy picks the positive point ("distance", "box_center", or "random"
+    drawn with `seed`); chunk_size is the number of objects per decoder call.
+    """
+
+    use_points: bool = True
+    use_negative_point: bool = True
+    use_box: bool = True
+    use_mask: bool = True
+    box_expand_threshold: float = 0.0
+    box_expand_passes: int = 1
+    gamma: float = 4.0
+    strength: float = 30.0
+    iterations: int = 5
+    point_strategy: str = "distance"
+    seed: int = 0
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("use_points", "use_negative_point", "use_box", "use_mask"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not (self.use_points or self.use_box or self.use_mask):
+            raise ValueError("at least one of use_points, use_box and use_mask must be True")
+        _check_number("box_expand_threshold", self.box_expand_threshold, low=0.0, high=1.0)
+        _check_number("gamma", self.gamma, low=0.0, inclusive=False)
+        _check_number("strength", self.strength, low=0.0, inclusive=False)
+        for name in ("box_expand_passes", "iterations", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.point_strategy not in POINT_STRATEGIES:
+            raise ValueError(f"point_strategy must be one of {', '.join(POINT_STRATEGIES)}, got {self.point_strategy!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ValueError(f"seed must be a whole number, got {self.seed!r}")
+
+
+def _check_number(name: str, value: Any, low: float, high: float = np.inf, inclusive: bool = True) -> None:
+    number_like = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    above = number_like and (value >= low if inclusive else value > low)
+    if not (above and value <= high and np.isfinite(value)):
+        bound = f"{'>=' if inclusive else '>'} {low}" + ("" if high == np.inf else f" and <= {high}")
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """Refined masks of N objects and what produced them.
+
+    masks (N, H, W) bool; scores (N,) the predicted IoU of each returned mask; candidate_scores
+    (N, C) the candidates' predicted IoU in the iteration that produced it (C = 3 for SAM) and
+    chosen (N,) the index picked among them; prompts the prompts mined from the input masks.
+    empty_input: the coarse mask was empty (its output is empty; never decoded). empty_output:
+    some iteration returned an empty mask, so the object kept the mask of the iteration before
+    (and stopped refining). Objects whose returned mask is their coarse mask have scores NaN and
+    chosen -1.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    candidate_scores: np.ndarray
+    chosen: np.ndarray
+    prompts: Prompts
+    empty_input: np.ndarray
+    empty_output: np.ndarray
+
+
+class Refiner:
+    """SAMRefiner on a promptable model: `refine(image, masks)` for the masks of one image.
+
+    `adapter` is the optional SAMRefiner++ IoU adapter; it only re-scores the candidates.
+    """
+
+    def __init__(self, model: PromptableModel, config: RefinerConfig | None = None, adapter: Any = None) -> None:
+        self.model = model
+        self.config = config if config is not None else RefinerConfig()
+        self.adapter = adapter
+
+    def refine(self, image: np.ndarray | str | Path, masks: Any) -> RefineResult:
+        """Refine N coarse masks (N x H x W array or list of H x W; bool, 0/1 or 0/255) of an
+        H x W x 3 uint8 RGB image or image file."""
+        source = str(image) if isinstance(image, (str, Path)) else "image"
+        pixels = read_image(image) if isinstance(image, (str, Path)) else _check_image(image)
+        coarse = as_masks(masks, pixels.shape[:2], source)
+        if len(coarse) == 0:
+            return _no_objects(pixels.shape[:2], self.config)
+        return self.refine_encoded(self.model.encode(pixels), coarse)
+
+    def refine_label_map(self, image: np.ndarray | str | Path, label_map: np.ndarray) -> np.ndarray:
+        """Refine a semantic label map region by region (SPEC section 4); see
+        `samrefiner.semantic.refine_label_map`."""
+        from samrefiner.semantic import refine_label_map
+
+        return refine_label_map(self, image, label_map)
+
+    def refine_encoded(self, encoding: Encoding, masks: np.ndarray) -> RefineResult:
+        """`refine` for an image already encoded by this model; masks N x H x W bool."""
+        current = np.array(masks, dtype=bool)
+        count = len(current)
+        empty_input = ~current.reshape(count, -1).any(axis=1)
+        empty_output = np.zeros(count, dtype=bool)
+        scores = np.full(count, np.nan, np.float32)
+        candidates = np.full((count, _CANDIDATES), np.nan, np.float32)
+        chosen = np.full(count, -1, np.int64)
+        miner = self._miner(encoding)
+        first = miner.mine(current)
+        active = np.flatnonzero(~empty_input)
+        prompts = first.select(active)
+        for iteration in range(self.config.iterations):
+            if active.size == 0:
+                break
+            if iteration > 0:
+                prompts = miner.mine(current[active])
+            decoded = self._decode(encoding, prompts)
+            iou = decoded.iou_scores.float().cpu().numpy()
+            best = iou.argmax(axis=1)
+            refined = self._chosen_masks(decoded, best, encoding)
+            came_empty = ~refined.reshape(len(refined), -1).any(axis=1)
+            kept, good = active[~came_empty], ~came_empty
+            if candidates.shape[1] != iou.shape[1]:
+                candidates = np.full((count, iou.shape[1]), np.nan, np.float32)
+            current[kept], candidates[kept], chosen[kept] = refined[good], iou[good], best[good]
+            scores[kept] = iou[good, best[good]]
+            empty_output[active[came_empty]] = True
+            active = kept
+        return RefineResult(current, scores, candidates, chosen, first, empty_input, empty_output)
+
+    def refine_label_map(self, image: np.ndarray | str | Path, label_map: np.ndarray) -> np.ndarray:
+        """Refine a semantic label map region by region (split-then-merge, SPEC section 4)."""
+        from samrefiner.semantic import refine_label_map
+
+        return refine_label_map(self, image, label_map)
+
+    def _miner(self, encoding: Encoding) -> PromptMiner:
+        config = self.config
+        return PromptMiner(
+            encoding.original_size,
+            encoding.input_size,
+            encoding.embeddings,
+            use_negative_point=config.use_points and config.use_negative_point,
+            use_mask=config.use_mask,
+            box_expand_threshold=config.box_expand_threshold if config.use_box else 0.0,
+            box_expand_passes=config.box_expand_passes,
+            gamma=config.gamma,
+            strength=config.strength,
+            point_strategy=config.point_strategy,
+            rng=np.random.default_rng(config.seed),
+        )
+
+    def _decode(self, encoding: Encoding, prompts: Prompts) -> Decoded:
+        """All objects' candidates, `chunk_size` objects per decoder call, with the prompts switched on."""
+        config = self.config
+        return self.model.decode(
+            encoding,
+            prompts.points.astype(np.float32) if config.use_points else None,
+            prompts.labels if config.use_points else None,
+            prompts.boxes.astype(np.float32) if config.use_box else None,
+            torch.from_numpy(prompts.mask_inputs) if config.use_mask else None,
+            chunk_size=config.chunk_size,
+        )
+
+    def _chosen_masks(self, decoded: Decoded, best: np.ndarray, encoding: Encoding) -> np.ndarray:
+        """Upscale only the chosen candidate of each object: (n, H, W) bool, logit > 0."""
+        logits = decoded.low_res_logits[torch.arange(len(best)), torch.from_numpy(best)][:, None]
+        height, width = encoding.original_size
+        step = max(1, min(self.config.chunk_size, _UPSCALE_PIXELS // (height * width)))
+        masks = np.empty((len(best), height, width), dtype=bool)
+        for start in range(0, len(best), step):
+            upscaled = self.model.upscale(logits[start : start + step], encoding)
+            masks[start : start + step] = (upscaled[:, 0] > 0).cpu().numpy()
+        return masks
+
+
+def _no_objects(size: tuple[int, int], config: RefinerConfig) -> RefineResult:
+    """The result for an image given no masks."""
+    slots = 2 if config.use_points and config.use_negative_point else 1
+    prompts = Prompts(
+        np.zeros((0, slots, 2), np.int64), np.zeros((0, slots), np.int64), np.zeros((0, 4), np.int64), np.zeros(0, bool)
+    )
+    nothing = np.zeros(0, bool)
+    return RefineResult(
+        np.zeros((0, *size), bool), np.zeros(0, np.float32), np.zeros((0, _CANDIDATES), np.float32),
+        np.zeros(0, np.int64), prompts, nothing, nothing,
+    )
+
+
+def _check_image(image: Any) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", type(image).__name__)
+        raise InputError(f"image must be an H x W x 3 uint8 RGB array or a file path, got shape {shape} dtype {dtype}")
+    return image
+
+
+def as_masks(masks: Any, size: tuple[int, int], source: str = "image") -> np.ndarray:
+    """N x H x W bool from an array (N x H x W or one H x W) or a list of H x W masks of bool or
+    integer dtype (0/1, 0/255, ...: nonzero is foreground). Sizes must match the image's."""
+    if isinstance(masks, (list, tuple)):
+        arrays = [_as_array(mask) for mask in masks]
+        for index, mask in enumerate(arrays):
+            if mask.ndim != 2:
+                raise InputError(f"{source}: mask {index} must be H x W, got shape {mask.shape}")
+            _check_mask(mask.dtype, mask.shape, size, f"{source}: mask {index}")
+        return np.stack(arrays).astype(bool) if arrays else np.zeros((0, *size), dtype=bool)
+    masks = _as_array(masks)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3:
+        raise InputError(f"{source}: masks must be N x H x W or H x W, got shape {masks.shape}")
+    _check_mask(masks.dtype, masks.shape[1:], size, f"{source}: masks")
+    return masks.astype(bool)
+
+
+def _as_array(mask: Any) -> np.ndarray:
+    return mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+
+
+def _check_mask(dtype: np.dtype, shape: tuple[int, ...], size: tuple[int, int], what: str) -> None:
+    if not (dtype == bool or np.issubdtype(dtype, np.integer)):
+        raise InputError(f"{what}: dtype {dtype} is not a mask type; use bool or integer masks (0/1 or 0/255)")
+    if tuple(shape) != tuple(size):
+        raise InputError(f"{what}: size {shape[0]}x{shape[1]} (HxW) differs from the image's {size[0]}x{size[1]}")
