@@ -9,7 +9,9 @@ on the 256-grid cells the object reaches, everything else being the constant bac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -234,7 +236,7 @@ def _folded_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, n
 
 def elastic_box(
     box: tuple[int, int, int, int],
-    count_similar,
+    count_similar: Callable[[slice, slice], int],
     image_size: tuple[int, int],
     threshold: float,
     passes: int,
@@ -274,57 +276,73 @@ def elastic_box(
     return box, expanded
 
 
+@dataclass(frozen=True)
+class _CellTaps:
+    """Along one axis, for the two input-frame pixels (4a+1, 4a+2) each 256-cell a averages: the
+    two original pixels that each reads, their weights, and whether it lies in the image (else it
+    is padding). Arrays are (256, 2)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    w0: np.ndarray
+    w1: np.ndarray
+    real: np.ndarray
+    lowest: np.ndarray  # (256,) first original pixel a cell reads (nondecreasing; huge for padding)
+    highest: np.ndarray  # (256,) last original pixel a cell reads (nondecreasing; -1 for padding)
+
+    @classmethod
+    def build(cls, size_in: int, size_out: int) -> _CellTaps:
+        first, second, w0, w1 = linear_taps(size_in, size_out)
+        taps = 4 * np.arange(MASK_SIZE)[:, None] + np.array([1, 2])
+        real = taps < size_out
+        clipped = np.minimum(taps, size_out - 1)
+        lowest = np.where(real[:, 0], first[clipped[:, 0]], np.iinfo(np.int64).max)
+        highest = np.where(real[:, 0], second[clipped[:, 1]], -1)
+        return cls(first[clipped], second[clipped], w0[clipped], w1[clipped], real, lowest, highest)
+
+    def window(self, start: int, stop: int) -> slice:
+        """The cells that read original pixels in [start, stop)."""
+        return slice(int(np.searchsorted(self.highest, start)), int(np.searchsorted(self.lowest, stop)))
+
+    def local(self, cells: slice, origin: int, length: int) -> tuple[np.ndarray, ...]:
+        """Taps of `cells`, flattened, as indices into a crop at `origin` padded by one pixel of
+        `length` in all (any pixel outside the crop reads that padding)."""
+        first, second = (np.clip(part[cells].ravel() - origin + 1, 0, length - 1) for part in (self.first, self.second))
+        return first, second, self.w0[cells].ravel(), self.w1[cells].ravel(), self.real[cells].ravel()
+
+
 class MaskPromptGrid:
     """The reference's resize chain for dense prompts, set up once per image.
 
     Original size -> input size (bilinear) -> padded to 1024 -> 256 (bilinear: every 256-cell
-    averages input-frame rows/cols 4a+1 and 4a+2). `window` finds the 256-cells an object's crop
-    can reach; `resize` evaluates the chain on those cells only.
+    averages input-frame pixels 4a+1 and 4a+2 along each axis), evaluated only on the cells an
+    object's crop reaches, with torch's weights and order of operations.
     """
 
     def __init__(self, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
-        self.axes = [self._axis(size_in, size_out) for size_in, size_out in zip(original_size, input_size)]
+        self.rows, self.cols = (_CellTaps.build(size_in, size_out) for size_in, size_out in zip(original_size, input_size))
 
-    @staticmethod
-    def _axis(size_in: int, size_out: int) -> dict[str, np.ndarray]:
-        first, second, w0, w1 = linear_taps(size_in, size_out)
-        taps = np.stack([4 * np.arange(MASK_SIZE) + 1, 4 * np.arange(MASK_SIZE) + 2], axis=1)  # (256, 2)
-        inside = taps < size_out
-        clipped = np.minimum(taps, size_out - 1)
-        never = np.iinfo(np.int64).max
-        return {
-            "first": first, "second": second, "w0": w0, "w1": w1, "size": np.int64(size_out),
-            "lowest": np.where(inside[:, 0], first[clipped[:, 0]], never),
-            "highest": np.where(inside[:, 0], second[clipped[:, 1]], -1),
-        }
+    def window(self, box: tuple[int, int, int, int]) -> tuple[slice, slice]:
+        """The 256-cells whose value depends on original pixels inside `box` (x1, y1, x2, y2)."""
+        x1, y1, x2, y2 = box
+        return self.rows.window(y1, y2 + 1), self.cols.window(x1, x2 + 1)
 
-    def window(self, axis: int, start: int, stop: int) -> slice:
-        """The 256-cells along `axis` whose taps reach source indices [start, stop)."""
-        taps = self.axes[axis]
-        return slice(int(np.searchsorted(taps["highest"], start)), int(np.searchsorted(taps["lowest"], stop)))
-
-    def resize(self, crop: np.ndarray, origin: tuple[int, int], cells: tuple[slice, slice], fill: float) -> np.ndarray:
-        """The 256-grid values on `cells` of an image equal to `crop` at `origin` and `fill` elsewhere."""
-        padded = np.pad(crop.astype(np.float32), 1, constant_values=fill)
-        parts = []
-        for axis, cell in enumerate(cells):
-            taps = self.axes[axis]
-            rows = np.stack([4 * np.arange(cell.start, cell.stop) + 1, 4 * np.arange(cell.start, cell.stop) + 2], 1).ravel()
-            real = rows < taps["size"]
-            clipped = np.minimum(rows, taps["size"] - 1)
-            local = [np.clip(taps[key][clipped] - origin[axis] + 1, 0, padded.shape[axis] - 1) for key in ("first", "second")]
-            parts.append((local, taps["w0"][clipped], taps["w1"][clipped], real))
-        (r0, r1), a0, a1, real_rows = parts[0]
-        (c0, c1), b0, b1, real_cols = parts[1]
+    def resize(self, planes: np.ndarray, fills: np.ndarray, origin: tuple[int, int], cells: tuple[slice, slice]) -> np.ndarray:
+        """(P, rows, cols) 256-grid values on `cells` of P images that equal `planes` (P, h, w) on the
+        crop at `origin` (top, left) and `fills[p]` everywhere else."""
+        fill = fills.astype(np.float32)[:, None, None]
+        padded = np.empty((len(planes), planes.shape[1] + 2, planes.shape[2] + 2), dtype=np.float32)
+        padded[...] = fill
+        padded[:, 1:-1, 1:-1] = planes
+        r0, r1, a0, a1, real_rows = self.rows.local(cells[0], origin[0], padded.shape[1])
+        c0, c1, b0, b1, real_cols = self.cols.local(cells[1], origin[1], padded.shape[2])
+        top, bottom = padded[:, r0], padded[:, r1]
         a0, a1 = a0[:, None], a1[:, None]
-        values = a0 * (b0 * padded[np.ix_(r0, c0)] + b1 * padded[np.ix_(r0, c1)]) + a1 * (
-            b0 * padded[np.ix_(r1, c0)] + b1 * padded[np.ix_(r1, c1)]
-        )
-        values[~real_rows] = fill
-        values[:, ~real_cols] = fill
+        values = a0 * (b0 * top[..., c0] + b1 * top[..., c1]) + a1 * (b0 * bottom[..., c0] + b1 * bottom[..., c1])
+        values = np.where(real_rows[:, None] & real_cols[None, :], values, fill)
         half = np.float32(0.5)
-        return half * (half * values[0::2, 0::2] + half * values[0::2, 1::2]) + half * (
-            half * values[1::2, 0::2] + half * values[1::2, 1::2]
+        return half * (half * values[:, 0::2, 0::2] + half * values[:, 0::2, 1::2]) + half * (
+            half * values[:, 1::2, 0::2] + half * values[:, 1::2, 1::2]
         )
 
 
@@ -405,19 +423,17 @@ class PromptMiner:
         scores = self.similarity.query_scores(mask)
         if scores is None:
             return box, False
-        count = lambda rows, cols: self.similarity.count_similar(scores, rows, cols)  # noqa: E731
+        count = partial(self.similarity.count_similar, scores)
         return elastic_box(box, count, self.original_size, self.threshold, self.passes)
 
     def _mask_prompt(self, distances: _DistanceCrop, box: tuple[int, int, int, int], expanded: bool) -> np.ndarray:
         """S * G on the 256 grid: S = +/-strength (+/-1 where the box was expanded), G the resized
         Gaussian with G = 1 where it is not positive."""
-        x1, y1, x2, y2 = box
-        cells = (self.grid.window(0, y1, y2 + 1), self.grid.window(1, x1, x2 + 1))
-        origin = (distances.top, distances.left)
+        cells = self.grid.window(box)
+        planes = np.stack([np.where(distances.crop, 1.0, -1.0), distances.gaussian(self.gamma)])
         signs = np.full((MASK_SIZE, MASK_SIZE), -1.0, dtype=np.float32)
         gaussian = np.zeros((MASK_SIZE, MASK_SIZE), dtype=np.float32)
-        signs[cells] = self.grid.resize(np.where(distances.crop, 1.0, -1.0), origin, cells, fill=-1.0)
-        gaussian[cells] = self.grid.resize(distances.gaussian(self.gamma), origin, cells, fill=0.0)
+        signs[cells], gaussian[cells] = self.grid.resize(planes, np.array([-1.0, 0.0]), (distances.top, distances.left), cells)
         amplitude = np.float32(1.0 if expanded else self.strength)
         signs = np.where(signs > 0, amplitude, -amplitude)
         gaussian[gaussian <= 0] = 1.0

@@ -119,9 +119,9 @@ class Refiner:
 
         return refine_label_map(self, image, label_map)
 
-    def refine_encoded(self, encoding: Encoding, masks: np.ndarray) -> RefineResult:
-        """`refine` for an image already encoded by this model; masks N x H x W bool."""
-        current = np.array(masks, dtype=bool)
+    def refine_encoded(self, encoding: Encoding, masks: Any) -> RefineResult:
+        """`refine` for an image this model has already encoded (masks as for `refine`)."""
+        current = as_masks(masks, encoding.original_size)
         count = len(current)
         empty_input = ~current.reshape(count, -1).any(axis=1)
         empty_output = np.zeros(count, dtype=bool)
@@ -137,25 +137,15 @@ class Refiner:
                 break
             if iteration > 0:
                 prompts = miner.mine(current[active])
-            decoded = self._decode(encoding, prompts)
-            iou = decoded.iou_scores.float().cpu().numpy()
-            best = iou.argmax(axis=1)
-            refined = self._chosen_masks(decoded, best, encoding)
-            came_empty = ~refined.reshape(len(refined), -1).any(axis=1)
-            kept, good = active[~came_empty], ~came_empty
+            iou, best, refined = self._step(encoding, prompts)
+            good = refined.reshape(len(refined), -1).any(axis=1)
+            empty_output[active[~good]] = True
+            active = active[good]
             if candidates.shape[1] != iou.shape[1]:
                 candidates = np.full((count, iou.shape[1]), np.nan, np.float32)
-            current[kept], candidates[kept], chosen[kept] = refined[good], iou[good], best[good]
-            scores[kept] = iou[good, best[good]]
-            empty_output[active[came_empty]] = True
-            active = kept
+            current[active], candidates[active], chosen[active] = refined[good], iou[good], best[good]
+            scores[active] = iou[good, best[good]]
         return RefineResult(current, scores, candidates, chosen, first, empty_input, empty_output)
-
-    def refine_label_map(self, image: np.ndarray | str | Path, label_map: np.ndarray) -> np.ndarray:
-        """Refine a semantic label map region by region (split-then-merge, SPEC section 4)."""
-        from samrefiner.semantic import refine_label_map
-
-        return refine_label_map(self, image, label_map)
 
     def _miner(self, encoding: Encoding) -> PromptMiner:
         config = self.config
@@ -173,6 +163,14 @@ class Refiner:
             rng=np.random.default_rng(config.seed),
         )
 
+    def _step(self, encoding: Encoding, prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One cascade iteration: candidates' predicted IoU (n, C), the chosen index (n,) and the
+        chosen masks (n, H, W)."""
+        decoded = self._decode(encoding, prompts)
+        iou = decoded.iou_scores.float().cpu().numpy()
+        best = iou.argmax(axis=1)
+        return iou, best, self._chosen_masks(decoded, best, encoding)
+
     def _decode(self, encoding: Encoding, prompts: Prompts) -> Decoded:
         """All objects' candidates, `chunk_size` objects per decoder call, with the prompts switched on."""
         config = self.config
@@ -187,7 +185,8 @@ class Refiner:
 
     def _chosen_masks(self, decoded: Decoded, best: np.ndarray, encoding: Encoding) -> np.ndarray:
         """Upscale only the chosen candidate of each object: (n, H, W) bool, logit > 0."""
-        logits = decoded.low_res_logits[torch.arange(len(best)), torch.from_numpy(best)][:, None]
+        index = torch.from_numpy(best).to(decoded.low_res_logits.device)
+        logits = decoded.low_res_logits[torch.arange(len(best), device=index.device), index][:, None]
         height, width = encoding.original_size
         step = max(1, min(self.config.chunk_size, _UPSCALE_PIXELS // (height * width)))
         masks = np.empty((len(best), height, width), dtype=bool)
