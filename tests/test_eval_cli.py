@@ -134,3 +134,17 @@ def test_bad_files_give_one_line_naming_them(runner, tmp_path):
     empty.mkdir()
     result = runner.invoke(app, ["eval", "--gt", str(empty), "--pred", str(empty)])
     assert isinstance(result.exception, InputError) and str(empty) in str(result.exception)
+    no_size = tmp_path / "no_size.json"
+    no_size.write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
+    result = runner.invoke(app, ["eval", "--gt", str(no_size), "--pred", str(no_size)])
+    assert isinstance(result.exception, InputError) and "'height'" in str(result.exception)
+
+
+def test_unusable_coco_prediction_is_listed(runner, tmp_path):
+    masks = [square(0, 0, 8, (40, 40))]
+    gt = coco_file(tmp_path / "gt.json", masks, [7])
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps([{"image_id": 1, "segmentation": encode_mask(masks[0] > 0)}]))
+    scores = run_eval(runner, tmp_path, gt, pred)
+    assert scores["ap"] == 0.0
+    assert scores["unusable"] == [f"{pred}: annotation #0: has no 'category_id'"]

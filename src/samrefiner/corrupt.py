@@ -5,8 +5,9 @@ seeded on superpixels on the object's boundary, inside it or outside it (probabi
 0.65 / 0.25 / 0.1): a defect inside removes object, one outside adds background, one on the
 boundary does either (even odds). Defects then grow superpixel by superpixel into neighbours
 until the IoU with the ground truth falls below a target drawn uniformly from [0.75, 0.85]; a
-superpixel that would take it below the band is skipped. When an attempt cannot land in the band, finer superpixels are tried; the
-closest mask any attempt reached is returned, flagged as outside the band.
+superpixel that would take it below the band is skipped. When an attempt cannot land in the
+band, finer superpixels are tried; the closest mask any attempt reached is returned, flagged as
+outside the band.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def corrupt_mask(
     image: np.ndarray, gt: np.ndarray, rng: np.random.Generator, band: tuple[float, float] = IOU_BAND
 ) -> Corruption:
     """A flawed copy of `gt` (H x W bool) whose IoU with it lies in `band` when reachable."""
+    if gt.shape != image.shape[:2]:
+        raise ValueError(f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}")
     gt = gt.astype(bool)
     best: Corruption | None = None
     for attempt in range(ATTEMPTS):

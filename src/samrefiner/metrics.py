@@ -157,6 +157,10 @@ class ConfusionMatrix:
         """Mean of `class_ious` (classes absent from both GT and prediction are left out)."""
         return _mean(list(self.class_ious().values()))
 
+    def summary(self) -> dict[str, float | int]:
+        """`miou` and `count` (label maps added)."""
+        return {"miou": self.miou(), "count": self.count}
+
 
 def coco_mask_ap(ground_truth: dict, results: list[dict]) -> float:
     """COCO mask AP@[.5:.95] (pycocotools, iouType "segm") of `results` against a COCO dataset dict.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -87,23 +88,24 @@ def detect_format(gt: Path) -> Format:
 
 def evaluate_masks(gt: Path, pred: Path) -> EvalReport:
     """Binary masks paired by relative path: pooled and mean IoU, boundary IoU, mBA."""
-    report = EvalReport(Format.masks, {})
-    scores = MaskScores()
-    for relative in _png_files(gt):
-        truth = read_mask(gt / relative)
-        scores.add(truth, _prediction(report, pred / relative, truth.shape, read_mask, np.zeros_like(truth)))
-    report.scores = scores.summary()
-    return report
+    return _evaluate_pngs(gt, pred, Format.masks, read_mask, MaskScores())
 
 
 def evaluate_label_maps(gt: Path, pred: Path) -> EvalReport:
     """Label maps paired by relative path: mIoU from one confusion matrix (GT 255 ignored)."""
-    report = EvalReport(Format.label_maps, {})
-    matrix = ConfusionMatrix()
+    return _evaluate_pngs(gt, pred, Format.label_maps, _read_labels, ConfusionMatrix())
+
+
+def _evaluate_pngs(
+    gt: Path, pred: Path, layout: Format, read: Callable[[Path], np.ndarray], totals: MaskScores | ConfusionMatrix
+) -> EvalReport:
+    """Every PNG under `gt` against the one at the same relative path under `pred`, added to
+    `totals`; a missing or unusable prediction counts as all zeros."""
+    report = EvalReport(layout, {})
     for relative in _png_files(gt):
-        truth = _read_labels(gt / relative)
-        matrix.add(truth, _prediction(report, pred / relative, truth.shape, _read_labels, np.zeros_like(truth)))
-    report.scores = {"miou": matrix.miou(), "count": matrix.count}
+        truth = read(gt / relative)
+        totals.add(truth, _prediction(report, pred / relative, truth.shape, read, np.zeros_like(truth)))
+    report.scores = totals.summary()
     return report
 
 
@@ -112,9 +114,7 @@ def evaluate_coco(gt: Path, pred: Path) -> EvalReport:
     from samrefiner.io.coco import load_json
 
     truth = load_json(gt)
-    if not isinstance(truth, dict) or not isinstance(truth.get("annotations"), list) or "images" not in truth:
-        raise InputError(f"{gt}: ground truth must be a COCO file with 'images' and 'annotations'")
-    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
+    sizes = _checked_ground_truth(truth, gt)
     report = EvalReport(Format.coco, {})
     results = _coco_results(load_json(pred), pred, sizes, report)
     report.scores = {"ap": coco_mask_ap(truth, results), "boundary_ap": coco_boundary_ap(truth, results)}
@@ -124,6 +124,25 @@ def evaluate_coco(gt: Path, pred: Path) -> EvalReport:
         report.scores.update(_scores_by_id(objects, by_id, sizes, gt, pred, report).summary())
     report.scores["count"] = len(objects)
     return report
+
+
+def _checked_ground_truth(truth: Any, gt: Path) -> dict[Any, tuple[int, int]]:
+    """Image id -> (height, width); InputError naming `gt` when it is not COCO ground truth."""
+    if not isinstance(truth, dict) or not isinstance(truth.get("annotations"), list) or not isinstance(truth.get("images"), list):
+        raise InputError(f"{gt}: ground truth must be a COCO file with 'images' and 'annotations' lists")
+    for kind, entries, keys in (
+        ("image", truth["images"], ("id", "height", "width")),
+        ("annotation", truth["annotations"], ("id", "image_id", "category_id", "segmentation")),
+    ):
+        for index, entry in enumerate(entries):
+            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if missing:
+                raise InputError(f"{gt}: {kind} #{index} has no {missing[0]!r}")
+    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
+    strays = [annotation["id"] for annotation in truth["annotations"] if annotation["image_id"] not in sizes]
+    if strays:
+        raise InputError(f"{gt}: annotation id {strays[0]} names an image id that is not in 'images'")
+    return sizes
 
 
 def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]], report: EvalReport) -> list[dict]:
@@ -147,7 +166,10 @@ def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]],
                 "segmentation": encode_mask(mask),
                 "score": float(prediction.get("score", 1.0)),
             }
-        except (InputError, KeyError, TypeError, ValueError) as error:
+        except KeyError as error:
+            report.unusable.append(f"{name}: has no {error.args[0]!r}")
+            continue
+        except (InputError, TypeError, ValueError) as error:
             report.unusable.append(f"{name}: {error}")
             continue
         if "id" in prediction:
@@ -228,7 +250,9 @@ def _png_files(root: Path) -> list[Path]:
     return files
 
 
-def _prediction(report: EvalReport, path: Path, shape: tuple[int, ...], read, empty: np.ndarray) -> np.ndarray:
+def _prediction(
+    report: EvalReport, path: Path, shape: tuple[int, ...], read: Callable[[Path], np.ndarray], empty: np.ndarray
+) -> np.ndarray:
     """The prediction at `path`, or `empty` (recorded in the report) when missing or unusable."""
     if not path.exists():
         report.missing.append(str(path))
