@@ -23,10 +23,10 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def run_eval(runner: CliRunner, tmp_path: Path, gt: Path, pred: Path, *extra: str) -> dict:
+def run_eval(runner: CliRunner, tmp_path: Path, gt: Path, pred: Path, *extra: str, exit_code: int = 0) -> dict:
     out = tmp_path / "scores.json"
     result = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(pred), "--json", str(out), *extra])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return json.loads(out.read_text())
 
 
@@ -58,7 +58,7 @@ def test_unusable_prediction_is_scored_empty_and_named(runner, tmp_path):
     (pred / "a").mkdir(parents=True)
     (pred / "a" / "0.png").write_bytes(b"not a png")
     write_png(pred / "a" / "1.png", square(0, 0, 4, shape=(12, 10)))
-    scores = run_eval(runner, tmp_path, gt, pred, "--format", "masks")
+    scores = run_eval(runner, tmp_path, gt, pred, "--format", "masks", exit_code=1)
     assert scores["iou"] == 0.0
     assert len(scores["unusable"]) == 2
     assert "0.png" in scores["unusable"][0] and "differs" in scores["unusable"][1]
@@ -145,6 +145,6 @@ def test_unusable_coco_prediction_is_listed(runner, tmp_path):
     gt = coco_file(tmp_path / "gt.json", masks, [7])
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps([{"image_id": 1, "segmentation": encode_mask(masks[0] > 0)}]))
-    scores = run_eval(runner, tmp_path, gt, pred)
+    scores = run_eval(runner, tmp_path, gt, pred, exit_code=1)
     assert scores["ap"] == 0.0
     assert scores["unusable"] == [f"{pred}: annotation #0: has no 'category_id'"]

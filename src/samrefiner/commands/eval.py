@@ -10,7 +10,8 @@ Three layouts, detected from `--gt` unless `--format` is given:
   `iou`, `mean_iou`, `boundary_iou`, `mba` matched by id.
 
 A missing prediction is scored as an empty mask (all background for label maps); an unreadable
-or wrongly sized one as well, and both are listed. Unusable ground truth stops the run.
+or wrongly sized one as well, and both are listed (exit code 1 when any prediction file was
+unusable). Unusable ground truth stops the run with one error line.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def eval_command(
     print_report(report)
     if json_file is not None:
         write_json(json_file, report)
+    if report.unusable:
+        raise typer.Exit(1)
 
 
 def evaluate(gt: Path, pred: Path, layout: Format) -> EvalReport:
