@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from samrefiner.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
@@ -127,14 +128,21 @@ def run_bench(
         rows[COARSE].images += 1
         started = time.perf_counter()
         encoding = model.encode(item.image)
-        encoded = time.perf_counter() - started
+        encoded = _seconds_since(started, model)
         encode_seconds += encoded
         for name, refiner in refiners.items():
             started = time.perf_counter()
             refined = refiner.refine_encoded(encoding, item.coarse).masks
-            rows[name].seconds += encoded + time.perf_counter() - started
+            rows[name].seconds += encoded + _seconds_since(started, model)
             rows[name].images += 1
             for gt, mask in zip(item.gt, refined):
                 rows[name].scores.add(gt, mask)
     images = rows[COARSE].images
     return BenchReport(list(rows.values()), encode_seconds / images if images else 0.0, failures)
+
+
+def _seconds_since(started: float, model: PromptableModel) -> float:
+    """Wall time since `started`, after the model's GPU work has finished."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return time.perf_counter() - started

@@ -15,17 +15,18 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
 from samrefiner.cli import app
 from samrefiner.commands.refine import check_apart
-from samrefiner.corrupt import IOU_BAND, Corruption, corrupt_sample
 from samrefiner.errors import SamRefinerError
 from samrefiner.io.images import atomic_write
-from samrefiner.io.masks import MaskFolders
+
+if TYPE_CHECKING:
+    from samrefiner.corrupt import Corruption
 
 REPORT_NAME = "corrupt.json"
 
@@ -38,6 +39,9 @@ def corrupt_command(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
+    from samrefiner.corrupt import IOU_BAND, corrupt_sample
+    from samrefiner.io.masks import MaskFolders
+
     check_apart([gt, images], [out])
     dataset = MaskFolders(images, gt, out)
     started = time.perf_counter()
@@ -54,8 +58,8 @@ def corrupt_command(
         dataset.write(sample, SimpleNamespace(masks=np.stack([c.mask for c in corruptions])))
         for item, corruption in zip(sample.objects, corruptions):
             objects[f"{ref.key}/{item['id']}"] = _record(corruption)
-    _write_report(out / REPORT_NAME, seed, objects, failures)
-    _print_summary(objects, failures, time.perf_counter() - started)
+    _write_report(out / REPORT_NAME, seed, IOU_BAND, objects, failures)
+    _print_summary(objects, failures, time.perf_counter() - started, IOU_BAND)
     if failures:
         raise typer.Exit(1)
 
@@ -69,16 +73,16 @@ def _record(corruption: Corruption) -> dict:
     }
 
 
-def _write_report(path: Path, seed: int, objects: dict[str, dict], failures: list[str]) -> None:
-    document = {"seed": seed, "iou_band": list(IOU_BAND), "objects": objects, "failures": failures}
+def _write_report(path: Path, seed: int, band: tuple[float, float], objects: dict[str, dict], failures: list[str]) -> None:
+    document = {"seed": seed, "iou_band": list(band), "objects": objects, "failures": failures}
     text = json.dumps(document, indent=1) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def _print_summary(objects: dict[str, dict], failures: list[str], seconds: float) -> None:
+def _print_summary(objects: dict[str, dict], failures: list[str], seconds: float, band: tuple[float, float]) -> None:
     outside = {name: record for name, record in objects.items() if not record["in_band"]}
     ious = [record["iou"] for record in objects.values()]
     spread = f", IoU {min(ious):.3f}-{max(ious):.3f}" if ious else ""
     print(f"{len(objects)} flawed masks{spread}, {len(failures)} images failed, {seconds:.1f} s")
     for name, record in outside.items():
-        print(f"  {name}: IoU {record['iou']:.3f} is the closest reachable (outside {IOU_BAND[0]}-{IOU_BAND[1]})")
+        print(f"  {name}: IoU {record['iou']:.3f} is the closest reachable (outside {band[0]}-{band[1]})")

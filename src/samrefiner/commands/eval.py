@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -31,7 +31,9 @@ from samrefiner.cli import app
 from samrefiner.errors import InputError
 from samrefiner.io.images import atomic_write, read_mask
 from samrefiner.io.labelmaps import read_label_map
-from samrefiner.metrics import ConfusionMatrix, MaskScores, coco_boundary_ap, coco_mask_ap
+
+if TYPE_CHECKING:
+    from samrefiner.metrics import ConfusionMatrix, MaskScores
 
 LISTED_PROBLEMS = 10
 
@@ -91,11 +93,15 @@ def detect_format(gt: Path) -> Format:
 
 def evaluate_masks(gt: Path, pred: Path) -> EvalReport:
     """Binary masks paired by relative path: pooled and mean IoU, boundary IoU, mBA."""
+    from samrefiner.metrics import MaskScores
+
     return _evaluate_pngs(gt, pred, Format.masks, read_mask, MaskScores())
 
 
 def evaluate_label_maps(gt: Path, pred: Path) -> EvalReport:
     """Label maps paired by relative path: mIoU from one confusion matrix (GT 255 ignored)."""
+    from samrefiner.metrics import ConfusionMatrix
+
     return _evaluate_pngs(gt, pred, Format.label_maps, _read_labels, ConfusionMatrix())
 
 
@@ -115,6 +121,7 @@ def _evaluate_pngs(
 def evaluate_coco(gt: Path, pred: Path) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
     from samrefiner.io.coco import load_json
+    from samrefiner.metrics import coco_boundary_ap, coco_mask_ap
 
     truth = load_json(gt)
     sizes = _checked_ground_truth(truth, gt)
@@ -186,6 +193,7 @@ def _scores_by_id(
 ) -> MaskScores:
     """Per-object scores of each ground-truth annotation against the prediction with its id."""
     from samrefiner.io.coco import decode_segmentation
+    from samrefiner.metrics import MaskScores
 
     scores = MaskScores()
     for annotation in objects:
