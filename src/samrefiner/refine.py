@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from samrefiner.adapter import IoUAdapter, adapted, resolve_adapter
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
@@ -79,7 +80,9 @@ class RefineResult:
     empty_input: the coarse mask was empty (its output is empty; never decoded). empty_output:
     some iteration returned an empty mask, so the object kept the mask of the iteration before
     (and stopped refining). Objects whose returned mask is their coarse mask have scores NaN and
-    chosen -1.
+    chosen -1. An object whose mask comes back unchanged is settled: further iterations would
+    mine the same prompts and decode the same output, so it is not decoded again (except with
+    the "random" point strategy).
     """
 
     masks: np.ndarray
@@ -94,13 +97,16 @@ class RefineResult:
 class Refiner:
     """SAMRefiner on a promptable model: `refine(image, masks)` for the masks of one image.
 
-    `adapter` is the optional SAMRefiner++ IoU adapter; it only re-scores the candidates.
+    `adapter` is the optional SAMRefiner++ IoU adapter (an `IoUAdapter` or its .safetensors file,
+    refused when made for another model); it only re-scores the candidates.
     """
 
-    def __init__(self, model: PromptableModel, config: RefinerConfig | None = None, adapter: Any = None) -> None:
+    def __init__(
+        self, model: PromptableModel, config: RefinerConfig | None = None, adapter: IoUAdapter | str | Path | None = None
+    ) -> None:
         self.model = model
         self.config = config if config is not None else RefinerConfig()
-        self.adapter = adapter
+        self.adapter = resolve_adapter(adapter, model)
 
     def refine(self, image: np.ndarray | str | Path, masks: Any) -> RefineResult:
         """Refine N coarse masks (N x H x W array or list of H x W; bool, 0/1 or 0/255) of an
@@ -140,11 +146,14 @@ class Refiner:
             iou, best, refined = self._step(encoding, prompts)
             good = refined.reshape(len(refined), -1).any(axis=1)
             empty_output[active[~good]] = True
-            active = active[good]
+            changed = (refined != current[active]).reshape(len(refined), -1).any(axis=1)
+            active, refined, iou, best, changed = active[good], refined[good], iou[good], best[good], changed[good]
             if candidates.shape[1] != iou.shape[1]:
                 candidates = np.full((count, iou.shape[1]), np.nan, np.float32)
-            current[active], candidates[active], chosen[active] = refined[good], iou[good], best[good]
-            scores[active] = iou[good, best[good]]
+            current[active], candidates[active], chosen[active] = refined, iou, best
+            scores[active] = iou[np.arange(len(best)), best]
+            if self.config.point_strategy != "random":
+                active = active[changed]  # an unchanged mask would give the same prompts, so the same output
         return RefineResult(current, scores, candidates, chosen, first, empty_input, empty_output)
 
     def _miner(self, encoding: Encoding) -> PromptMiner:
@@ -174,14 +183,15 @@ class Refiner:
     def _decode(self, encoding: Encoding, prompts: Prompts) -> Decoded:
         """All objects' candidates, `chunk_size` objects per decoder call, with the prompts switched on."""
         config = self.config
-        return self.model.decode(
-            encoding,
-            prompts.points.astype(np.float32) if config.use_points else None,
-            prompts.labels if config.use_points else None,
-            prompts.boxes.astype(np.float32) if config.use_box else None,
-            torch.from_numpy(prompts.mask_inputs) if config.use_mask else None,
-            chunk_size=config.chunk_size,
-        )
+        with adapted(self.adapter, self.model):
+            return self.model.decode(
+                encoding,
+                prompts.points.astype(np.float32) if config.use_points else None,
+                prompts.labels if config.use_points else None,
+                prompts.boxes.astype(np.float32) if config.use_box else None,
+                torch.from_numpy(prompts.mask_inputs) if config.use_mask else None,
+                chunk_size=config.chunk_size,
+            )
 
     def _chosen_masks(self, decoded: Decoded, best: np.ndarray, encoding: Encoding) -> np.ndarray:
         """Upscale only the chosen candidate of each object: (n, H, W) bool, logit > 0."""
