@@ -187,8 +187,8 @@ def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float) -> 
 
 
 def predicted_scores(model: PromptableModel, samples: AdaptSamples, adapter: IoUAdapter | None) -> torch.Tensor:
-    """(N, C) candidate scores of the recorded objects, with or without the adapter."""
-    with adapted(adapter, model):
+    """(N, C) candidate scores of the recorded objects, with or without the adapter (no gradients)."""
+    with adapted(adapter, model), torch.no_grad():
         return _head_scores(model, samples, torch.arange(len(samples)))
 
 
@@ -200,8 +200,7 @@ def _head_scores(model: PromptableModel, samples: AdaptSamples, rows: torch.Tens
 
 
 def evaluate(model: PromptableModel, samples: AdaptSamples, adapter: IoUAdapter | None, margin: float) -> Fit:
-    with torch.no_grad():
-        scores = predicted_scores(model, samples, adapter)
+    scores = predicted_scores(model, samples, adapter)
     agreement = (scores.argmax(dim=1) == samples.targets).double().mean().item()
     return Fit(ranking_loss(scores, samples.targets, margin).item(), agreement)
 

@@ -156,6 +156,9 @@ def refine_command(
         Path | None, typer.Option("--errors", help="Where to list failed images (default: beside the output).")
     ] = None,
     progress: ProgressOption = True,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="SAMRefiner++ IoU adapter (.safetensors from `samrefiner adapt`).")
+    ] = None,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Refine every image's coarse masks with SAM and write them in the input's format."""
@@ -163,11 +166,11 @@ def refine_command(
 
     dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
     shard_spec = Shard.parse(shard)
-    inputs = [path for path in (images, masks, label_maps, coco) if path is not None]
+    inputs = [path for path in (images, masks, label_maps, coco, adapter) if path is not None]
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
-    refiner = build_refiner(model, device, config_values or {})
+    refiner = build_refiner(model, device, config_values or {}, adapter)
     try:
         summary = run(
             dataset,
@@ -222,8 +225,9 @@ def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
                 raise InputError(f"{output}: output would overlap the input {source}; choose another --out")
 
 
-def build_refiner(model_spec: str, device: str, config_values: dict[str, Any]) -> Any:
-    """Check the refinement options, then load the model on `device` and wrap it in a Refiner."""
+def build_refiner(model_spec: str, device: str, config_values: dict[str, Any], adapter: Path | None = None) -> Any:
+    """Check the refinement options, then load the model on `device` and wrap it in a Refiner
+    (with the IoU adapter file `adapter`, if any)."""
     import torch
 
     from samrefiner import Refiner, RefinerConfig, load_model
@@ -234,4 +238,4 @@ def build_refiner(model_spec: str, device: str, config_values: dict[str, Any]) -
         raise InputError(f"refinement options: {error}") from None
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Refiner(load_model(model_spec, device=device), config)
+    return Refiner(load_model(model_spec, device=device), config, adapter=adapter)
