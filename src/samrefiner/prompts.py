@@ -20,7 +20,6 @@ import torch
 
 POINT_STRATEGIES = ("distance", "box_center", "random")
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
-MODEL_SIZE = 1024  # SAM's padded input side
 MASK_SIZE = 256  # side of the dense mask prompt
 _SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
 _EXACT_FLOAT32_DISTANCE = 1448.0  # below this, float32 distances round back to exact squared integers
