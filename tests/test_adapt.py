@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -220,6 +223,16 @@ def test_embedding_cache_reuses_and_repairs_entries(model, tmp_path, monkeypatch
 def test_unknown_prompt_type_is_refused(model, training_images):
     with pytest.raises(SamRefinerError, match="unknown prompt type 'scribble'"):
         collect_samples(model, training_images[:1], prompt="scribble", encode=None)
+
+
+def test_cli_training_options_default_to_adapt_config():
+    from samrefiner.commands.adapt import adapt_command, parse_milestones
+
+    parameters = inspect.signature(adapt_command).parameters
+    for field in dataclasses.fields(AdaptConfig):
+        default = parameters[field.name].default
+        assert (parse_milestones(default) if field.name == "milestones" else default) == field.default, field.name
+    assert parse_milestones("") == ()
 
 
 def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path):

@@ -19,6 +19,17 @@ import numpy as np
 import typer
 
 from samrefiner.cli import app
+from samrefiner.commands.refine import (
+    CocoOption,
+    DeviceOption,
+    ImagesOption,
+    LabelMapsOption,
+    MasksOption,
+    ModelOption,
+    ProgressOption,
+    check_apart,
+    open_dataset,
+)
 from samrefiner.errors import InputError
 
 TRAINING_PANEL = "Training (AdaptConfig)"
@@ -28,27 +39,18 @@ _READ_ONLY_OUTPUT = Path("samrefiner-adapt-reads-only.json")
 
 @app.command("adapt")
 def adapt_command(
-    images: Annotated[Path, typer.Option("--images", help="Folder of images (searched recursively).")],
+    images: ImagesOption,
     out: Annotated[Path, typer.Option("--out", help="The adapter file to write (.safetensors).")],
-    masks: Annotated[
-        Path | None,
-        typer.Option("--masks", help="Per-object mask PNGs: <masks>/<image stem>/*.png or <masks>/<image stem>.png."),
-    ] = None,
-    label_maps: Annotated[
-        Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
-    ] = None,
-    coco: Annotated[
-        Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
-    ] = "vit_h",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")] = "auto",
+    masks: MasksOption = None,
+    label_maps: LabelMapsOption = None,
+    coco: CocoOption = None,
+    model: ModelOption = "vit_h",
+    device: DeviceOption = "auto",
     cache: Annotated[
         Path | None, typer.Option("--cache", help="Keep image embeddings here and reuse them on later runs.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    progress: ProgressOption = True,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.", rich_help_panel=TRAINING_PANEL)] = 4,
     alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)] = 4.0,
     margin: Annotated[float, typer.Option(help="Ranking-loss margin m.", rich_help_panel=TRAINING_PANEL)] = 0.02,
@@ -70,7 +72,6 @@ def adapt_command(
     import torch
 
     from samrefiner.adapt import AdaptConfig, collect_samples, train_adapter
-    from samrefiner.commands.refine import check_apart, open_dataset
     from samrefiner.embedding_cache import EmbeddingCache
     from samrefiner.models import load_model
 
