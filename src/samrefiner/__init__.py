@@ -19,6 +19,10 @@ _EXPORTS = {
     "RefineResult": "samrefiner.refine",
     "Prompts": "samrefiner.prompts",
     "split_then_merge": "samrefiner.semantic",
+    "IoUAdapter": "samrefiner.adapter",
+    "AdaptConfig": "samrefiner.adapt",
+    "collect_samples": "samrefiner.adapt",
+    "train_adapter": "samrefiner.adapt",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
