@@ -21,7 +21,7 @@ from samrefiner.io.images import read_image, read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.models import load_model
 from samrefiner.models.base import Encoding
-from samrefiner.prompts import tight_boxes
+from samrefiner.prompts import positive_points, tight_boxes
 from samrefiner.refine import Refiner, RefinerConfig
 
 REDUCED = SAM_REF / "reduced_sam.pth"
@@ -220,6 +220,15 @@ def test_embedding_cache_reuses_and_repairs_entries(model, tmp_path, monkeypatch
     assert len(calls) == 3 and len(list(tmp_path.iterdir())) == 2
 
 
+def test_point_prompts_record_the_scores_of_point_decodes(model, training_images, encodings):
+    image, masks = training_images[0]
+    masks, encoding = masks[:2], encodings[id(image)]
+    point_decode = model.decode(encoding, positive_points(masks)[:, None, :], np.ones((2, 1), np.int64), None, None)
+    point_samples = collect_samples(model, [(image, masks)], prompt="point", encode=lambda _: encoding)
+    assert point_samples.skipped == 0
+    assert torch.allclose(predicted_scores(model, point_samples, None), point_decode.iou_scores, atol=1e-5)
+
+
 def test_unknown_prompt_type_is_refused(model, training_images):
     with pytest.raises(SamRefinerError, match="unknown prompt type 'scribble'"):
         collect_samples(model, training_images[:1], prompt="scribble", encode=None)
@@ -235,9 +244,11 @@ def test_cli_training_options_default_to_adapt_config():
     assert parse_milestones("") == ()
 
 
-def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path):
+def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path, monkeypatch):
     from samrefiner.cli import app
     import samrefiner.commands  # noqa: F401
+
+    monkeypatch.setattr("samrefiner.models.load_model", lambda spec, device="cpu": model)  # loaded once, above
 
     out = tmp_path / "adapter.safetensors"
     data = [

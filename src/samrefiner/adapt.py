@@ -138,10 +138,11 @@ def _decode_for_training(
             f"the model's IoU head saw {record.input.shape[0]} objects for {len(masks)} prompts; cannot adapt it"
         )
     coarse = torch.from_numpy(masks).to(decoded.low_res_logits.device)
-    ious = torch.stack(
-        [_candidate_ious(model.upscale(logits[None], encoding)[0] > 0, mask) for logits, mask in zip(decoded.low_res_logits, coarse)]
-    )
-    return record, decoded.iou_scores, ious
+    ious = [  # one object at a time: candidates at the original size can be large
+        _candidate_ious(model.upscale(logits[None], encoding)[0] > 0, mask)
+        for logits, mask in zip(decoded.low_res_logits, coarse)
+    ]
+    return record, decoded.iou_scores, torch.stack(ious)
 
 
 def _candidate_ious(candidates: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
