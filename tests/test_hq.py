@@ -14,14 +14,21 @@ from transformers import SamHQModel
 from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
 
 from samrefiner import load_model
-from samrefiner.models.base import Encoding
+from samrefiner.models.base import Decoded, Encoding
 from samrefiner.models.convert_hq import convert_hq_state_dict, rename_hq_key
 from samrefiner.models.convert_sam import layout_mismatches, read_encoder_shape
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam_hq import INTERM_KEY, HQMaskDecoder
+from samrefiner.refine import RefineResult, Refiner, RefinerConfig
 
 CASES = json.loads((HQ_REF / "index.json").read_text())
 ONE_ITERATION_CASES = [case for case in CASES if case["iters"] == 1]
+FIVE_ITERATION_CASES = [case for case in CASES if case["iters"] == 5]
+# Objects whose five-pass outcome flips between two end states under float noise: with random weights
+# this case sits on a knife edge. bench/hq_cascade_sensitivity.py: from our encoding they agree on
+# 97.27 % / 97.23 %; adding N(0, 1e-4) to the early ViT features gives 99.99 % for one seed in four,
+# and so do the fixture's own float16-rounded features (99.94 % / 99.99 %); every other object >= 99.98 %.
+CHAOTIC_OBJECTS = {"coco_stuff_3__iters5_margin0.0": (0, 7)}
 
 
 def unpack(bits: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -39,14 +46,18 @@ def hq_model():
 
 @pytest.fixture(scope="module")
 def encodings(hq_model):
-    """hq image file -> (Encoding, hq image arrays, RGB image); each image encoded once."""
+    """hq image file -> (Encoding, hq image arrays, coarse masks); each image encoded once.
+
+    The image and the coarse masks are those of the sam_reference file that `image_arrays_in` names.
+    """
     cache: dict[str, tuple[Encoding, dict, np.ndarray]] = {}
 
     def get(image_arrays: str) -> tuple[Encoding, dict, np.ndarray]:
         if image_arrays not in cache:
             reference = dict(np.load(HQ_REF / image_arrays))
-            image = np.load(FIXTURES / str(reference["image_arrays_in"]))["image_rgb"]
-            cache[image_arrays] = (hq_model.encode(image), reference, image)
+            shared = np.load(FIXTURES / str(reference["image_arrays_in"]))
+            coarse = unpack(shared["coarse_bits"], shared["coarse_shape"])
+            cache[image_arrays] = (hq_model.encode(shared["image_rgb"]), reference, coarse)
         return cache[image_arrays]
 
     return get
@@ -59,9 +70,69 @@ def decode_case(model, encoding: Encoding, run) -> tuple[torch.Tensor, torch.Ten
         run["point_labels"],
         run["boxes_orig"],
         as_float(run["mask_inputs"]),
-        chunk_size=4,  # several chunks for the multi-object cases
+        chunk_size=4,  # several decoder calls for the multi-object cases
     )
     return decoded.low_res_logits, decoded.iou_scores
+
+
+class RecordingModel:
+    """The HQ backend, keeping what each decode returned (to check the decoder inside the cascade)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.decoded: list[Decoded] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def decode(self, *args, **kwargs) -> Decoded:
+        self.decoded.append(self.model.decode(*args, **kwargs))
+        return self.decoded[-1]
+
+
+def config_of(case: dict, iterations: int) -> RefinerConfig:
+    """The authors' refine-loop settings of a fixture case."""
+    return RefinerConfig(
+        box_expand_threshold=case["box_expand_threshold"],
+        gamma=case["gamma"],
+        strength=case["strength"],
+        iterations=iterations,
+    )
+
+
+def first_pass(model, case: dict, encoding: Encoding, coarse: np.ndarray) -> tuple[RefineResult, Decoded]:
+    """One pass of our Refiner on the HQ backend, with what its decoder returned."""
+    recorder = RecordingModel(model)
+    result = Refiner(recorder, config_of(case, 1)).refine_encoded(encoding, coarse)
+    (decoded,) = recorder.decoded
+    return result, decoded
+
+
+@pytest.fixture(scope="module")
+def first_passes(hq_model, encodings):
+    """hq image file -> the one-pass, lambda = 0 run (shared by the five-iteration cases)."""
+    cache: dict[str, tuple[RefineResult, Decoded]] = {}
+
+    def get(case: dict) -> tuple[RefineResult, Decoded]:
+        if case["image_arrays"] not in cache:
+            encoding, _, coarse = encodings(case["image_arrays"])
+            cache[case["image_arrays"]] = first_pass(hq_model, {**case, "box_expand_threshold": 0.0}, encoding, coarse)
+        return cache[case["image_arrays"]]
+
+    return get
+
+
+def assert_prompts_equal(result: RefineResult, run) -> None:
+    prompts = result.prompts
+    np.testing.assert_array_equal(prompts.points, run["points_orig"])
+    np.testing.assert_array_equal(prompts.labels, run["point_labels"])
+    np.testing.assert_array_equal(prompts.boxes, run["boxes_orig"])
+    np.testing.assert_array_equal(prompts.box_expanded, run["box_expanded"].astype(bool))
+    assert np.abs(prompts.mask_inputs - run["mask_inputs"].astype(np.float32)).max() < 0.05  # float16 storage
+
+
+def per_object_agreement(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return (masks == reference).reshape(len(masks), -1).mean(axis=1)
 
 
 def test_loads_as_hq_backend(hq_model):
@@ -71,8 +142,9 @@ def test_loads_as_hq_backend(hq_model):
 
 
 @pytest.mark.parametrize("case", ONE_ITERATION_CASES, ids=lambda case: case["case"])
-def test_matches_reference_hq(case, hq_model, encodings):
-    encoding, image_ref, _ = encodings(case["image_arrays"])
+def test_matches_reference_hq_one_iteration(case, hq_model, encodings, first_passes):
+    """Encoder, intermediate features, prompts, decoder outputs and refined masks of one pass."""
+    encoding, image_ref, coarse = encodings(case["image_arrays"])
     run = np.load(HQ_REF / f"{case['case']}.npz")
 
     assert encoding.original_size == tuple(image_ref["original_size"])
@@ -82,22 +154,44 @@ def test_matches_reference_hq(case, hq_model, encodings):
     assert interm.shape == image_ref["interm_embeddings"].shape  # (1, 64, 64, encoder width)
     assert (interm - as_float(image_ref["interm_embeddings"])).abs().max().item() < 5e-3
 
-    logits, scores = decode_case(hq_model, encoding, run)
-    assert logits.shape == run["low_res_logits"].shape  # (N, 1, 256, 256): one candidate per object
-    assert scores.shape == run["iou_predictions"].shape  # (N, 1)
-    assert (logits - as_float(run["low_res_logits"])).abs().max().item() < 1e-3
-    assert (scores - torch.from_numpy(run["iou_predictions"])).abs().max().item() < 1e-4
+    if case["box_expand_threshold"] == 0:
+        result, decoded = first_passes(case)
+    else:
+        result, decoded = first_pass(hq_model, case, encoding, coarse)
+    assert_prompts_equal(result, run)
+    assert decoded.low_res_logits.shape == run["low_res_logits"].shape  # (N, 1, 256, 256): one candidate each
+    assert decoded.iou_scores.shape == run["iou_predictions"].shape  # (N, 1)
+    assert (decoded.low_res_logits - as_float(run["low_res_logits"])).abs().max().item() < 1e-3
+    assert (decoded.iou_scores - torch.from_numpy(run["iou_predictions"])).abs().max().item() < 1e-4
+    assert result.candidate_scores.shape == run["iou_predictions"].shape and (result.chosen == 0).all()
 
-    masks = (hq_model.upscale(logits, encoding) > 0).numpy()
-    reference_masks = unpack(run["masks_bits"], run["masks_shape"])
-    assert masks.shape == reference_masks.shape
-    assert (masks == reference_masks).mean() >= 0.999
+    decoder_masks = unpack(run["masks_bits"], run["masks_shape"])[:, 0]
+    assert per_object_agreement(result.masks, decoder_masks).min() >= 0.999
+    refined = unpack(run["refined_bits"], run["refined_shape"])
+    assert per_object_agreement(result.masks, refined).min() >= 0.999
+
+
+@pytest.mark.parametrize("case", FIVE_ITERATION_CASES, ids=lambda case: case["case"])
+def test_matches_reference_hq_cascade(case, hq_model, encodings, first_passes):
+    """Five passes: the first (shared with the one-pass case) then four more on its masks, which is
+    what the cascade does when no output comes back empty. Final masks agree per object."""
+    encoding, _, _ = encodings(case["image_arrays"])
+    run = np.load(HQ_REF / f"{case['case']}.npz")
+    first, _ = first_passes(case)
+    assert_prompts_equal(first, run)
+    assert not first.empty_output.any()
+    result = Refiner(hq_model, config_of(case, 4)).refine_encoded(encoding, first.masks)
+    agreement = per_object_agreement(result.masks, unpack(run["refined_bits"], run["refined_shape"]))
+    chaotic = CHAOTIC_OBJECTS.get(case["case"], ())
+    stable = np.setdiff1d(np.arange(len(agreement)), chaotic)
+    assert agreement[stable].min() >= 0.995
+    assert agreement.min() >= 0.97
 
 
 def test_unpatched_transformers_decoder_fails_parity(hq_model, encodings):
     """transformers' own SamHQMaskDecoder (same weights, same inputs) misses the reference by far."""
-    case = "coco_stuff_0__iters1_margin0.0"
-    encoding, _, _ = encodings("coco_stuff_0__image.npz")
+    case = "voc_example__iters1_margin0.0"
+    encoding, _, _ = encodings("voc_example__image.npz")
     run = np.load(HQ_REF / f"{case}.npz")
     decoder = hq_model.model.mask_decoder
     decoder.__class__ = SamHQMaskDecoder
