@@ -119,8 +119,13 @@ def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
     return np.minimum(np.floor(np.arange(size_out, dtype=np.float32) * scale).astype(np.int64), size_in - 1)
 
 
-def valid_embedding_size(height: int, width: int, grid: int) -> tuple[int, int]:
-    """Rows and columns of the embedding grid that cover the resized image (the reference's rule)."""
+def valid_embedding_size(
+    height: int, width: int, grid: int, input_size: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """Rows and columns of the embedding grid that cover the resized image (the reference's rule);
+    all of it when the model's input frame is square (SAM 2.1 resizes without keeping the aspect)."""
+    if input_size is not None and input_size[0] == input_size[1]:
+        return grid, grid
     if height >= width:
         return grid, int(grid * width / height)
     return int(grid * height / width), grid
@@ -181,10 +186,15 @@ class SimilarityField:
     vectors: the Gram maps below make both cheap to evaluate on the strips only.
     """
 
-    def __init__(self, embeddings: torch.Tensor | np.ndarray, original_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
         grid = np.asarray(torch.as_tensor(embeddings).detach().float().cpu())[0]
         height, width = original_size
-        rows, cols = valid_embedding_size(height, width, grid.shape[-1])
+        rows, cols = valid_embedding_size(height, width, grid.shape[-1], input_size)
         padded = np.zeros((grid.shape[0], rows + 2, cols + 2))
         padded[:, :rows, :cols] = grid[:, :rows, :cols]
         self.vectors = padded[:, :rows, :cols]
@@ -377,7 +387,9 @@ class PromptMiner:
         self.gamma, self.strength = gamma, strength
         self.point_strategy = point_strategy
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.similarity = SimilarityField(embeddings, self.original_size) if box_expand_threshold > 0 else None
+        self.similarity = (
+            SimilarityField(embeddings, self.original_size, input_size) if box_expand_threshold > 0 else None
+        )
         self.grid = MaskPromptGrid(self.original_size, input_size) if use_mask else None
 
     def mine(self, masks: np.ndarray) -> Prompts:
