@@ -15,7 +15,7 @@ _EXPORTS = {
     "Encoding": "samrefiner.models.base",
     "Decoded": "samrefiner.models.base",
     "Refiner": "samrefiner.refine",
-    "RefinerConfig": "samrefiner.refine",
+    "RefinerConfig": "samrefiner.config",
     "RefineResult": "samrefiner.refine",
     "Prompts": "samrefiner.prompts",
     "split_then_merge": "samrefiner.semantic",

@@ -18,7 +18,8 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
-POINT_STRATEGIES = ("distance", "box_center", "random")
+from samrefiner.config import POINT_STRATEGIES
+
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
 MASK_SIZE = 256  # side of the dense mask prompt
 _SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity

@@ -27,9 +27,8 @@ from samrefiner.commands.refine import (
     MasksOption,
     ModelOption,
     ProgressOption,
-    check_apart,
-    open_dataset,
 )
+from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.errors import InputError
 
 TRAINING_PANEL = "Training (AdaptConfig)"

@@ -21,7 +21,7 @@ import numpy as np
 import typer
 
 from samrefiner.cli import app
-from samrefiner.commands.refine import check_apart
+from samrefiner.io.datasets import check_apart
 from samrefiner.errors import SamRefinerError
 from samrefiner.io.images import atomic_write
 

@@ -12,10 +12,10 @@ Exit code: 0 when every image was refined, 1 when some failed (listed in the err
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import functools
-import importlib.util
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,12 @@ from typing import Annotated, Any
 import typer
 
 from samrefiner.cli import app
+from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import Dataset
+from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.runner import Shard
 
 CONFIG_PANEL = "Refinement (RefinerConfig)"
-CONFIG_MODULE, CONFIG_CLASS = "samrefiner.refine", "RefinerConfig"
 CONFIG_HELP = {
     "use_points": "Prompt with the positive point (distance-guided).",
     "use_negative_point": "Add the negative point.",
@@ -44,7 +44,6 @@ CONFIG_HELP = {
     "seed": "Seed of the random point strategy.",
     "chunk_size": "Objects per decoder call.",
 }
-_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
 
 @dataclass(frozen=True)
@@ -54,22 +53,10 @@ class ConfigField:
     default: Any
 
 
-def config_fields(module: str = CONFIG_MODULE, class_name: str = CONFIG_CLASS) -> list[ConfigField]:
-    """The fields of a dataclass read from its module's source, without importing the module.
-
-    `samrefiner.refine` imports torch, which `samrefiner --help` must not wait for; the fields are
-    plain `name: bool|int|float|str = literal` lines (a test checks this against the dataclass).
-    """
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ImportError(f"{module} not found")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    node = next(item for item in tree.body if isinstance(item, ast.ClassDef) and item.name == class_name)
-    return [
-        ConfigField(statement.target.id, _TYPES[ast.unparse(statement.annotation)], ast.literal_eval(statement.value))
-        for statement in node.body
-        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
-    ]
+def config_fields() -> list[ConfigField]:
+    """The RefinerConfig fields (a torch-free dataclass), their annotations resolved to types."""
+    hints = typing.get_type_hints(RefinerConfig)
+    return [ConfigField(field.name, hints[field.name], field.default) for field in dataclasses.fields(RefinerConfig)]
 
 
 def with_config_options(fields: list[ConfigField], panel: str = CONFIG_PANEL) -> Callable[[Callable], Callable]:
@@ -189,48 +176,12 @@ def refine_command(
     raise typer.Exit(1 if summary.failures else 0)
 
 
-def open_dataset(
-    images: Path, out: Path, *, masks: Path | None, label_maps: Path | None, coco: Path | None
-) -> Dataset:
-    """The dataset for whichever one of --masks, --label-maps, --coco was given."""
-    given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco)) if value]
-    if len(given) != 1:
-        raise InputError(f"give exactly one of --masks, --label-maps, --coco (got {len(given)})")
-    if not images.is_dir():
-        raise InputError(f"{images}: not a folder of images")
-    if masks is not None:
-        from samrefiner.io.masks import MaskFolders
-
-        return MaskFolders(images, masks, out)
-    if label_maps is not None:
-        from samrefiner.io.datasets import LabelMaps
-
-        return LabelMaps(images, label_maps, out)
-    from samrefiner.io.coco import CocoDataset
-
-    return CocoDataset(images, coco, out)
-
-
-def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
-    """InputError when an output is an input, lies inside an input folder or contains an input."""
-    for output in outputs:
-        resolved_output = output.resolve()
-        for source in inputs:
-            resolved_source = source.resolve()
-            if (
-                resolved_output == resolved_source
-                or resolved_source in resolved_output.parents
-                or resolved_output in resolved_source.parents
-            ):
-                raise InputError(f"{output}: output would overlap the input {source}; choose another --out")
-
-
 def build_refiner(model_spec: str, device: str, config_values: dict[str, Any], adapter: Path | None = None) -> Any:
     """Check the refinement options, then load the model on `device` and wrap it in a Refiner
     (with the IoU adapter file `adapter`, if any)."""
     import torch
 
-    from samrefiner import Refiner, RefinerConfig, load_model
+    from samrefiner import Refiner, load_model
 
     try:
         config = RefinerConfig(**config_values)

@@ -192,3 +192,37 @@ class _Replay:
         if len(masks) != len(self.result.masks):
             raise RuntimeError(f"regions changed between load and write ({len(masks)} != {len(self.result.masks)})")
         return self.result
+
+
+def open_dataset(
+    images: Path, out: Path, *, masks: Path | None, label_maps: Path | None, coco: Path | None
+) -> Dataset:
+    """The dataset for whichever one of --masks, --label-maps, --coco was given."""
+    given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco)) if value]
+    if len(given) != 1:
+        raise InputError(f"give exactly one of --masks, --label-maps, --coco (got {len(given)})")
+    if not images.is_dir():
+        raise InputError(f"{images}: not a folder of images")
+    if masks is not None:
+        from samrefiner.io.masks import MaskFolders
+
+        return MaskFolders(images, masks, out)
+    if label_maps is not None:
+        return LabelMaps(images, label_maps, out)
+    from samrefiner.io.coco import CocoDataset
+
+    return CocoDataset(images, coco, out)
+
+
+def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
+    """InputError when an output is an input, lies inside an input folder or contains an input."""
+    for output in outputs:
+        resolved_output = output.resolve()
+        for source in inputs:
+            resolved_source = source.resolve()
+            if (
+                resolved_output == resolved_source
+                or resolved_source in resolved_output.parents
+                or resolved_output in resolved_source.parents
+            ):
+                raise InputError(f"{output}: output would overlap the input {source}; choose another --out")
