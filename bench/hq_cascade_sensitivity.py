@@ -49,7 +49,8 @@ def main() -> None:
     variants = {"our encoding": ours}
     for seed in range(args.seeds):
         noise = torch.randn(interm.shape, generator=torch.Generator().manual_seed(seed)) * NOISE
-        variants[f"interm + N(0, {NOISE:g}) seed {seed}"] = dataclasses.replace(ours, features={INTERM_KEY: interm + noise})
+        perturbed = dataclasses.replace(ours, features={INTERM_KEY: interm + noise})
+        variants[f"interm + N(0, {NOISE:g}) seed {seed}"] = perturbed
     variants["fixture float16 features"] = dataclasses.replace(
         ours,
         embeddings=torch.from_numpy(stored["embeddings"].astype(np.float32)),

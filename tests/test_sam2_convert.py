@@ -82,7 +82,8 @@ def small_sam2(seed: int = 0) -> Sam2Model:
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.02)
         # one official matrix, two copies in transformers
-        model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
+        shared = model.prompt_encoder.shared_embedding.positional_embedding
+        model.shared_image_embedding.positional_embedding.copy_(shared)
     return model
 
 
@@ -93,22 +94,35 @@ def official_layout(model: Sam2Model) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def test_official_key_names():
-    """Spot checks of the mapping against names read in the official code."""
-    assert rename_sam2_key("image_encoder.trunk.blocks.3.mlp.layers.1.weight") == "vision_encoder.backbone.blocks.3.mlp.proj_out.weight"
-    assert rename_sam2_key("image_encoder.neck.convs.2.conv.bias") == "vision_encoder.neck.convs.2.bias"
-    assert rename_sam2_key("image_encoder.trunk.pos_embed") == "vision_encoder.backbone.pos_embed"
-    assert rename_sam2_key("image_encoder.trunk.pos_embed_window") == "vision_encoder.backbone.pos_embed_window"
-    assert (
-        rename_sam2_key("sam_mask_decoder.transformer.layers.1.cross_attn_image_to_token.out_proj.weight")
-        == "mask_decoder.transformer.layers.1.cross_attn_image_to_token.o_proj.weight"
-    )
-    assert rename_sam2_key("sam_mask_decoder.output_hypernetworks_mlps.2.layers.1.bias") == "mask_decoder.output_hypernetworks_mlps.2.layers.0.bias"
-    assert rename_sam2_key("sam_mask_decoder.pred_obj_score_head.layers.2.weight") == "mask_decoder.pred_obj_score_head.proj_out.weight"
-    assert rename_sam2_key("sam_prompt_encoder.mask_downscaling.4.weight") == "prompt_encoder.mask_embed.layer_norm2.weight"
-    assert rename_sam2_key("no_mem_embed") == "no_memory_embedding"
-    assert rename_sam2_key("memory_encoder.out_proj.weight") is None
-    assert official_sam2_key("mask_decoder.upscale_layer_norm.weight") == "sam_mask_decoder.output_upscaling.1.weight"
+# Spot checks of the mapping: official names (read in the files above) -> transformers names.
+OFFICIAL_TO_TRANSFORMERS = [
+    ("image_encoder.trunk.blocks.3.mlp.layers.1.weight", "vision_encoder.backbone.blocks.3.mlp.proj_out.weight"),
+    ("image_encoder.neck.convs.2.conv.bias", "vision_encoder.neck.convs.2.bias"),
+    ("image_encoder.trunk.pos_embed", "vision_encoder.backbone.pos_embed"),
+    ("image_encoder.trunk.pos_embed_window", "vision_encoder.backbone.pos_embed_window"),
+    (
+        "sam_mask_decoder.transformer.layers.1.cross_attn_image_to_token.out_proj.weight",
+        "mask_decoder.transformer.layers.1.cross_attn_image_to_token.o_proj.weight",
+    ),
+    (
+        "sam_mask_decoder.output_hypernetworks_mlps.2.layers.1.bias",
+        "mask_decoder.output_hypernetworks_mlps.2.layers.0.bias",
+    ),
+    ("sam_mask_decoder.pred_obj_score_head.layers.2.weight", "mask_decoder.pred_obj_score_head.proj_out.weight"),
+    ("sam_mask_decoder.output_upscaling.1.weight", "mask_decoder.upscale_layer_norm.weight"),
+    ("sam_prompt_encoder.mask_downscaling.4.weight", "prompt_encoder.mask_embed.layer_norm2.weight"),
+    ("no_mem_embed", "no_memory_embedding"),
+]
+
+
+@pytest.mark.parametrize(("official", "converted"), OFFICIAL_TO_TRANSFORMERS)
+def test_official_key_names(official, converted):
+    assert rename_sam2_key(official) == converted
+    assert official_sam2_key(converted) == official
+
+
+def test_video_only_keys_have_no_counterpart():
+    assert all(rename_sam2_key(key) is None for key in VIDEO_ONLY)
 
 
 def test_round_trip_loads_strictly_and_gives_identical_outputs():
@@ -125,7 +139,8 @@ def test_round_trip_loads_strictly_and_gives_identical_outputs():
     reloaded = Sam2Model(small_sam2_config()).eval()
     reloaded.load_state_dict(converted, strict=True)
     pixels = torch.randn(1, 3, 1024, 1024)
-    prompts = {"input_points": torch.tensor([[[[300.0, 400.0], [700.0, 100.0]]]]), "input_labels": torch.tensor([[[1, 0]]])}
+    points, labels = torch.tensor([[[[300.0, 400.0], [700.0, 100.0]]]]), torch.tensor([[[1, 0]]])
+    prompts = {"input_points": points, "input_labels": labels}
     with torch.inference_mode():
         expected, actual = model(pixel_values=pixels, **prompts), reloaded(pixel_values=pixels, **prompts)
     assert torch.equal(expected.pred_masks, actual.pred_masks)
@@ -144,7 +159,7 @@ def test_unknown_trunk_and_unknown_keys_are_refused():
     with pytest.raises(CheckpointError, match=r"small\.pt: Hiera trunk of width 16 .* none of the official"):
         build_sam2_model(official, "small.pt")
     official["sam_mask_decoder.extra_head.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"odd\.pt: 1 keys are not part of SAM 2.1 \(first: sam_mask_decoder\.extra_head"):
+    with pytest.raises(CheckpointError, match=r"odd\.pt: 1 keys are not part of SAM 2.1 \(first: sam_mask_decoder"):
         convert_sam2_state_dict(official, "odd.pt")
 
 
@@ -162,5 +177,6 @@ def test_load_model_reads_an_official_tiny_checkpoint(tmp_path):
     backend = load_model(str(path))
     assert backend.kind == "sam2"
     weights = backend.model.state_dict()
-    assert torch.equal(weights["vision_encoder.backbone.blocks.11.attn.qkv.weight"], state_dict["image_encoder.trunk.blocks.11.attn.qkv.weight"].float())
+    official_qkv = state_dict["image_encoder.trunk.blocks.11.attn.qkv.weight"]
+    assert torch.equal(weights["vision_encoder.backbone.blocks.11.attn.qkv.weight"], official_qkv.float())
     assert backend.model.config.vision_config.backbone_config.global_attention_blocks == [5, 7, 9]

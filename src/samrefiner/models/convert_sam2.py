@@ -87,9 +87,14 @@ _RULES: tuple[tuple[str, str], ...] = (
     *[(f"{_LAYER}.norm{n}.", f"{_HF_LAYER}.layer_norm{n}.") for n in (1, 2, 3, 4)],
     (f"{_LAYER}.mlp.layers.0.", f"{_HF_LAYER}.mlp.proj_in."),
     (f"{_LAYER}.mlp.layers.1.", f"{_HF_LAYER}.mlp.proj_out."),
-    *_attention(f"{_DECODER}.transformer.final_attn_token_to_image", f"{_MASK_DECODER}.transformer.final_attn_token_to_image"),
+    *_attention(
+        f"{_DECODER}.transformer.final_attn_token_to_image", f"{_MASK_DECODER}.transformer.final_attn_token_to_image"
+    ),
     (f"{_DECODER}.transformer.norm_final_attn.", f"{_MASK_DECODER}.transformer.layer_norm_final_attn."),
-    *[(f"{_DECODER}.{name}.", f"{_MASK_DECODER}.{name}.") for name in ("iou_token", "mask_tokens", "obj_score_token", "conv_s0", "conv_s1")],
+    *[
+        (f"{_DECODER}.{name}.", f"{_MASK_DECODER}.{name}.")
+        for name in ("iou_token", "mask_tokens", "obj_score_token", "conv_s0", "conv_s1")
+    ],
     (f"{_DECODER}.output_upscaling.0.", f"{_MASK_DECODER}.upscale_conv1."),
     (f"{_DECODER}.output_upscaling.1.", f"{_MASK_DECODER}.upscale_layer_norm."),
     (f"{_DECODER}.output_upscaling.3.", f"{_MASK_DECODER}.upscale_conv2."),
@@ -101,7 +106,10 @@ _RULES: tuple[tuple[str, str], ...] = (
 
 # Tensors that are not a plain rename: one official matrix used twice, four embeddings stacked in one.
 _POSITIONAL = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
-_POSITIONAL_TARGETS = ("prompt_encoder.shared_embedding.positional_embedding", "shared_image_embedding.positional_embedding")
+_POSITIONAL_TARGETS = (
+    "prompt_encoder.shared_embedding.positional_embedding",
+    "shared_image_embedding.positional_embedding",
+)
 _POINT_EMBEDDINGS = "sam_prompt_encoder.point_embeddings.{i}.weight"
 _POINT_EMBEDDINGS_KEY = re.compile(r"^sam_prompt_encoder\.point_embeddings\.\d+\.weight$")
 _POINT_EMBED = "prompt_encoder.point_embed.weight"
@@ -191,8 +199,8 @@ def is_sam2_state_dict(state_dict: Mapping[str, object]) -> bool:
 def read_trunk_shape(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, tuple[int, ...]]:
     """(trunk width, blocks per stage): a stage starts at each block with a `proj` (width change)."""
     width = state_dict[f"{_TRUNK}.patch_embed.proj.weight"].shape[0]
-    block_ids = {int(m.group(1)) for key in state_dict if (m := re.match(rf"{re.escape(_TRUNK)}\.blocks\.(\d+)\.", key))}
-    depth = max(block_ids) + 1 if block_ids else 0
+    block = re.compile(rf"{re.escape(_TRUNK)}\.blocks\.(\d+)\.")
+    depth = 1 + max((int(m.group(1)) for key in state_dict if (m := block.match(key))), default=-1)
     starts = [0] + [i for i in range(depth) if f"{_TRUNK}.blocks.{i}.proj.weight" in state_dict] + [depth]
     return width, tuple(b - a for a, b in zip(starts, starts[1:]))
 
