@@ -9,11 +9,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, HQ_REF
+from conftest import DATA, FIXTURES, HQ_REF
+from PIL import Image
+from test_refine_cli import run_cli
 from transformers import SamHQModel
 from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
 
 from samrefiner import load_model
+from samrefiner.io.images import read_image, read_mask
 from samrefiner.models.base import Decoded, Encoding
 from samrefiner.models.convert_hq import convert_hq_state_dict, rename_hq_key
 from samrefiner.models.convert_sam import layout_mismatches, read_encoder_shape
@@ -21,6 +24,7 @@ from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam_hq import INTERM_KEY, HQMaskDecoder
 from samrefiner.refine import RefineResult, Refiner, RefinerConfig
 
+DAVIS = DATA / "davis2016"
 CASES = json.loads((HQ_REF / "index.json").read_text())
 ONE_ITERATION_CASES = [case for case in CASES if case["iters"] == 1]
 FIVE_ITERATION_CASES = [case for case in CASES if case["iters"] == 5]
@@ -232,3 +236,27 @@ def test_registry_has_official_hq_checkpoints():
         assert entry.file_name == f"sam_hq_vit_{variant}.pth"
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
     assert len({REGISTRY[f"hq_vit_{v}"].sha256 for v in "blh"}) == 3
+
+
+def test_registry_name_through_the_cli(hq_model, tmp_path, capsys, monkeypatch):
+    """`samrefiner refine --model hq_vit_b` with the file already in the cache (the reduced model
+    standing in for it): the HQ backend refines, one candidate per object."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / REGISTRY["hq_vit_b"].file_name).symlink_to(HQ_REF / "reduced_sam.pth")
+    monkeypatch.setenv("SAMREFINER_CACHE", str(cache))
+    code, out, err = run_cli(
+        capsys, monkeypatch, "refine", "--model", "hq_vit_b", "--iterations", "1", "--images", DAVIS / "JPEGImages",
+        "--masks", DAVIS / "Annotations", "--out", tmp_path / "out", "--limit", "1", "--no-progress",
+    )
+    assert code == 0, err
+    assert out.startswith("1 images, 1 objects refined")
+    image = read_image(DAVIS / "JPEGImages" / "blackswan" / "00000.jpg")
+    coarse = read_mask(DAVIS / "Annotations" / "blackswan" / "00000.png")
+    expected = Refiner(hq_model, RefinerConfig(iterations=1)).refine(image, coarse[None])
+    written = np.asarray(Image.open(tmp_path / "out" / "blackswan" / "00000.png")) > 0
+    np.testing.assert_array_equal(written, expected.masks[0])
+    (line,) = (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
+    (record,) = json.loads(line)["objects"]
+    assert record["chosen"] == 0
+    assert record["predicted_iou"] == pytest.approx(float(expected.scores[0]), abs=1e-5)
