@@ -192,6 +192,17 @@ def test_matches_reference_hq_cascade(case, hq_model, encodings, first_passes):
     assert agreement.min() >= 0.97
 
 
+def test_transformers_folder_loads_with_the_official_decoder(hq_model, encodings, tmp_path):
+    """A SamHQModel saved with save_pretrained (what the syscv-community hub folders hold)."""
+    hq_model.model.save_pretrained(tmp_path / "sam_hq")
+    loaded = load_model(str(tmp_path / "sam_hq"))
+    assert loaded.kind == "sam_hq" and type(loaded.model.mask_decoder) is HQMaskDecoder
+    encoding, _, _ = encodings("voc_example__image.npz")
+    run = np.load(HQ_REF / "voc_example__iters1_margin0.0.npz")
+    expected, actual = decode_case(hq_model, encoding, run), decode_case(loaded, encoding, run)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)  # same weights, other memory layout
+
+
 def test_unpatched_transformers_decoder_fails_parity(hq_model, encodings):
     """transformers' own SamHQMaskDecoder (same weights, same inputs) misses the reference by far."""
     case = "voc_example__iters1_margin0.0"
