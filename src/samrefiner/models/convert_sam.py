@@ -7,7 +7,7 @@ the tensor shapes, so any variant (ViT-B/L/H or a reduced test encoder) converts
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -58,7 +58,7 @@ _COMPILED = tuple((re.compile(pattern), replacement) for pattern, replacement in
 
 # The prompt encoder's random Fourier matrix is one tensor used in two places in transformers.
 _POSITIONAL = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
-_POSITIONAL_TARGETS = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
+POSITIONAL_TARGETS = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
@@ -137,19 +137,34 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> t
         shape = read_encoder_shape(state_dict)
     except (KeyError, IndexError, AttributeError) as error:
         raise CheckpointError(f"{source}: not a complete SAM checkpoint (image encoder key {error} missing)") from None
+    return rename_tensors(state_dict, rename_key, _POSITIONAL, "SAM", source), sam_config(shape)
+
+
+def rename_tensors(
+    state_dict: Mapping[str, torch.Tensor],
+    rename: Callable[[str], str | None],
+    positional: str,
+    family: str,
+    source: str,
+    skip: Callable[[str], bool] = lambda key: False,
+) -> dict[str, torch.Tensor]:
+    """Float32 tensors under their transformers names; the `positional` matrix goes to both its copies.
+
+    Raises CheckpointError naming `source` for a key that `rename` does not know and `skip` does not drop.
+    """
     converted: dict[str, torch.Tensor] = {}
     unmapped: list[str] = []
     for key, tensor in state_dict.items():
         value = tensor.float() if tensor.is_floating_point() else tensor
-        if key == _POSITIONAL:
-            converted.update({target: value for target in _POSITIONAL_TARGETS})
-        elif (new_key := rename_key(key)) is not None:
+        if key == positional:
+            converted.update({target: value for target in POSITIONAL_TARGETS})
+        elif (new_key := rename(key)) is not None:
             converted[new_key] = value
-        else:
+        elif not skip(key):
             unmapped.append(key)
     if unmapped:
-        raise CheckpointError(f"{source}: {len(unmapped)} keys are not part of SAM (first: {unmapped[0]})")
-    return converted, sam_config(shape)
+        raise CheckpointError(f"{source}: {len(unmapped)} keys are not part of {family} (first: {unmapped[0]})")
+    return converted
 
 
 def layout_mismatches(converted: Mapping[str, torch.Tensor], model: torch.nn.Module) -> list[str]:

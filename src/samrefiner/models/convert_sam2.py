@@ -18,7 +18,7 @@ import torch
 from transformers import Sam2Config, Sam2Model
 
 from samrefiner.errors import CheckpointError
-from samrefiner.models.convert_sam import load_converted
+from samrefiner.models.convert_sam import POSITIONAL_TARGETS, load_converted, rename_tensors
 
 # Keys whose presence marks a state dict as an official SAM 2 / 2.1 checkpoint.
 SAM2_SIGNATURE = (
@@ -106,14 +106,15 @@ _RULES: tuple[tuple[str, str], ...] = (
 
 # Tensors that are not a plain rename: one official matrix used twice, four embeddings stacked in one.
 _POSITIONAL = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
-_POSITIONAL_TARGETS = (
-    "prompt_encoder.shared_embedding.positional_embedding",
-    "shared_image_embedding.positional_embedding",
-)
 _POINT_EMBEDDINGS = "sam_prompt_encoder.point_embeddings.{i}.weight"
 _POINT_EMBEDDINGS_KEY = re.compile(r"^sam_prompt_encoder\.point_embeddings\.\d+\.weight$")
 _POINT_EMBED = "prompt_encoder.point_embed.weight"
 NUM_POINT_EMBEDDINGS = 4
+
+
+def _not_renamed(key: str) -> bool:
+    """Official keys dropped (video-only) or handled apart (the point embeddings, stacked below)."""
+    return key.startswith(VIDEO_ONLY_PREFIXES) or _POINT_EMBEDDINGS_KEY.match(key) is not None
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -222,18 +223,7 @@ def convert_sam2_state_dict(state_dict: Mapping[str, torch.Tensor], source: str)
 
     Video-only tensors are dropped; any other key without a counterpart raises CheckpointError.
     """
-    converted: dict[str, torch.Tensor] = {}
-    unmapped: list[str] = []
-    for key, tensor in state_dict.items():
-        value = tensor.float() if tensor.is_floating_point() else tensor
-        if key == _POSITIONAL:
-            converted.update({target: value for target in _POSITIONAL_TARGETS})
-        elif (new_key := rename_sam2_key(key)) is not None:
-            converted[new_key] = value
-        elif not key.startswith(VIDEO_ONLY_PREFIXES) and not _POINT_EMBEDDINGS_KEY.match(key):
-            unmapped.append(key)
-    if unmapped:
-        raise CheckpointError(f"{source}: {len(unmapped)} keys are not part of SAM 2.1 (first: {unmapped[0]})")
+    converted = rename_tensors(state_dict, rename_sam2_key, _POSITIONAL, "SAM 2.1", source, skip=_not_renamed)
     try:
         points = [state_dict[_POINT_EMBEDDINGS.format(i=i)].float() for i in range(NUM_POINT_EMBEDDINGS)]
     except KeyError as error:
@@ -248,10 +238,10 @@ def to_official_state_dict(converted: Mapping[str, torch.Tensor]) -> dict[str, t
     for key, tensor in converted.items():
         if key == _POINT_EMBED:
             official.update({_POINT_EMBEDDINGS.format(i=i): row[None] for i, row in enumerate(tensor)})
-        elif key in _POSITIONAL_TARGETS:
+        elif key in POSITIONAL_TARGETS:
             known = official.get(_POSITIONAL)
             if known is not None and not tensor.is_meta and not torch.equal(known, tensor):
-                raise ValueError(f"{' and '.join(_POSITIONAL_TARGETS)} differ; the official layout holds one matrix")
+                raise ValueError(f"{' and '.join(POSITIONAL_TARGETS)} differ; the official layout holds one matrix")
             official[_POSITIONAL] = tensor
         elif (old_key := official_sam2_key(key)) is not None:
             official[old_key] = tensor
