@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Sam2Config, Sam2Model
+from test_models_sam2 import tiny_sam2
+from transformers import Sam2Model
 
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
@@ -58,29 +59,14 @@ VIDEO_ONLY = {
 }
 
 
-def small_sam2_config() -> Sam2Config:
-    """A small Hiera trunk (4 stages, 5 blocks) with the standard 256-channel prompt encoder and decoder."""
-    backbone = {
-        "model_type": "sam2_hiera_det_model",
-        "hidden_size": 16,
-        "num_attention_heads": 1,
-        "blocks_per_stage": [1, 1, 2, 1],
-        "embed_dim_per_stage": [16, 32, 64, 128],
-        "num_attention_heads_per_stage": [1, 1, 2, 2],
-        "global_attention_blocks": [3],
-    }
-    return Sam2Config(
-        vision_config={"backbone_config": backbone, "backbone_channel_list": [128, 64, 32, 16]},
-        mask_decoder_config={"mlp_dim": 256},
-    )
-
-
-def small_sam2(seed: int = 0) -> Sam2Model:
-    torch.manual_seed(seed)
-    model = Sam2Model(small_sam2_config()).eval()
-    with torch.no_grad():  # zero-initialised parameters would hide a swapped mapping
+def small_sam2() -> Sam2Model:
+    """test_models_sam2's tiny random SAM 2.1 (Hiera trunk of width 8, one decoder layer), every
+    parameter nudged off its initial value: zero- or one-initialised tensors would hide a swapped name."""
+    model = tiny_sam2()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.02)
         # one official matrix, two copies in transformers
         shared = model.prompt_encoder.shared_embedding.positional_embedding
         model.shared_image_embedding.positional_embedding.copy_(shared)
@@ -136,7 +122,7 @@ def test_round_trip_loads_strictly_and_gives_identical_outputs():
     assert converted.keys() == reference.keys()  # video-only tensors dropped, nothing missing
     assert all(torch.equal(converted[key], reference[key]) for key in reference)
 
-    reloaded = Sam2Model(small_sam2_config()).eval()
+    reloaded = Sam2Model(model.config).eval()
     reloaded.load_state_dict(converted, strict=True)
     pixels = torch.randn(1, 3, 1024, 1024)
     points, labels = torch.tensor([[[[300.0, 400.0], [700.0, 100.0]]]]), torch.tensor([[[1, 0]]])
@@ -156,7 +142,7 @@ def test_variant_is_read_from_shapes(variant):
 
 def test_unknown_trunk_and_unknown_keys_are_refused():
     official = official_layout(small_sam2())
-    with pytest.raises(CheckpointError, match=r"small\.pt: Hiera trunk of width 16 .* none of the official"):
+    with pytest.raises(CheckpointError, match=r"small\.pt: Hiera trunk of width 8 .* none of the official"):
         build_sam2_model(official, "small.pt")
     official["sam_mask_decoder.extra_head.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"odd\.pt: 1 keys are not part of SAM 2.1 \(first: sam_mask_decoder"):
