@@ -16,6 +16,7 @@ from samrefiner.io.images import read_image
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.config import RefinerConfig
 from samrefiner.prompts import PromptMiner, Prompts
+from samrefiner.timing import stage
 
 _UPSCALE_PIXELS = 1 << 26  # logits upscaled at once: bounds the float buffer (256 MiB)
 _CANDIDATES = 3  # SAM's multimask count, used for the score arrays when nothing was decoded
@@ -67,7 +68,9 @@ class Refiner:
         coarse = as_masks(masks, pixels.shape[:2], source)
         if len(coarse) == 0:
             return _no_objects(pixels.shape[:2], self.config)
-        return self.refine_encoded(self.model.encode(pixels), coarse)
+        with stage("encode"):
+            encoding = self.model.encode(pixels)
+        return self.refine_encoded(encoding, coarse)
 
     def refine_label_map(self, image: np.ndarray | str | Path, label_map: np.ndarray) -> np.ndarray:
         """Refine a semantic label map region by region (SPEC section 4); see
@@ -85,15 +88,17 @@ class Refiner:
         scores = np.full(count, np.nan, np.float32)
         candidates = np.full((count, _CANDIDATES), np.nan, np.float32)
         chosen = np.full(count, -1, np.int64)
-        miner = self._miner(encoding)
-        first = miner.mine(current)
+        with stage("mine"):
+            miner = self._miner(encoding)
+            first = miner.mine(current)
         active = np.flatnonzero(~empty_input)
         prompts = first.select(active)
         for iteration in range(self.config.iterations):
             if active.size == 0:
                 break
             if iteration > 0:
-                prompts = miner.mine(current[active])
+                with stage("mine"):
+                    prompts = miner.mine(current[active])
             iou, best, refined = self._step(encoding, prompts)
             good = refined.reshape(len(refined), -1).any(axis=1)
             empty_output[active[~good]] = True
@@ -126,10 +131,12 @@ class Refiner:
     def _step(self, encoding: Encoding, prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One cascade iteration: candidates' predicted IoU (n, C), the chosen index (n,) and the
         chosen masks (n, H, W)."""
-        decoded = self._decode(encoding, prompts)
-        iou = decoded.iou_scores.float().cpu().numpy()
+        with stage("decode"):
+            decoded = self._decode(encoding, prompts)
+            iou = decoded.iou_scores.float().cpu().numpy()
         best = iou.argmax(axis=1)
-        return iou, best, self._chosen_masks(decoded, best, encoding)
+        with stage("upscale"):
+            return iou, best, self._chosen_masks(decoded, best, encoding)
 
     def _decode(self, encoding: Encoding, prompts: Prompts) -> Decoded:
         """All objects' candidates, `chunk_size` objects per decoder call, with the prompts switched on."""

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from samrefiner.errors import InputError, SamRefinerError
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import atomic_write
+from samrefiner.timing import stage
 
 Loader = Callable[[Dataset, list[SampleRef]], Iterable[tuple[SampleRef, "Sample | Exception"]]]
 
@@ -84,6 +85,7 @@ class Summary:
     skipped: int = 0  # already finished by an earlier run (--resume)
     seconds: float = 0.0
     errors_path: Path | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image key, errors-file line)
 
     def __str__(self) -> str:
         rate = f"{self.images / self.seconds:.2f} images/s" if self.seconds else "-"
@@ -134,7 +136,7 @@ class ErrorLog:
     """One line per failed image (`<file>: <cause>`), flushed as it happens."""
 
     path: Path
-    count: int = 0
+    entries: list[tuple[str, str]] = field(default_factory=list)  # (image key, line) as written
     _handle: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,9 +146,14 @@ class ErrorLog:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8")
-        self._handle.write(describe_failure(ref, error) + "\n")
+        line = describe_failure(ref, error)
+        self._handle.write(line + "\n")
         self._handle.flush()
-        self.count += 1
+        self.entries.append((ref.key, line))
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -165,10 +172,16 @@ def describe_failure(ref: SampleRef, error: BaseException) -> str:
 def load_in_order(dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[SampleRef, Sample | Exception]]:
     """Each image decoded in turn; a failure comes back in place of its sample."""
     for ref in refs:
+        yield ref, load_one(dataset, ref)
+
+
+def load_one(dataset: Dataset, ref: SampleRef) -> Sample | Exception:
+    """The decoded sample, or the exception that loading it raised (the "read" stage)."""
+    with stage("read"):
         try:
-            yield ref, dataset.load(ref)
+            return dataset.load(ref)
         except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
-            yield ref, error
+            return error
 
 
 def select(refs: list[SampleRef], shard: Shard, limit: int | None) -> list[SampleRef]:
@@ -188,8 +201,13 @@ def run(
     overlays: Path | None = None,
     progress: bool = True,
     loader: Loader = load_in_order,
+    merge: bool = True,
 ) -> Summary:
-    """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`)."""
+    """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`).
+
+    `merge=False` leaves merging the finished records into the output to a later `merge_outputs`
+    (several processes writing one output merge once, after all of them are done).
+    """
     all_refs = dataset.refs()
     chosen = select(all_refs, shard, limit)
     store = RecordStore(dataset.layout.work_dir)
@@ -204,8 +222,9 @@ def run(
             try:
                 if isinstance(loaded, Exception):
                     raise loaded
-                record = _refine_one(dataset, refiner, loaded, overlays)
-                store.put(ref.key, record)
+                result = refiner.refine(loaded.image, loaded.masks)
+                with stage("write"):
+                    store.put(ref.key, _write_one(dataset, loaded, result, overlays))
                 summary.images += 1
                 summary.objects += len(loaded.objects)
             except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
@@ -216,15 +235,16 @@ def run(
     finally:
         bar.close()
         errors.close()
-    summary.failures = errors.count
-    _finish(dataset, store, [ref.key for ref in all_refs])
+    summary.failures, summary.failed = errors.count, errors.entries
+    if merge:
+        with stage("write"):
+            merge_outputs(dataset)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _refine_one(dataset: Dataset, refiner: Any, sample: Sample, overlays: Path | None) -> dict[str, Any]:
-    """Refine and write one image; return its record (scores and the format's own extras)."""
-    result = refiner.refine(sample.image, sample.masks)
+def _write_one(dataset: Dataset, sample: Sample, result: Any, overlays: Path | None) -> dict[str, Any]:
+    """Write one image's refined masks; return its record (scores and the format's own extras)."""
     output = dataset.write(sample, result)
     if overlays is not None:
         from samrefiner.io.overlays import write_overlay
@@ -257,9 +277,11 @@ def _number_or_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def _finish(dataset: Dataset, store: RecordStore, keys: list[str]) -> None:
-    """Merge every finished image's record (from this and earlier runs, all shards)."""
-    records = store.read(keys)
+def merge_outputs(dataset: Dataset) -> None:
+    """Merge every finished image's record (from this and earlier runs, all shards) into the
+    dataset's output and the scores file."""
+    store = RecordStore(dataset.layout.work_dir)
+    records = store.read([ref.key for ref in dataset.refs()])
     dataset.finalize({key: record["output"] for key, record in records.items()})
     lines = "".join(json.dumps(record["scores"]) + "\n" for record in records.values())
     atomic_write(dataset.layout.scores_path, lambda handle: handle.write(lines.encode("utf-8")))

@@ -1,0 +1,76 @@
+"""Where a run spends its time: named stages of the real code path, recorded only when asked.
+
+The runner and the refiner mark their stages with `with stage("decode"): ...`. Nothing is recorded
+(and nothing synchronised) unless a `StageTimes` is active:
+
+    times = StageTimes()
+    with recording(times):
+        run(dataset, refiner)
+    times.seconds  # {"read": ..., "encode": ..., "mine": ..., "decode": ..., "upscale": ..., "write": ...}
+
+Model stages (encode, decode, upscale) call `synchronize` (e.g. `torch.cuda.synchronize`) on entry
+and exit so that asynchronous GPU work is charged to the stage that queued it. Stages may run in
+several threads at once (the background loader reads while the model works): their seconds add up
+to more than the wall time then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+MODEL_STAGES = ("encode", "decode", "upscale")  # the model calls; everything else is "outside the model"
+
+_active: StageTimes | None = None
+
+
+class StageTimes:
+    """Seconds and calls per stage, thread-safe."""
+
+    def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.synchronize = synchronize
+        self._lock = threading.Lock()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] += seconds
+            self.calls[name] += 1
+
+    def model_seconds(self) -> float:
+        """Seconds inside the model calls (MODEL_STAGES)."""
+        return sum(self.seconds.get(name, 0.0) for name in MODEL_STAGES)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Charge the enclosed work to stage `name` of the active StageTimes (if any)."""
+    times = _active
+    if times is None:
+        yield
+        return
+    synchronize = times.synchronize if name in MODEL_STAGES else None
+    if synchronize is not None:
+        synchronize()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if synchronize is not None:
+            synchronize()
+        times.add(name, time.perf_counter() - start)
+
+
+@contextmanager
+def recording(times: StageTimes) -> Iterator[StageTimes]:
+    """Make `times` the active StageTimes for the enclosed code (all threads)."""
+    global _active
+    previous, _active = _active, times
+    try:
+        yield times
+    finally:
+        _active = previous
