@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers import SamModel
+from transformers.models.sam.modeling_sam import SamMaskDecoder
 
 from samrefiner.errors import InputError
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.models.convert_sam import build_sam_model, is_sam_state_dict
+from samrefiner.models.fused_decoder import FusedSamDecoder
+from samrefiner.models.speed import CPU_DECODE_BATCH, autocast, autocast_dtype, decode_batch
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -99,6 +102,22 @@ class SamBackend(PromptableModel):
         self.name = name
         with torch.inference_mode():
             self._image_pe = self.model.get_image_wide_positional_embeddings()
+        plain_sam = type(self.model.mask_decoder) is SamMaskDecoder
+        self._fused = FusedSamDecoder(self.model, self._image_pe) if plain_sam else None
+        self.autocast_dtype = autocast_dtype("auto", self.device)
+        self.cpu_decode_batch = CPU_DECODE_BATCH
+
+    def speed_up(self, precision: str = "auto", compile: bool = False) -> None:
+        """Autocast precision of the model calls ("auto": bf16 on CUDA, fp32 elsewhere; see
+        `samrefiner.models.speed`) and, with `compile`, torch.compile of the image encoder and the
+        decoder (the first calls then take a while)."""
+        self.autocast_dtype = autocast_dtype(precision, self.device)
+        if compile:
+            self.model.vision_encoder.compile(dynamic=False)
+            (self._fused if self._fused is not None else self.model.mask_decoder).compile(dynamic=True)
+
+    def _autocast(self):
+        return autocast(self.device, self.autocast_dtype)
 
     @property
     def iou_head(self) -> torch.nn.Module:
@@ -109,7 +128,7 @@ class SamBackend(PromptableModel):
         original = (int(image.shape[0]), int(image.shape[1]))
         input_size = resized_size(*original, self.image_size)
         pixels = normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             embeddings, features = self._embed(pixels.to(self.device))
         return Encoding(embeddings=embeddings.float(), original_size=original, input_size=input_size, features=features)
 
@@ -137,9 +156,10 @@ class SamBackend(PromptableModel):
         box_t = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
         mask_t = None if mask_inputs is None else mask_inputs.to(self.device, torch.float32)
         logits, scores = [], []
-        with torch.inference_mode():
-            for start in range(0, count, chunk_size):
-                part = slice(start, start + chunk_size)
+        step = decode_batch(self.device, chunk_size, self.cpu_decode_batch)
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, count, step):
+                part = slice(start, start + step)
                 chunk_logits, chunk_scores = self._decode_chunk(
                     encoding,
                     None if point_t is None else point_t[part, None],
@@ -149,7 +169,7 @@ class SamBackend(PromptableModel):
                 )
                 logits.append(chunk_logits)
                 scores.append(chunk_scores)
-        return Decoded(low_res_logits=torch.cat(logits), iou_scores=torch.cat(scores))
+        return Decoded(low_res_logits=torch.cat(logits).float(), iou_scores=torch.cat(scores).float())
 
     def _decode_chunk(
         self,
@@ -160,6 +180,8 @@ class SamBackend(PromptableModel):
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One decoder call, objects in the batch dimension: (B, 3, 256, 256) logits, (B, 3) IoU."""
+        if self._fused is not None:
+            return self._fused(encoding.embeddings.to(self.device), points, labels, boxes, masks)
         sparse, dense = self.model.prompt_encoder(
             input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
         )

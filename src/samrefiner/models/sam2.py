@@ -36,7 +36,7 @@ class Sam2Backend(SamBackend):
         original = (int(image.shape[0]), int(image.shape[1]))
         input_size = (self.image_size, self.image_size)
         pixels = normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             *high_res, lowest = self.model.get_image_embeddings(pixels.to(self.device))
         features = {f"high_res_{level}": feature.float() for level, feature in enumerate(high_res)}
         return Encoding(embeddings=lowest.float(), original_size=original, input_size=input_size, features=features)
