@@ -213,7 +213,7 @@ def run(
     store = RecordStore(dataset.layout.work_dir)
     finished = store.finished() if resume else set()
     todo = [ref for ref in chosen if ref.key not in finished]
-    errors = ErrorLog(errors_path or _shard_path(dataset.layout.errors_path, shard))
+    errors = ErrorLog(errors_path or shard_path(dataset.layout.errors_path, shard))
     summary = Summary(skipped=len(chosen) - len(todo), errors_path=errors.path)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -287,5 +287,6 @@ def merge_outputs(dataset: Dataset) -> None:
     atomic_write(dataset.layout.scores_path, lambda handle: handle.write(lines.encode("utf-8")))
 
 
-def _shard_path(path: Path, shard: Shard) -> Path:
+def shard_path(path: Path, shard: Shard) -> Path:
+    """`path` with the shard's suffix before its extension (unchanged when unsharded)."""
     return path.with_name(path.stem + shard.suffix + path.suffix) if shard.suffix else path

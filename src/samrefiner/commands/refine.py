@@ -2,7 +2,8 @@
 
     samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
                       --out PATH [refinement options] [--device D] [--save-overlays DIR]
-                      [--limit N] [--shard K/N] [--resume] [--errors FILE]
+                      [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
+    torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
 the dataclass so the two never drift apart. The output never goes over or inside the input.
@@ -42,7 +43,7 @@ CONFIG_HELP = {
     "iterations": "Cascade iterations (refined masks prompt the next pass).",
     "point_strategy": "Positive point: distance, box_center or random (drawn with --seed).",
     "seed": "Seed of the random point strategy.",
-    "chunk_size": "Objects per decoder call.",
+    "chunk_size": "At most this many objects per decoder call (CPU: one, the fastest; CUDA: what half the free memory holds).",
 }
 
 
@@ -112,6 +113,12 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+PrecisionOption = Annotated[
+    str, typer.Option("--precision", help="Model precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.")
+]
+CompileOption = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the encoder and decoder (slow first images; for long GPU runs).")
+]
 
 
 def _option_name(field: ConfigField) -> str:
@@ -146,10 +153,16 @@ def refine_command(
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="SAMRefiner++ IoU adapter (.safetensors from `samrefiner adapt`).")
     ] = None,
+    precision: PrecisionOption = "auto",
+    compile_model: CompileOption = False,
     config_values: dict[str, Any] | None = None,
 ) -> None:
-    """Refine every image's coarse masks with SAM and write them in the input's format."""
-    from samrefiner.runner import run
+    """Refine every image's coarse masks with SAM and write them in the input's format.
+
+    Under torchrun each process refines its share of the images and rank 0 merges them into one
+    output, the same as a single process leaves (see samrefiner.distributed)."""
+    from samrefiner.distributed import Ranks, run_ranks
+    from samrefiner.loader import load_in_background
 
     dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
     shard_spec = Shard.parse(shard)
@@ -157,36 +170,53 @@ def refine_command(
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
-    refiner = build_refiner(model, device, config_values or {}, adapter)
+    ranks = Ranks.from_env()
+    refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
     try:
-        summary = run(
+        summary = run_ranks(
             dataset,
             refiner,
+            ranks,
             shard=shard_spec,
             limit=limit,
             resume=resume,
             errors_path=errors,
             overlays=save_overlays,
             progress=progress,
+            loader=load_in_background,
         )
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command with --resume to continue", err=True)
         raise typer.Exit(130) from None
-    typer.echo(str(summary))
+    if ranks.rank == 0:
+        typer.echo(str(summary))
     raise typer.Exit(1 if summary.failures else 0)
 
 
-def build_refiner(model_spec: str, device: str, config_values: dict[str, Any], adapter: Path | None = None) -> Any:
-    """Check the refinement options, then load the model on `device` and wrap it in a Refiner
-    (with the IoU adapter file `adapter`, if any)."""
+def build_refiner(
+    model_spec: str,
+    device: str,
+    config_values: dict[str, Any],
+    adapter: Path | None = None,
+    precision: str = "auto",
+    compile_model: bool = False,
+    ranks: Any = None,
+) -> Any:
+    """Check the refinement options, then load the model on `device` (this rank's GPU under torchrun)
+    with its speed settings and wrap it in a Refiner (with the IoU adapter file `adapter`, if any)."""
     import torch
 
     from samrefiner import Refiner, load_model
+    from samrefiner.distributed import Ranks
+    from samrefiner.models.speed import PRECISIONS
 
     try:
         config = RefinerConfig(**config_values)
     except ValueError as error:
         raise InputError(f"refinement options: {error}") from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Refiner(load_model(model_spec, device=device), config, adapter=adapter)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    loaded = load_model(model_spec, device=(ranks or Ranks()).device(device, torch.cuda.is_available()))
+    if hasattr(loaded, "speed_up"):
+        loaded.speed_up(precision, compile=compile_model)
+    return Refiner(loaded, config, adapter=adapter)

@@ -1,0 +1,153 @@
+"""`samrefiner refine` under torchrun: one process per GPU (or per CPU slot), on any number of nodes.
+
+    torchrun --nproc-per-node 4 -m samrefiner refine --model vit_h --images ... --out ...
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m samrefiner refine ...
+
+torchrun sets WORLD_SIZE, RANK and LOCAL_RANK. Each rank refines its share of the selected images
+(every WORLD_SIZE-th image of the --shard/--limit selection, from the RANK-th) on its own GPU
+(cuda:LOCAL_RANK), writing each image's outputs and resume record atomically, exactly as a
+single-process run does. After all ranks are done, rank 0 merges the records into the one output
+(COCO JSON, scores file) and the ranks' failures into one errors file in dataset order, so the
+output is the one a single process would leave. The output must be on a file system every rank
+sees. The process group (gloo) carries only a barrier and the ranks' summaries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from samrefiner.errors import InputError
+from samrefiner.io.datasets import Dataset
+from samrefiner.io.images import atomic_write
+from samrefiner.runner import Shard, Summary, merge_outputs, run, shard_path
+
+# A rank may wait at the final barrier for the slowest one (uneven images): allow long runs.
+BARRIER_TIMEOUT = timedelta(hours=72)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes of one run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Ranks:
+        """From torchrun's RANK, WORLD_SIZE and LOCAL_RANK (a single process when they are unset)."""
+        try:
+            world = int(environ.get("WORLD_SIZE", "1"))
+            rank = int(environ.get("RANK", "0"))
+            local_rank = int(environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise InputError("WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers (as torchrun sets them)") from None
+        if world < 1 or not 0 <= rank < world or local_rank < 0:
+            raise InputError(f"RANK {rank} / WORLD_SIZE {world}: need 0 <= RANK < WORLD_SIZE")
+        return cls(rank, world, local_rank)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def shard(self, shard: Shard) -> Shard:
+        """This rank's part of `shard`: refs[K::N][r::W] is refs[K + N r :: N W]."""
+        return Shard(shard.index + shard.count * self.rank, shard.count * self.world)
+
+    def limit(self, limit: int | None) -> int | None:
+        """This rank's part of the first `limit` images of the shard (r, r + W, ... below limit)."""
+        return None if limit is None else max(0, -(-(limit - self.rank) // self.world))
+
+    def device(self, device: str, cuda_available: bool) -> str:
+        """"auto" -> cuda when present, else cpu; plain "cuda" under torchrun -> this rank's GPU."""
+        if device == "auto":
+            device = "cuda" if cuda_available else "cpu"
+        return f"cuda:{self.local_rank}" if device == "cuda" and self.distributed else device
+
+
+def run_ranks(
+    dataset: Dataset,
+    refiner: Any,
+    ranks: Ranks,
+    *,
+    shard: Shard = Shard(),
+    limit: int | None = None,
+    errors_path: Path | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Summary:
+    """`runner.run` for this rank's images, then one merged output; the summary of all ranks.
+
+    `options` go to `runner.run` (resume, overlays, loader). Call from every rank.
+    """
+    final_errors = errors_path or shard_path(dataset.layout.errors_path, shard)
+    if not ranks.distributed:
+        return run(dataset, refiner, shard=shard, limit=limit, errors_path=final_errors, progress=progress, **options)
+    import torch.distributed as dist
+
+    with _process_group():
+        own = run(
+            dataset,
+            refiner,
+            shard=ranks.shard(shard),
+            limit=ranks.limit(limit),
+            errors_path=final_errors.with_name(f"{final_errors.name}.rank-{ranks.rank}-of-{ranks.world}"),
+            progress=progress and ranks.rank == 0,
+            merge=False,
+            **options,
+        )
+        summaries: list[Summary | None] = [None] * ranks.world
+        dist.all_gather_object(summaries, own)  # every rank is done refining past this point
+        if own.errors_path is not None:
+            own.errors_path.unlink(missing_ok=True)
+        total = combine([summary for summary in summaries if summary is not None], dataset, final_errors)
+        if ranks.rank == 0:
+            merge_outputs(dataset)
+            write_errors(final_errors, total.failed)
+        dist.barrier()  # the merged output is complete when any rank returns
+    return total
+
+
+def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Summary:
+    """One summary for the whole run: counts added, the slowest rank's time, failures in dataset order."""
+    order = {ref.key: index for index, ref in enumerate(dataset.refs())}
+    failed = sorted((entry for summary in summaries for entry in summary.failed), key=lambda entry: order[entry[0]])
+    return Summary(
+        images=sum(summary.images for summary in summaries),
+        objects=sum(summary.objects for summary in summaries),
+        failures=len(failed),
+        skipped=sum(summary.skipped for summary in summaries),
+        seconds=max(summary.seconds for summary in summaries),
+        errors_path=errors_path,
+        failed=failed,
+    )
+
+
+def write_errors(path: Path, failed: list[tuple[str, str]]) -> None:
+    """The errors file of the whole run (none when nothing failed, as a single process leaves it)."""
+    if not failed:
+        path.unlink(missing_ok=True)
+        return
+    text = "".join(line + "\n" for _key, line in failed)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+@contextmanager
+def _process_group() -> Iterator[None]:
+    """A gloo process group from torchrun's environment (an existing one is used as it is)."""
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        yield
+    finally:
+        if created:
+            dist.destroy_process_group()
