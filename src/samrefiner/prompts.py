@@ -346,10 +346,10 @@ class MaskPromptGrid:
         padded[:, 1:-1, 1:-1] = planes
         r0, r1, a0, a1, real_rows = self.rows.local(cells[0], origin[0], padded.shape[1])
         c0, c1, b0, b1, real_cols = self.cols.local(cells[1], origin[1], padded.shape[2])
-        top, bottom = padded[:, r0], padded[:, r1]
-        a0, a1 = a0[:, None], a1[:, None]
-        values = a0 * (b0 * top[..., c0] + b1 * top[..., c1]) + a1 * (b0 * bottom[..., c0] + b1 * bottom[..., c1])
-        values = np.where(real_rows[:, None] & real_cols[None, :], values, fill)
+        across = b0 * padded[..., c0] + b1 * padded[..., c1]  # columns first, as torch's kernel sums
+        values = a0[:, None] * across[:, r0] + a1[:, None] * across[:, r1]
+        values[:, ~real_rows] = fill  # taps in the input frame's padding read the fill value
+        values[:, :, ~real_cols] = fill
         half = np.float32(0.5)
         return half * (half * values[:, 0::2, 0::2] + half * values[:, 0::2, 1::2]) + half * (
             half * values[:, 1::2, 0::2] + half * values[:, 1::2, 1::2]
