@@ -155,10 +155,12 @@ class _DistanceCrop:
         """exp(-(dt - max dt)^2 / max(|M| / gamma, 1)) inside the mask, 0 outside (float32, crop frame)."""
         if self.full:
             return np.ones(self.crop.shape, dtype=np.float32)
-        distances = np.sqrt(self.squared).astype(np.float32)
-        offset = distances - distances.max()
+        offset = np.sqrt(self.squared, dtype=np.float32)  # correctly rounded either way: the float32 distances
+        offset -= offset.max()
         spread = np.float32(max(int(self.crop.sum()) / gamma, 1.0))
-        gaussian = np.exp(-offset * offset / spread)
+        np.square(offset, out=offset)
+        offset /= -spread
+        gaussian = np.exp(offset, out=offset)
         gaussian[~self.crop] = 0.0
         return gaussian
 
@@ -442,7 +444,9 @@ class PromptMiner:
         """S * G on the 256 grid: S = +/-strength (+/-1 where the box was expanded), G the resized
         Gaussian with G = 1 where it is not positive."""
         cells = self.grid.window(box)
-        planes = np.stack([np.where(distances.crop, 1.0, -1.0), distances.gaussian(self.gamma)])
+        planes = np.empty((2, *distances.crop.shape), dtype=np.float32)
+        planes[0] = np.where(distances.crop, np.float32(1.0), np.float32(-1.0))
+        planes[1] = distances.gaussian(self.gamma)
         signs = np.full((MASK_SIZE, MASK_SIZE), -1.0, dtype=np.float32)
         gaussian = np.zeros((MASK_SIZE, MASK_SIZE), dtype=np.float32)
         signs[cells], gaussian[cells] = self.grid.resize(planes, np.array([-1.0, 0.0]), (distances.top, distances.left), cells)

@@ -13,6 +13,7 @@ import torch
 from samrefiner.adapter import IoUAdapter, adapted, resolve_adapter
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image
+from samrefiner.mining import mine_in_threads
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.config import RefinerConfig
 from samrefiner.prompts import PromptMiner, Prompts
@@ -90,7 +91,7 @@ class Refiner:
         chosen = np.full(count, -1, np.int64)
         with stage("mine"):
             miner = self._miner(encoding)
-            first = miner.mine(current)
+            first = mine_in_threads(miner, current)
         active = np.flatnonzero(~empty_input)
         prompts = first.select(active)
         for iteration in range(self.config.iterations):
@@ -98,7 +99,7 @@ class Refiner:
                 break
             if iteration > 0:
                 with stage("mine"):
-                    prompts = miner.mine(current[active])
+                    prompts = mine_in_threads(miner, current[active])
             iou, best, refined = self._step(encoding, prompts)
             good = refined.reshape(len(refined), -1).any(axis=1)
             empty_output[active[~good]] = True
