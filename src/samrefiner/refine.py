@@ -21,6 +21,7 @@ from samrefiner.timing import stage
 
 _UPSCALE_PIXELS = 1 << 26  # logits upscaled at once: bounds the float buffer (256 MiB)
 _CANDIDATES = 3  # SAM's multimask count, used for the score arrays when nothing was decoded
+_DECODED_OBJECTS = 128  # objects decoded per group: their 3 x 256 x 256 float logits take 96 MiB
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,21 @@ class Refiner:
 
     def _step(self, encoding: Encoding, prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One cascade iteration: candidates' predicted IoU (n, C), the chosen index (n,) and the
-        chosen masks (n, H, W)."""
-        with stage("decode"):
-            decoded = self._decode(encoding, prompts)
-            iou = decoded.iou_scores.float().cpu().numpy()
-        best = iou.argmax(axis=1)
-        with stage("upscale"):
-            return iou, best, self._chosen_masks(decoded, best, encoding)
+        chosen masks (n, H, W). Objects go to the model in groups of at most _DECODED_OBJECTS, so
+        that the candidates' logits held at once stay bounded however many objects an image has."""
+        masks = np.empty((len(prompts), *encoding.original_size), dtype=bool)
+        ious, bests = [], []
+        for start in range(0, len(prompts), _DECODED_OBJECTS):
+            part = slice(start, start + _DECODED_OBJECTS)
+            with stage("decode"):
+                decoded = self._decode(encoding, prompts.select(part))
+                iou = decoded.iou_scores.float().cpu().numpy()
+            best = iou.argmax(axis=1)
+            with stage("upscale"):
+                masks[part] = self._chosen_masks(decoded, best, encoding)
+            ious.append(iou)
+            bests.append(best)
+        return np.concatenate(ious), np.concatenate(bests), masks
 
     def _decode(self, encoding: Encoding, prompts: Prompts) -> Decoded:
         """All objects' candidates, `chunk_size` objects per decoder call, with the prompts switched on."""
