@@ -188,8 +188,9 @@ def refine_command(
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command with --resume to continue", err=True)
         raise typer.Exit(130) from None
-    if ranks.rank == 0:
-        typer.echo(str(summary))
+    if ranks.rank > 0:
+        return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
+    typer.echo(str(summary))
     raise typer.Exit(1 if summary.failures else 0)
 
 
