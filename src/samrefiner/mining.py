@@ -14,10 +14,14 @@ import torch
 
 from samrefiner.prompts import PromptMiner, Prompts
 
+_PIXELS_IN_FLIGHT = 1 << 24  # image pixels mined at once over all threads (~0.5 GB of distance maps)
+
 
 def mine_in_threads(miner: PromptMiner, masks: np.ndarray, workers: int | None = None) -> Prompts:
-    """`miner.mine(masks)`, one object per task on `workers` threads (default: torch's thread count)."""
+    """`miner.mine(masks)`, one object per task on `workers` threads (default: torch's thread count;
+    fewer on large images, where one object's distance maps take ~30 bytes per pixel)."""
     workers = torch.get_num_threads() if workers is None else workers
+    workers = min(workers, max(1, _PIXELS_IN_FLIGHT // max(masks[0].size if len(masks) else 1, 1)))
     if workers <= 1 or len(masks) < 2 or miner.point_strategy == "random":
         return miner.mine(masks)
     with ThreadPoolExecutor(min(workers, len(masks)), thread_name_prefix="samrefiner-mine") as pool:

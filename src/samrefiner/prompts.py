@@ -82,7 +82,8 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def squared_distances(binary: np.ndarray) -> np.ndarray:
-    """Exact squared Euclidean distance of each nonzero pixel to the nearest zero pixel (int64).
+    """Exact squared Euclidean distance of each nonzero pixel to the nearest zero pixel (whole
+    numbers, float64: no integer copy of a possibly image-sized array).
 
     Pixels outside the array are not zeros. OpenCV's exact transform is used and rounded back to
     the integer it approximates; very large distances fall back to scipy.
@@ -90,7 +91,8 @@ def squared_distances(binary: np.ndarray) -> np.ndarray:
     distances = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     if distances.max(initial=0.0) >= _EXACT_FLOAT32_DISTANCE:
         distances = ndi.distance_transform_edt(binary)
-    return np.rint(np.square(distances, dtype=np.float64)).astype(np.int64)
+    squared = np.square(distances, dtype=np.float64)
+    return np.rint(squared, out=squared)
 
 
 def first_argmax(values: np.ndarray) -> tuple[int, int]:
