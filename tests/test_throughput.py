@@ -69,6 +69,11 @@ def test_fused_decoder_computes_what_transformers_computes(sam, switched_off) ->
     np.testing.assert_allclose(iou.numpy(), expected_iou.numpy(), atol=1e-6)
 
 
+def test_attention_goes_through_pytorch_sdpa(sam) -> None:
+    assert sam.model.config._attn_implementation == "sdpa"
+    assert type(sam.model.vision_encoder.layers[0].attn).__name__ == "SamVisionSdpaAttention"
+
+
 def test_precision_is_fp32_on_cpu_and_bf16_by_default_on_cuda(monkeypatch) -> None:
     assert speed.autocast_dtype("auto", torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)

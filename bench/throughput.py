@@ -1,0 +1,288 @@
+"""Throughput of `samrefiner refine`: images/s, objects/s, peak memory and each stage's share of time.
+
+    python3 bench/throughput.py                              # CPU: the reduced-model job + ViT-B on 2 images
+    python3 bench/throughput.py --compare-transformers       # also the job with transformers' own decoder
+    python3 bench/throughput.py --shapes vit_b,vit_h --images 6 --device cuda
+    python3 bench/throughput.py --skip-job --shapes vit_h --images 1     # ViT-H on CPU: ~1 min per image
+
+Everything runs the real code path (`runner.run` with the background loader, `Refiner`, the model
+backend) with `samrefiner.timing` recording its stages: read (in the loader thread, overlapped with
+the model), wait for input, encode, mine (prompt mining), decode, upscale (chosen masks to the image
+size), write (outputs and resume records). "Outside the model" is the wall time minus encode, decode
+and upscale: reading the loader did not hide, mining, writing and the loop itself.
+
+1. The job of issue 8: ../shared/data/coco_stuff label maps (6 images, 67 split-then-merge regions),
+   fixtures/sam_reference/reduced_sam.pth, 5 iterations, 2 torch threads, fp32 (`--repeats` runs,
+   best and median). The authors' code took 0.91 s per object for this kind of job on this kind of
+   machine; target: 0.6 s per object, and outside the model at most 15 %. With
+   `--compare-transformers`, the same job with transformers' `SamMaskDecoder` instead of the fused
+   decoder: its time and the share of output pixels and chosen candidates that agree.
+2. ViT-B / ViT-H shapes with random weights (SamModel built from its config, seeded), on the first
+   `--images` coco_stuff images after one warm-up image: default precision of the device (bf16
+   autocast on CUDA, fp32 on CPU) unless `--precision`; `--compile` to torch.compile.
+The machine (CPU model, cores, GPU) and the load average before and after each run are printed:
+timings on a shared machine are only as good as its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import SamModel
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
+from samrefiner.io.datasets import LabelMaps  # noqa: E402
+from samrefiner.loader import load_in_background  # noqa: E402
+from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
+from samrefiner.models.sam import SamBackend  # noqa: E402
+from samrefiner.runner import Summary, run  # noqa: E402
+from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+COCO_STUFF = SHARED / "data" / "coco_stuff"
+REDUCED = SHARED / "fixtures" / "sam_reference" / "reduced_sam.pth"
+STAGES = ("read", "wait for input", "encode", "mine", "decode", "upscale", "write")
+SHAPES = {
+    "vit_b": EncoderShape(768, 12, 12, 3072, (2, 5, 8, 11), 14),
+    "vit_l": EncoderShape(1024, 24, 16, 4096, (5, 11, 17, 23), 14),
+    "vit_h": EncoderShape(1280, 32, 16, 5120, (7, 15, 23, 31), 14),
+}
+TARGET_SECONDS_PER_OBJECT = 0.6
+TARGET_OUTSIDE_SHARE = 0.15
+
+
+@dataclass
+class Measurement:
+    """One `runner.run` over a dataset, timed by stage."""
+
+    summary: Summary
+    wall: float
+    cpu: float  # process CPU seconds, all threads: less sensitive to other tenants than the wall time
+    times: StageTimes
+    out: Path
+
+    @property
+    def seconds_per_object(self) -> float:
+        return self.wall / max(self.summary.objects, 1)
+
+    @property
+    def outside_share(self) -> float:
+        return (self.wall - self.times.model_seconds()) / self.wall
+
+    def rates(self) -> str:
+        return (
+            f"{self.summary.images / self.wall:.2f} images/s, {self.summary.objects / self.wall:.2f} objects/s, "
+            f"{self.seconds_per_object:.3f} s/object ({self.cpu / max(self.summary.objects, 1):.3f} CPU s/object)"
+        )
+
+    def shares(self) -> str:
+        """Each stage's seconds as a share of the wall time; 'other' is the main thread's remainder."""
+        seconds = self.times.seconds
+        parts = [f"{name} {seconds[name] / self.wall:.1%}" for name in STAGES if name in seconds]
+        main_thread = sum(value for name, value in seconds.items() if name != "read")
+        return ", ".join(parts + [f"other {max(self.wall - main_thread, 0.0) / self.wall:.1%}"])
+
+
+def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device) -> Measurement:
+    """Run `refiner` over `dataset` (fresh output) with the stages recorded."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else None
+    times = StageTimes(synchronize)
+    start, cpu = time.perf_counter(), time.process_time()
+    with recording(times):
+        summary = run(dataset, refiner, limit=limit, progress=False, loader=load_in_background)
+    return Measurement(summary, time.perf_counter() - start, time.process_time() - cpu, times, dataset.layout.out)
+
+
+def fresh_dataset(out: Path) -> LabelMaps:
+    shutil.rmtree(out, ignore_errors=True)
+    return LabelMaps(COCO_STUFF / "imgs", COCO_STUFF / "pngs", out)
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (5-min {five:.2f})"
+
+
+def peak_memory(device: torch.device) -> str:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    text = f"peak RSS {rss:.2f} GiB (process so far)"
+    if device.type == "cuda":
+        text += f", peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    return text
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    text = f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def job(args: argparse.Namespace, work: Path) -> Measurement:
+    """The reduced-model job over coco_stuff; prints every run and the best one's stages."""
+    torch.set_num_threads(args.threads)
+    refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
+    print(
+        f"\n== job: coco_stuff label maps, reduced SAM ({REDUCED.name}), {args.iterations} iterations, "
+        f"{args.threads} torch threads, cpu fp32"
+    )
+    runs = []
+    for index in range(args.repeats):
+        before = load()
+        runs.append(measure(fresh_dataset(work / f"job{index}"), refiner, None, torch.device("cpu")))
+        print(f"  run {index + 1}: {runs[-1].wall:.1f} s, {runs[-1].rates()}; load average {before} -> {load()}")
+    best = min(runs, key=lambda measurement: measurement.wall)
+    median = statistics.median(measurement.seconds_per_object for measurement in runs)
+    print(
+        f"  {best.summary.images} images, {best.summary.objects} objects; best {best.seconds_per_object:.3f} s/object, "
+        f"median {median:.3f} (target <= {TARGET_SECONDS_PER_OBJECT}; the authors' code: 0.91)"
+    )
+    print(f"  best run: {best.rates()}; {peak_memory(torch.device('cpu'))}")
+    print(f"  stage shares of the wall time: {best.shares()}")
+    print(
+        f"  outside the model calls (wall - {' - '.join(MODEL_STAGES)}): {best.outside_share:.1%} "
+        f"(target <= {TARGET_OUTSIDE_SHARE:.0%})"
+    )
+    if args.compare_transformers:
+        compare_transformers(refiner, best, work)
+    return best
+
+
+def compare_transformers(refiner: Refiner, fused: Measurement, work: Path) -> None:
+    """The job once more with transformers' SamMaskDecoder: time and agreement of the outputs."""
+    fused_decoder, refiner.model._fused = refiner.model._fused, None  # back to transformers' decoder
+    try:
+        plain = measure(fresh_dataset(work / "job_transformers"), refiner, None, torch.device("cpu"))
+    finally:
+        refiner.model._fused = fused_decoder
+    equal = total = 0
+    for path in sorted(fused.out.glob("*.png")):
+        a, b = np.asarray(Image.open(path)), np.asarray(Image.open(plain.out / path.name))
+        equal, total = equal + int((a == b).sum()), total + a.size
+    same_chosen, objects, worst = _score_agreement(fused.out / "scores.jsonl", plain.out / "scores.jsonl")
+    print(f"  transformers decoder: {plain.rates()}; {plain.shares()}")
+    print(
+        f"  outputs fused vs transformers: {equal / total:.4%} of label-map pixels equal, "
+        f"chosen candidate equal for {same_chosen}/{objects} objects, predicted IoU max |diff| {worst:.1e}"
+    )
+
+
+def _score_agreement(first: Path, second: Path) -> tuple[int, int, float]:
+    """Objects whose chosen candidate agrees, objects, and the largest predicted-IoU difference."""
+    same = count = 0
+    worst = 0.0
+    for line_a, line_b in zip(first.read_text().splitlines(), second.read_text().splitlines()):
+        for a, b in zip(json.loads(line_a)["objects"], json.loads(line_b)["objects"]):
+            count += 1
+            same += a["chosen"] == b["chosen"]
+            if a["predicted_iou"] is not None and b["predicted_iou"] is not None:
+                worst = max(worst, abs(a["predicted_iou"] - b["predicted_iou"]))
+    return same, count, worst
+
+
+def decode_batches(args: argparse.Namespace, work: Path) -> None:
+    """Decoder seconds per object for several objects-per-call values (the largest coco_stuff image)."""
+    torch.set_num_threads(args.threads)
+    model = load_model(str(REDUCED), device=args.device)
+    dataset = fresh_dataset(work / "unused")
+    sample = max((dataset.load(ref) for ref in dataset.refs()), key=lambda sample: len(sample.masks))
+    refiner = Refiner(model, RefinerConfig(iterations=1, chunk_size=max(args.decode_batches)))
+    encoding = model.encode(sample.image)
+    prompts = refiner._miner(encoding).mine(sample.masks)
+    print(f"\n== decoder seconds per object by objects per call ({len(prompts)} objects, {args.threads} threads)")
+    for batch in args.decode_batches:
+        model.cpu_decode_batch = batch
+        refiner._decode(encoding, prompts)  # warm-up
+        start = time.perf_counter()
+        refiner._decode(encoding, prompts)
+        print(f"  {batch:3d} per call: {(time.perf_counter() - start) / len(prompts) * 1000:.1f} ms/object")
+
+
+def shapes(args: argparse.Namespace, work: Path) -> None:
+    """ViT-B/L/H-shaped SAM with random weights over the first coco_stuff images."""
+    device = torch.device(args.device)
+    for name in args.shapes:
+        torch.manual_seed(0)
+        built = time.perf_counter()
+        with torch.device(device):
+            model = SamBackend(random_sam(name), f"{name} (random weights)", device)
+        model.speed_up(args.precision, compile=args.compile)
+        refiner = Refiner(model, RefinerConfig(iterations=args.iterations))
+        precision = str(model.autocast_dtype).replace("torch.", "") if model.autocast_dtype else "fp32"
+        print(
+            f"\n== {name}, random weights (built in {time.perf_counter() - built:.0f} s), {device}, {precision}"
+            f"{', compiled' if args.compile else ''}, {args.iterations} iterations, {torch.get_num_threads()} threads"
+        )
+        measure(fresh_dataset(work / f"{name}_warmup"), refiner, 1, device)  # warm-up (and compilation)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        before = load()
+        measurement = measure(fresh_dataset(work / name), refiner, args.images, device)
+        print(f"  {measurement.summary.images} images, {measurement.summary.objects} objects in {measurement.wall:.1f} s: {measurement.rates()}")
+        print(f"  {peak_memory(device)}; load average {before} -> {load()}")
+        print(f"  stage shares of the wall time: {measurement.shares()}")
+        print(f"  outside the model calls: {measurement.outside_share:.1%}")
+        del model, refiner
+
+
+def random_sam(name: str) -> SamModel:
+    """A transformers SamModel of this encoder shape with its own random initialisation."""
+    return SamModel(sam_config(SHAPES[name])).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--device", default="cuda" if cuda else "cpu", help="for the shapes (the job is CPU)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the job (best and median reported)")
+    parser.add_argument("--skip-job", action="store_true", help="only the shapes")
+    parser.add_argument("--compare-transformers", action="store_true", help="also run the job with transformers' decoder")
+    parser.add_argument("--shapes", type=lambda text: [name for name in text.split(",") if name],
+                        default=["vit_b", "vit_h"] if cuda else ["vit_b"], help=f"comma-separated: {', '.join(SHAPES)}")
+    parser.add_argument("--images", type=int, default=6 if cuda else 2, help="coco_stuff images per shape (at most 6)")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (shapes only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the shapes' encoder and decoder")
+    parser.add_argument("--decode-batches", type=lambda text: [int(part) for part in text.split(",")], default=None,
+                        help="e.g. 1,4,16: decoder time per object for each objects-per-call value")
+    args = parser.parse_args()
+    unknown = [name for name in args.shapes if name not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape {unknown[0]}; choose from {', '.join(SHAPES)}")
+
+    print(f"machine: {machine()}; load average {load()}")
+    with tempfile.TemporaryDirectory(prefix="samrefiner-throughput-") as folder:
+        work = Path(folder)
+        if not args.skip_job:
+            job(args, work)
+        if args.decode_batches:
+            decode_batches(args, work)
+        torch.set_num_threads(args.threads if args.device == "cpu" else torch.get_num_threads())
+        shapes(args, work)
+
+
+if __name__ == "__main__":
+    main()
