@@ -223,7 +223,8 @@ def test_peak_memory_stays_bounded(height: int, width: int, count: int, largest:
     """Peak RSS growth of refining N objects on an H x W image (fresh process, reduced model) stays
     below 8 bytes per mask pixel (N x H x W) + 256 MiB: no N x H x W float arrays (three candidates
     at image size would be 12 bytes per mask pixel, 1.8 GB for 500 objects of 640 x 480)."""
-    environment = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    # one thread: the figure does not depend on it, and shared CPUs then slow the probe least
+    environment = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     probe = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(height), str(width), str(count), str(SAM_REF / "reduced_sam.pth"), str(largest)],
         env=environment, capture_output=True, text=True, timeout=300,
