@@ -107,3 +107,17 @@ def test_writing_rejects_arrays_that_are_not_label_maps(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="palette label map must be uint8"):
         write_label_map(tmp_path / "y.png", np.zeros((4, 4), dtype=np.uint16), _voc_palette())
     assert _files(tmp_path) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through a private temp file; the result must still be readable by others."""
+    import os
+    import stat
+
+    from samrefiner.io.images import write_png
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    target = tmp_path / "out.png"
+    write_png(target, np.zeros((4, 4), dtype=np.uint8))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

@@ -11,6 +11,9 @@ from PIL import Image, UnidentifiedImageError
 
 from samrefiner.errors import InputError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (os has no getter) and put it back
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -63,6 +66,7 @@ def atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual mode
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)
