@@ -186,6 +186,8 @@ class SamBackend(PromptableModel):
             input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
         )
         batch = dense.shape[0]
+        if sparse is None:  # mask prompt alone: no sparse tokens, as in the official predictors
+            sparse = dense.new_zeros(batch, 1, 0, dense.shape[1])
         embeddings = encoding.embeddings.to(self.device).expand(batch, -1, -1, -1)
         logits, scores = self.model.mask_decoder(
             image_embeddings=embeddings,
@@ -194,7 +196,7 @@ class SamBackend(PromptableModel):
             dense_prompt_embeddings=dense,
             multimask_output=True,
             **self._decoder_inputs(encoding),
-        )
+        )[:2]
         return logits[:, 0], scores[:, 0]
 
     def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:

@@ -41,31 +41,9 @@ class Sam2Backend(SamBackend):
         features = {f"high_res_{level}": feature.float() for level, feature in enumerate(high_res)}
         return Encoding(embeddings=lowest.float(), original_size=original, input_size=input_size, features=features)
 
-    def _decode_chunk(
-        self,
-        encoding: Encoding,
-        points: torch.Tensor | None,
-        labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse, dense = self.model.prompt_encoder(
-            input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
-        )
-        batch = dense.shape[0]
-        if sparse is None:  # mask prompt alone: no sparse tokens, as in the official image predictor
-            sparse = dense.new_zeros(batch, 1, 0, dense.shape[1])
-        embeddings = encoding.embeddings.to(self.device).expand(batch, -1, -1, -1)
-        high_res = [encoding.features[f"high_res_{level}"].to(self.device) for level in range(2)]
-        logits, scores, _, _ = self.model.mask_decoder(
-            image_embeddings=embeddings,
-            image_positional_embeddings=self._image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-            high_resolution_features=high_res,
-        )
-        return logits[:, 0], scores[:, 0]
+    def _decoder_inputs(self, encoding: Encoding) -> dict[str, object]:
+        """SAM 2.1's decoder also reads the encoder's two high-resolution feature maps."""
+        return {"high_resolution_features": [encoding.features[f"high_res_{level}"].to(self.device) for level in range(2)]}
 
     def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
         """256 x 256 logits straight to the original size (bilinear, align_corners=False)."""
