@@ -9,13 +9,15 @@ setting would take); the coarse row has none.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from samrefiner.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
@@ -70,26 +72,41 @@ class BenchReport:
     failures: list[str]
 
 
-def labelled_images(
-    images: Path, gt: Path, coarse: Path | None = None, seed: int | None = None, limit: int | None = None
-) -> Iterator[LabelledImage | SamRefinerError]:
+class LabelledImages:
     """Images with ground truth (the `--masks` layout of `samrefiner refine`) and coarse masks:
     read from `coarse` (same layout and file names as `gt`), or made from the ground truth by
-    `samrefiner corrupt` with `seed` (the same masks it would write). An image that cannot be
-    used is yielded as its error."""
-    if (coarse is None) == (seed is None):
-        raise InputError("give either coarse masks (--coarse DIR) or a seed to make them (--seed S)")
-    truth = MaskFolders(images, gt, out=gt)  # read only: nothing is written through it
-    flawed = MaskFolders(images, coarse, out=coarse) if coarse is not None else None
-    coarse_refs = {ref.key: ref for ref in flawed.refs()} if flawed is not None else {}
-    for ref in truth.refs()[:limit]:
-        try:
-            sample = truth.load(ref)
-            masks = _coarse_masks(sample, flawed, coarse_refs, coarse) if flawed else _corrupted(sample, seed)
-        except SamRefinerError as error:
-            yield error
-            continue
-        yield LabelledImage(ref.key, sample.image, sample.masks, masks)
+    `samrefiner corrupt` with `seed` (the same masks it would write). Iterating loads them one by
+    one; an image that cannot be used is yielded as its error. `len()` is the number of images."""
+
+    def __init__(
+        self, images: Path, gt: Path, coarse: Path | None = None, seed: int | None = None, limit: int | None = None
+    ) -> None:
+        if (coarse is None) == (seed is None):
+            raise InputError("give either coarse masks (--coarse DIR) or a seed to make them (--seed S)")
+        self.truth = MaskFolders(images, gt, out=gt)  # read only: nothing is written through it
+        self.flawed = MaskFolders(images, coarse, out=coarse) if coarse is not None else None
+        self.coarse, self.seed = coarse, seed
+        self.refs = self.truth.refs()[:limit]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __iter__(self) -> Iterator[LabelledImage | SamRefinerError]:
+        coarse_refs = {ref.key: ref for ref in self.flawed.refs()} if self.flawed is not None else {}
+        for ref in self.refs:
+            try:
+                sample = self.truth.load(ref)
+                if self.flawed is not None:
+                    masks = _coarse_masks(sample, self.flawed, coarse_refs, self.coarse)
+                else:
+                    masks = _corrupted(sample, self.seed)
+            except SamRefinerError as error:
+                yield error
+                continue
+            yield LabelledImage(ref.key, sample.image, sample.masks, masks)
+
+
+labelled_images = LabelledImages
 
 
 def _corrupted(sample: Sample, seed: int) -> np.ndarray:
@@ -110,33 +127,41 @@ def _coarse_masks(sample: Sample, flawed: MaskFolders, refs: dict, folder: Path)
 
 def run_bench(
     model: PromptableModel,
-    data: Iterator[LabelledImage | SamRefinerError],
+    data: Iterable[LabelledImage | SamRefinerError],
     config: RefinerConfig | None = None,
     settings: dict[str, dict[str, bool]] = PROMPT_SETTINGS,
+    progress: bool = False,
 ) -> BenchReport:
-    """Score the coarse masks and every prompt setting (applied on top of `config`)."""
+    """Score the coarse masks and every prompt setting (applied on top of `config`); with `progress`,
+    a bar on stderr over images x settings."""
     config = config or RefinerConfig()
     refiners = {name: Refiner(model, dataclasses.replace(config, **flags)) for name, flags in settings.items()}
     rows = {name: BenchRow(name) for name in [COARSE, *refiners]}
     encode_seconds, failures = 0.0, []
-    for item in data:
-        if isinstance(item, SamRefinerError):
-            failures.append(str(item))
-            continue
-        for gt, coarse in zip(item.gt, item.coarse):
-            rows[COARSE].scores.add(gt, coarse)
-        rows[COARSE].images += 1
-        started = time.perf_counter()
-        encoding = model.encode(item.image)
-        encoded = _seconds_since(started, model)
-        encode_seconds += encoded
-        for name, refiner in refiners.items():
+    total = len(data) * len(refiners) if isinstance(data, Sized) else None
+    bar = tqdm(total=total, desc="bench", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        for item in data:
+            if isinstance(item, SamRefinerError):
+                failures.append(str(item))
+                bar.update(len(refiners))
+                continue
+            bar.set_postfix_str(item.name, refresh=False)
+            for gt, coarse in zip(item.gt, item.coarse):
+                rows[COARSE].scores.add(gt, coarse)
+            rows[COARSE].images += 1
             started = time.perf_counter()
-            refined = refiner.refine_encoded(encoding, item.coarse).masks
-            rows[name].seconds += encoded + _seconds_since(started, model)
-            rows[name].images += 1
-            for gt, mask in zip(item.gt, refined):
-                rows[name].scores.add(gt, mask)
+            encoding = model.encode(item.image)
+            encoded = _seconds_since(started, model)
+            encode_seconds += encoded
+            for name, refiner in refiners.items():
+                started = time.perf_counter()
+                refined = refiner.refine_encoded(encoding, item.coarse).masks
+                rows[name].seconds += encoded + _seconds_since(started, model)
+                rows[name].images += 1
+                for gt, mask in zip(item.gt, refined):
+                    rows[name].scores.add(gt, mask)
+                bar.update(1)
     images = rows[COARSE].images
     return BenchReport(list(rows.values()), encode_seconds / images if images else 0.0, failures)
 

@@ -11,3 +11,7 @@ class InputError(SamRefinerError):
 
 class CheckpointError(SamRefinerError):
     """A model file or folder that is not a usable checkpoint, or one that cannot be fetched."""
+
+
+class DeviceError(SamRefinerError):
+    """A device name that is not one, or a device this machine does not have (e.g. cuda without CUDA)."""

@@ -1,7 +1,8 @@
 """`samrefiner bench`: coarse vs refined masks and the prompt ablations of the paper's Table 1.
 
     samrefiner bench --model SPEC --images DIR --gt DIR (--coarse DIR | --seed S)
-                     [--only all,box] [--limit N] [--device D] [--json FILE] [refinement options]
+                     [--only all,box] [--limit N] [--device D] [--json FILE] [--no-progress]
+                     [refinement options]
 
 Ground truth and coarse masks use the `--masks` layout of `samrefiner refine`; with `--seed`
 the coarse masks are the ones `samrefiner corrupt --seed S` would write. The refinement options
@@ -19,7 +20,14 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.commands.eval import json_ready
-from samrefiner.commands.refine import build_refiner, config_fields, with_config_options
+from samrefiner.commands.refine import (
+    DeviceOption,
+    ModelOption,
+    ProgressOption,
+    build_refiner,
+    config_fields,
+    with_config_options,
+)
 from samrefiner.errors import InputError
 from samrefiner.io.images import atomic_write
 
@@ -36,11 +44,12 @@ def bench_command(
     gt: Annotated[Path, typer.Option("--gt", help="Ground-truth masks (<gt>/<image stem>/*.png or <gt>/<image stem>.png).")],
     coarse: Annotated[Path | None, typer.Option("--coarse", help="Coarse masks, same layout and names as --gt.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Make coarse masks from --gt as `samrefiner corrupt --seed` does.")] = None,
-    model: Annotated[str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or HF id.")] = "vit_h",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")] = "auto",
+    model: ModelOption = "vit_h",
+    device: DeviceOption = "auto",
     only: Annotated[str | None, typer.Option("--only", help=f"Comma-separated prompt settings to run ({SETTING_NAMES}).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the table to this JSON file (0-1 scale).")] = None,
+    progress: ProgressOption = True,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Score coarse masks and SAMRefiner with each prompt combination: IoU, boundary IoU, mBA, time."""
@@ -49,7 +58,7 @@ def bench_command(
     settings = _chosen_settings(only, PROMPT_SETTINGS)
     data = labelled_images(images, gt, coarse=coarse, seed=seed, limit=limit)
     refiner = build_refiner(model, device, config_values or {})
-    report = run_bench(refiner.model, data, refiner.config, settings)
+    report = run_bench(refiner.model, data, refiner.config, settings, progress=progress)
     _print_table(report)
     if json_file is not None:
         document = {

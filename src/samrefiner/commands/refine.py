@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,7 +112,20 @@ CocoOption = Annotated[Path | None, typer.Option("--coco", help="COCO instance J
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
 ]
-DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...; auto: cuda when present.")]
+
+
+def checked_device(value: str) -> str:
+    """--device: "auto", or a device this machine has (DeviceError, one line, before any work starts)."""
+    if value != "auto":
+        from samrefiner.models.device import check_device
+
+        check_device(value, name="--device")
+    return value
+
+
+DeviceOption = Annotated[
+    str, typer.Option("--device", callback=checked_device, help="cpu, cuda, cuda:1, ...; auto: cuda when present.")
+]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 PrecisionOption = Annotated[
     str, typer.Option("--precision", help="Model precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.")
@@ -124,6 +138,13 @@ CompileOption = Annotated[
 def _option_name(field: ConfigField) -> str:
     name = field.name.replace("_", "-")
     return f"--{name}/--no-{name}" if field.type is bool else f"--{name}"
+
+
+def in_option_terms(message: str) -> str:
+    """A RefinerConfig message as the CLI user knows it: `chunk_size` -> `--chunk-size`, True -> on."""
+    names = "|".join(field.name for field in config_fields())
+    message = re.sub(rf"\b({names})\b", lambda match: "--" + match.group(1).replace("_", "-"), message)
+    return message.replace("must be True", "must be on")
 
 
 @app.command("refine")
@@ -214,7 +235,7 @@ def build_refiner(
     try:
         config = RefinerConfig(**config_values)
     except ValueError as error:
-        raise InputError(f"refinement options: {error}") from None
+        raise InputError(f"refinement options: {in_option_terms(str(error))}") from None
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     loaded = load_model(model_spec, device=(ranks or Ranks()).device(device, torch.cuda.is_available()))

@@ -24,6 +24,7 @@ import torch
 
 from samrefiner.errors import CheckpointError
 from samrefiner.models.base import PromptableModel
+from samrefiner.models.device import check_device
 from samrefiner.models.registry import REGISTRY, ModelEntry
 
 __all__ = ["load_model", "read_state_dict"]
@@ -44,8 +45,10 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 def load_model(spec: str | os.PathLike[str] | Mapping[str, Any], device: str | torch.device = "cpu") -> PromptableModel:
     """Load a promptable model from a checkpoint file, a state dict, a folder, a registry name or an HF id.
 
-    Raises CheckpointError (one line naming the file and the problem) when `spec` cannot be used.
+    Raises CheckpointError (one line naming the file and the problem) when `spec` cannot be used,
+    DeviceError when this machine has no such `device`.
     """
+    device = check_device(device)
     if isinstance(spec, Mapping):
         return from_state_dict(spec, "state dict", device)
     text = str(spec)
