@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 from dataclasses import replace
@@ -12,6 +13,7 @@ import pytest
 from conftest import SAM_REF
 
 import samrefiner.models
+import samrefiner.models.download
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.download import fetch, sha256_of
@@ -65,13 +67,74 @@ def test_good_download_over_http(server_url, cache):
     path = fetch(f"{server_url}/file", "weights.pth", PAYLOAD_SHA)
     assert path == cache / "weights.pth"
     assert path.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in cache.iterdir()) == ["weights.pth"]
+    assert sorted(p.name for p in cache.iterdir()) == ["weights.pth", "weights.pth.sha256"]
 
 
 def test_cached_file_is_reused_without_network(cache):
     cache.mkdir()
-    (cache / "weights.pth").write_bytes(b"already here")
-    assert fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA).read_bytes() == b"already here"
+    (cache / "weights.pth").write_bytes(PAYLOAD)
+    assert fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA).read_bytes() == PAYLOAD
+
+
+def test_hand_placed_file_with_wrong_sha256_is_named(cache):
+    cache.mkdir()
+    placed = cache / "weights.pth"
+    placed.write_bytes(b"already here")
+    with pytest.raises(CheckpointError) as error:
+        fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA)
+    found = hashlib.sha256(b"already here").hexdigest()
+    assert str(error.value) == (
+        f"{placed}: sha256 is {found}, expected {PAYLOAD_SHA} (not the official file, or a damaged copy): "
+        "delete it to download it again, replace it with the official file, or pass --model PATH"
+    )
+    assert placed.read_bytes() == b"already here"  # the user's file is left alone
+    assert sorted(p.name for p in cache.iterdir()) == ["weights.pth"]  # nothing recorded as verified
+
+
+def test_cached_file_is_hashed_once_until_it_changes(cache, monkeypatch):
+    cache.mkdir()
+    placed = cache / "weights.pth"
+    placed.write_bytes(PAYLOAD)
+    hashed = []
+
+    def counting_sha256_of(path, progress=False):
+        hashed.append(path)
+        return sha256_of(path)
+
+    monkeypatch.setattr(samrefiner.models.download, "sha256_of", counting_sha256_of)
+    for _ in range(3):
+        assert fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA) == placed
+    assert hashed == [placed]
+    damaged = bytearray(PAYLOAD)
+    damaged[1000] ^= 0xFF
+    placed.write_bytes(bytes(damaged))  # same size, new mtime
+    stat = placed.stat()
+    os.utime(placed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with pytest.raises(CheckpointError, match=f"sha256 is {hashlib.sha256(damaged).hexdigest()}, expected {PAYLOAD_SHA}"):
+        fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA)
+    assert hashed == [placed, placed]
+
+
+def test_downloaded_file_is_not_hashed_again(server_url, cache, monkeypatch):
+    fetch(f"{server_url}/file", "weights.pth", PAYLOAD_SHA)
+
+    def no_hashing(path, progress=False):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(samrefiner.models.download, "sha256_of", no_hashing)
+    assert fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA).read_bytes() == PAYLOAD
+
+
+def test_registry_name_with_wrong_hand_placed_file(cache, monkeypatch):
+    checkpoint = SAM_REF / "reduced_sam.pth"
+    monkeypatch.setitem(REGISTRY, "vit_b", replace(REGISTRY["vit_b"], url=closed_port_url()))
+    cache.mkdir()
+    (cache / "sam_vit_b_01ec64.pth").symlink_to(checkpoint)  # a loadable SAM checkpoint, but not ViT-B's
+    with pytest.raises(CheckpointError) as error:
+        load_model("vit_b")
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"sha256 is {sha256_of(checkpoint)}, expected {REGISTRY['vit_b'].sha256}" in message
 
 
 def test_good_download_from_file_url(tmp_path, cache):
@@ -120,7 +183,7 @@ def test_registry_name_downloads_verifies_and_loads(cache, monkeypatch):
     monkeypatch.setitem(REGISTRY, "vit_b", entry)
     model = load_model("vit_b")
     assert model.kind == "sam" and model.name == str(cache / "sam_vit_b_01ec64.pth")
-    assert sorted(p.name for p in cache.iterdir()) == ["sam_vit_b_01ec64.pth"]
+    assert sorted(p.name for p in cache.iterdir()) == ["sam_vit_b_01ec64.pth", "sam_vit_b_01ec64.pth.sha256"]
 
 
 def test_hf_id_offline_is_one_clear_line(monkeypatch):
@@ -141,3 +204,61 @@ def test_official_registry_entries():
         entry = REGISTRY[name]
         assert entry.url == f"https://dl.fbaipublicfiles.com/segment_anything/{entry.file_name}"
         assert entry.sha256 == digest and entry.kind == "sam"
+
+
+PROXY_VARIABLES = ["https_proxy", "http_proxy", "all_proxy", "no_proxy"]
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The default Hub endpoint, online mode, and no proxy variables unless a test sets them."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Record where the reachability probe connects instead of connecting."""
+    made = []
+
+    class _Connection:
+        def close(self) -> None:
+            pass
+
+    def connect(address, timeout=None):
+        made.append(address)
+        return _Connection()
+
+    monkeypatch.setattr(samrefiner.models.socket, "create_connection", connect)
+    return made
+
+
+def test_hub_probe_goes_through_https_proxy(hub, connections):
+    hub.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert samrefiner.models._hub_unreachable() is None
+    assert connections == [("proxy.example", 3128)]
+
+
+def test_hub_probe_honours_no_proxy(hub, connections):
+    hub.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    hub.setenv("NO_PROXY", "localhost,.huggingface.co")
+    assert samrefiner.models._hub_unreachable() is None
+    assert connections == [("huggingface.co", 443)]
+
+
+def test_unreachable_proxy_is_named(hub):
+    proxy_url = closed_port_url().rsplit("/", 1)[0]
+    hub.setenv("https_proxy", proxy_url)
+    reason = samrefiner.models._hub_unreachable()
+    assert reason is not None and reason.startswith(f"{proxy_url.split('//')[1]} (proxy for huggingface.co): ")
+
+
+def test_reachable_local_proxy_counts_as_online(hub, server_url):
+    hub.setenv("HTTPS_PROXY", server_url)
+    assert samrefiner.models._hub_unreachable(timeout=2.0) is None

@@ -59,7 +59,8 @@ def usage_message(error: typer.TyperException) -> str:
     elif isinstance(error, typer.BadParameter) and param is not None:
         value = _rejected_value(error)
         where = _option_names(param) + ("" if value is None else f" {value}")
-        text = f"{where}: {error.message[:1].lower()}{error.message[1:]}"
+        message = error.message.removeprefix("Value error, ")  # pydantic's prefix for a validator's own text
+        text = f"{where}: {message[:1].lower()}{message[1:]}"
     else:
         text = error.format_message()
     context = getattr(error, "ctx", None)

@@ -14,11 +14,13 @@ import importlib
 import os
 import re
 import socket
+import urllib.request
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import torch
 
@@ -72,8 +74,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for bad files: pickle, zip, EOF, runtime errors
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {_why_unreadable(path, error)}") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
         loaded = loaded["model"]
     if not isinstance(loaded, Mapping) or not loaded:
@@ -132,18 +133,34 @@ def _pretrained_backend(source: str, model_type: str) -> ModuleType:
 
 
 def _hub_unreachable(timeout: float = 5.0) -> str | None:
-    """Why the Hugging Face Hub cannot be reached (offline mode, DNS, connection), or None if it can."""
+    """Why the Hugging Face Hub cannot be reached (offline mode, DNS, connection), or None if it can.
+
+    Behind a proxy (HTTPS_PROXY / HTTP_PROXY, unless NO_PROXY exempts the Hub) the proxy is what
+    huggingface_hub connects to, so that is what is probed.
+    """
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     endpoint = urlsplit(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    proxy = _proxy_for(endpoint.scheme, endpoint.hostname or "")
+    server = proxy or endpoint
+    port = server.port or (443 if server.scheme == "https" else 80)
     try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        socket.create_connection((server.hostname, port), timeout=timeout).close()
     except OSError as error:
-        return f"{endpoint.hostname}: {getattr(error, 'strerror', None) or error}"
+        via = f" (proxy for {endpoint.hostname})" if proxy else ""
+        return f"{server.hostname}:{port}{via}: {getattr(error, 'strerror', None) or error}"
     return None
+
+
+def _proxy_for(scheme: str, host: str) -> SplitResult | None:
+    """The proxy that the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) sets for `host`."""
+    proxies = urllib.request.getproxies()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url or urllib.request.proxy_bypass(host):
+        return None
+    return urlsplit(url if "://" in url else f"http://{url}")
 
 
 def _from_registry(entry: ModelEntry, device: str | torch.device) -> PromptableModel:
@@ -163,6 +180,24 @@ def _looks_like_hf_id(text: str) -> bool:
     )
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+def _why_unreadable(path: Path, error: BaseException) -> str:
+    """torch.load's failure in a few words: a truncated zip archive, the unpickler's refusal, or its first sentence."""
+    with open(path, "rb") as stream:
+        zip_magic = stream.read(4) == b"PK\x03\x04"
+    if zip_magic and not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        return f"the file is truncated or damaged (its zip archive ends early, at {size} bytes); copy or download it again"
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # weights_only=True met something that is not plain tensors
+        detail = _first_line(text.split("WeightsUnpickler error:", 1)[1])
+        return f"it holds objects other than tensors, or is damaged (torch.load with weights_only=True: {detail})"
+    return _first_line(error)
+
+
+def _first_line(error: BaseException | str) -> str:
+    """The first line of an error message; its first sentence when that line is long (never cut mid-sentence)."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    first = lines[0].strip()
+    return re.split(r"(?<=[.!?])\s+", first)[0].rstrip(".") if len(first) > 200 else first
