@@ -170,7 +170,7 @@ def test_bad_refinement_options_are_one_line(tmp_path, capsys, monkeypatch):
         capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--label-maps", STUFF / "pngs",
         "--out", tmp_path / "out", "--point-strategy", "middle",
     )
-    assert code == 2 and err.startswith("samrefiner: error: refinement options: point_strategy must be one of")
+    assert code == 2 and err.startswith("samrefiner: error: refinement options: --point-strategy must be one of")
 
 
 def test_an_empty_masks_folder_is_one_line(tmp_path, capsys, monkeypatch):
