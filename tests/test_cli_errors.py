@@ -42,6 +42,7 @@ def one_error_line(text: str) -> str:
         (["refine", "--images", "i", "--out", "o", "--bogus"], "--bogus"),
         (["bench", "--images", "i", "--gt", "g", "--limit", "0"], "--limit 0"),
         (["adapt", "--images", "i", "--out", "a.safetensors", "--rank", "0"], "--rank 0"),
+        (["adapt", "--images", "i", "--out", "a.safetensors", "--lr", "-1"], "--lr -1"),
         (["eval", "--pred", "p"], "--gt"),
         (["corrupt", "--images", "i", "--gt", "g", "--out", "o", "--seed", "x"], "--seed x"),
         (["review", "--images", "i", "--coarse", "c", "--refined", "r", "--out", "o", "--page-size", "0"], "--page-size 0"),

@@ -53,9 +53,11 @@ def adapt_command(
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.", rich_help_panel=TRAINING_PANEL)] = 4,
     alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)] = 4.0,
     margin: Annotated[float, typer.Option(help="Ranking-loss margin m.", rich_help_panel=TRAINING_PANEL)] = 0.02,
-    lr: Annotated[float, typer.Option(help="SGD learning rate.", rich_help_panel=TRAINING_PANEL)] = 0.01,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=TRAINING_PANEL)] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.", rich_help_panel=TRAINING_PANEL)] = 5e-4,
+    lr: Annotated[float, typer.Option(min=0.0, help="SGD learning rate.", rich_help_panel=TRAINING_PANEL)] = 0.01,
+    momentum: Annotated[float, typer.Option(min=0.0, help="SGD momentum.", rich_help_panel=TRAINING_PANEL)] = 0.9,
+    weight_decay: Annotated[
+        float, typer.Option(min=0.0, help="SGD weight decay.", rich_help_panel=TRAINING_PANEL)
+    ] = 5e-4,
     batch_size: Annotated[int, typer.Option(min=1, help="Coarse masks per step.", rich_help_panel=TRAINING_PANEL)] = 5,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the coarse masks.", rich_help_panel=TRAINING_PANEL)] = 1,
     milestones: Annotated[
