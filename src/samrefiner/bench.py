@@ -106,7 +106,7 @@ class LabelledImages:
             yield LabelledImage(ref.key, sample.image, sample.masks, masks)
 
 
-labelled_images = LabelledImages
+labelled_images = LabelledImages  # the name `samrefiner bench` and the tests call it by
 
 
 def _corrupted(sample: Sample, seed: int) -> np.ndarray:

@@ -52,7 +52,8 @@ class OneLineErrors(TyperGroup):
 
 
 def usage_message(error: typer.TyperException) -> str:
-    """A usage error as one line in the CLI's terms: `--limit 0: input should be greater than or equal to 1 (see ...)`."""
+    """A usage error as one line in the CLI's terms, e.g.
+    `--limit 0: input should be greater than or equal to 1 (see 'samrefiner refine --help')`."""
     param = getattr(error, "param", None)
     if _is_a(error, "MissingParameter") and param is not None:
         text = f"{_option_names(param)}: this option is required"
@@ -81,7 +82,8 @@ def _option_names(param: Any) -> str:
 def _rejected_value(error: typer.BadParameter) -> Any:
     """The value typer's validation rejected (its pydantic error keeps it), or None."""
     details = getattr(error.__cause__, "errors", None)
-    found = details()[0].get("input") if callable(details) and details() else None
+    problems = details() if callable(details) else []
+    found = problems[0].get("input") if problems else None
     return found if isinstance(found, (str, int, float)) else None
 
 
