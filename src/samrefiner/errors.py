@@ -11,3 +11,7 @@ class InputError(SamRefinerError):
 
 class CheckpointError(SamRefinerError):
     """A model file or folder that is not a usable checkpoint, or one that cannot be fetched."""
+
+
+class InputWarning(UserWarning):
+    """An input read by a documented rule that may not be what was meant (e.g. a lossy JPEG mask)."""
