@@ -74,13 +74,21 @@ def refine_label_map(
     """
     label_map = np.asarray(label_map)
     regions = split_then_merge(label_map)
+    if not regions:
+        return paint(label_map, [], np.zeros((0, *label_map.shape), bool), np.zeros(0))
+    result = refiner.refine(image, np.stack([mask for _, mask in regions]))
+    return paint(label_map, [class_id for class_id, _ in regions], result.masks, result.scores)
+
+
+def paint(label_map: np.ndarray, values: list[int], masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """A map like `label_map` (shape, dtype) with each mask painted in its value, background
+    elsewhere and `label_map`'s void pixels kept void. Where masks overlap, the higher score wins
+    (the later mask on a tie; a NaN score, an object that kept its coarse mask, loses)."""
     refined = np.full_like(label_map, BACKGROUND)
-    if regions:
-        result = refiner.refine(image, np.stack([mask for _, mask in regions]))
-        scores = np.asarray(result.scores, dtype=np.float64)
-        painting_order = np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="stable")
-        for index in painting_order:
-            refined[np.asarray(result.masks[index], dtype=bool)] = regions[index][0]
+    scores = np.asarray(scores, dtype=np.float64)
+    painting_order = np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="stable")
+    for index in painting_order:
+        refined[np.asarray(masks[index], dtype=bool)] = values[index]
     refined[label_map == VOID] = VOID
     return refined
 

@@ -1,7 +1,7 @@
 """`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
 
-    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
-                      --out PATH [refinement options] [--device D] [--save-overlays DIR]
+    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE
+                      | --instance-maps DIR) --out PATH [--ignore-exif] [refinement options] [--device D] [--save-overlays DIR]
                       [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.config import RefinerConfig
-from samrefiner.errors import InputError
+from samrefiner.errors import InputError, InputWarning
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.runner import Shard
 
@@ -108,6 +110,13 @@ LabelMapsOption = Annotated[
     Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
 ]
 CocoOption = Annotated[Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")]
+InstanceMapsOption = Annotated[
+    Path | None,
+    typer.Option("--instance-maps", help="Maps of object ids (0 background, 255 void): <instance-maps>/<image stem>.png."),
+]
+IgnoreExifOption = Annotated[
+    bool, typer.Option("--ignore-exif", help="Read images and masks as stored, without applying their EXIF orientation.")
+]
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
 ]
@@ -155,6 +164,8 @@ def refine_command(
     ] = None,
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
+    instance_maps: InstanceMapsOption = None,
+    ignore_exif: IgnoreExifOption = False,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Refine every image's coarse masks with SAM and write them in the input's format.
@@ -164,9 +175,12 @@ def refine_command(
     from samrefiner.distributed import Ranks, run_ranks
     from samrefiner.loader import load_in_background
 
-    dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
+    show_input_warnings()
+    dataset = open_dataset(
+        images, out, masks=masks, label_maps=label_maps, coco=coco, instance_maps=instance_maps, ignore_exif=ignore_exif
+    )
     shard_spec = Shard.parse(shard)
-    inputs = [path for path in (images, masks, label_maps, coco, adapter) if path is not None]
+    inputs = [path for path in (images, masks, label_maps, coco, instance_maps, adapter) if path is not None]
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
@@ -192,6 +206,22 @@ def refine_command(
         return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
     typer.echo(str(summary))
     raise typer.Exit(1 if summary.failures else 0)
+
+
+def show_input_warnings() -> None:
+    """Print every InputWarning (a lossy mask, a dropped polygon part) as one
+    `samrefiner: warning: <file>: <what>` line on stderr; other warnings as Python shows them."""
+    if warnings.showwarning is not _show_warning:
+        _show_warning.python = warnings.showwarning  # type: ignore[attr-defined]
+        warnings.showwarning = _show_warning
+    warnings.simplefilter("always", InputWarning)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (warnings' signature)
+    if issubclass(category, InputWarning):
+        print(f"samrefiner: warning: {message}", file=sys.stderr)
+    else:
+        _show_warning.python(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
 def build_refiner(

@@ -57,10 +57,10 @@ def load_json(path: Path) -> Any:
 class CocoDataset(Dataset):
     """A COCO annotation file over a folder of images; refined into a .json of the same kind."""
 
-    def __init__(self, images: Path, annotations: Path, out: Path) -> None:
+    def __init__(self, images: Path, annotations: Path, out: Path, *, ignore_exif: bool = False) -> None:
         if out.suffix.lower() != ".json":
             raise InputError(f"{out}: the output for --coco must be a .json file")
-        self.images, self.annotations_path = images, annotations
+        self.images, self.annotations_path, self.ignore_exif = images, annotations, ignore_exif
         self.layout = OutputLayout.file(out)
         self.data = load_json(annotations)
         self._check_structure()
@@ -87,7 +87,7 @@ class CocoDataset(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         image_id = self._id_of_key[ref.key]
         image_path = self._image_path(image_id)
-        image = read_image(image_path)
+        image = read_image(image_path, ignore_exif=self.ignore_exif)
         height, width = image.shape[:2]
         self._check_declared_size(image_id, image_path, height, width)
         indices = self._by_image[image_id]
