@@ -158,3 +158,24 @@ def test_refine_cli_on_an_instance_map_made_from_coco_stuff(tmp_path, capsys, mo
     np.testing.assert_array_equal(values == 255, ids == 255)
     record = json.loads((tmp_path / "out" / "scores.jsonl").read_text())
     assert [obj["id"] for obj in record["objects"]] == list(range(1, len(classes) + 1))
+
+
+def test_review_reads_an_instance_map_run_and_apply_review_writes_the_map(tmp_path):
+    from io_fakes import BoxRefiner
+
+    from samrefiner.review.datasets import open_pair
+
+    ids = instance_map()
+    ids[20:24, 30:40] = 2  # an L shape: its box (what BoxRefiner returns) is larger
+    run(make_dataset(tmp_path, ids), BoxRefiner(), progress=False)
+    refined = np.asarray(Image.open(tmp_path / "out" / "seq" / "00000.png"))
+    assert (refined == 2).sum() > (ids == 2).sum()
+
+    pair = open_pair(tmp_path / "images", tmp_path / "maps", tmp_path / "out", tmp_path / "final", kind="instance-maps")
+    (ref,) = pair.coarse.refs()
+    coarse, refined_masks = pair.load(ref)
+    for mask, value in zip(refined_masks, (1, 2, 5)):
+        np.testing.assert_array_equal(mask, refined == value)
+
+    pair.coarse.write(coarse, fake_result(coarse.masks))  # every object rejected: the coarse map again
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "final" / "seq" / "00000.png")), ids)

@@ -173,3 +173,30 @@ class TestArrays:
         ids[:5], ids[-5:] = 1, 2
         with pytest.raises(InputError, match=r"mask 1: holds 2 object values \(1, 2\)"):
             as_masks([blob().astype(np.int64), ids], SIZE)
+
+
+def test_refine_cli_reads_coloured_and_jpeg_masks_and_warns_in_one_line(tmp_path, capsys, monkeypatch):
+    from test_refine_cli import FAST, run_cli
+
+    Image.open(DATA / "voc_example" / "2007_000256.jpg").save(tmp_path / "photo.png")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "photo.png").rename(tmp_path / "images" / "photo.png")
+    coarse = read_mask(DATA / "voc_example" / "2007_000256_init_mask.png")
+    red = np.zeros((*coarse.shape, 3), np.uint8)
+    red[coarse] = (255, 0, 0)
+    (tmp_path / "masks" / "photo").mkdir(parents=True)
+    Image.fromarray(red).save(tmp_path / "masks" / "photo" / "red.png")
+    Image.fromarray(coarse.astype(np.uint8) * 255).save(tmp_path / "masks" / "photo" / "lossy.jpg", quality=75)
+
+    code, out, err = run_cli(
+        capsys, monkeypatch, "refine", *FAST, "--images", tmp_path / "images", "--masks", tmp_path / "masks",
+        "--out", tmp_path / "out",
+    )
+
+    assert code == 0 and out.startswith("1 images, 2 objects refined")
+    assert err.splitlines()[0].startswith(f"samrefiner: warning: {tmp_path / 'masks'}: 1 mask(s) are JPEG/WebP")
+    record = json.loads((tmp_path / "out" / "scores.jsonl").read_text())
+    assert [(obj["id"], obj["empty_input"]) for obj in record["objects"]] == [("lossy.jpg", False), ("red.png", False)]
+    refined_red = np.asarray(Image.open(tmp_path / "out" / "photo" / "red.png"))
+    assert refined_red.shape == red.shape and {tuple(c) for c in refined_red.reshape(-1, 3)} <= {(0, 0, 0), (255, 0, 0)}
+    assert sorted(path.name for path in (tmp_path / "out" / "photo").iterdir()) == ["lossy.png", "red.png"]

@@ -29,7 +29,7 @@ os.umask(_UMASK)  # read the process umask (os has no getter) and put it back
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _ORIENTATION = 0x0112  # the EXIF tag
-_SINGLE_CHANNEL = ("L", "P", "I;16", "I")
+_SINGLE_CHANNEL = ("L", "P", "I")  # and the 16-bit modes "I;16*"
 _COLOUR = {"RGB": False, "RGBA": True, "LA": True}  # mode -> has alpha
 
 
@@ -70,13 +70,14 @@ def read_mask_encoded(
         return lossy_object_mask(np.asarray(image.convert("L"))), MaskEncoding("L", 255)
     if image.mode == "1":
         return np.asarray(image), MaskEncoding("1", 1)
-    if image.mode in _SINGLE_CHANNEL:
+    if image.mode in _SINGLE_CHANNEL or image.mode.startswith("I;16"):
         values = np.asarray(image)
         mask = object_mask(values, source)
         default = 1 if image.mode == "P" else 255
         foreground = int(values.max()) if mask.any() else default
         palette = image.getpalette() if image.mode == "P" else None
-        return mask, MaskEncoding(image.mode, foreground, 0, palette)
+        mode = "I;16" if image.mode.startswith("I;16") else image.mode
+        return mask, MaskEncoding(mode, foreground, 0, palette)
     if image.mode == "F":
         raise InputError(f"{source}: a floating-point image is not a mask; save it as 0/255 PNG")
     if image.mode not in _COLOUR:

@@ -53,6 +53,7 @@ class MaskFolders(Dataset):
         self.images, self.masks, self.ignore_exif = images, masks, ignore_exif
         self.layout = OutputLayout.folder(out)
         self._images = index_images(images)
+        self._lossy: list[Path] = []
         self._sources = self._find_sources()
         self._warn_lossy()
 
@@ -91,30 +92,25 @@ class MaskFolders(Dataset):
 
     def _warn_lossy(self) -> None:
         """One InputWarning for the dataset's lossy mask files (each object also records it)."""
-        lossy = [
-            path
-            for sources in self._sources.values()
-            for source in sources
-            for path in _mask_files(source)
-            if path.suffix.lower() in LOSSY_SUFFIXES
-        ]
-        if lossy:
+        if self._lossy:
             warnings.warn(
                 InputWarning(
-                    f"{self.masks}: {len(lossy)} mask(s) are JPEG/WebP (e.g. {lossy[0]}): each is a "
+                    f"{self.masks}: {len(self._lossy)} mask(s) are JPEG/WebP (e.g. {self._lossy[0]}): each is a "
                     f"{LOSSY_WARNING}; refined masks are written as PNG"
                 ),
                 stacklevel=3,
             )
 
     def _find_sources(self) -> dict[str, list[Path]]:
-        """Image key -> the mask folders or single mask files given for it (one, unless a clash)."""
+        """Image key -> the mask folders or single mask files given for it (one, unless a clash);
+        the lossy mask files found go to `self._lossy`."""
         image_folders = {parent.as_posix() for key in self._images for parent in Path(key).parents}
         sources: dict[str, list[Path]] = {}
         for folder, subfolders, files in os.walk(self.masks):
             folder_path = Path(folder)
             relative = folder_path.relative_to(self.masks).as_posix()
             mask_names = sorted(name for name in files if _is_mask_file(name))
+            self._lossy.extend(folder_path / name for name in mask_names if name.lower().endswith(LOSSY_SUFFIXES))
             if relative != "." and mask_names and (
                 relative in self._images or relative not in image_folders
             ):
