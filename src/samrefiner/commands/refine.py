@@ -1,7 +1,8 @@
 """`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
 
     samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE
-                      | --instance-maps DIR) --out PATH [--ignore-exif] [refinement options] [--device D] [--save-overlays DIR]
+                      | --instance-maps DIR) --out PATH [--ignore-exif]
+                      [refinement options] [--device D] [--save-overlays DIR]
                       [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
 
@@ -16,9 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import sys
 import typing
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.config import RefinerConfig
-from samrefiner.errors import InputError, InputWarning
+from samrefiner.errors import InputError, show_input_warnings
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.runner import Shard
 
@@ -206,22 +205,6 @@ def refine_command(
         return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
     typer.echo(str(summary))
     raise typer.Exit(1 if summary.failures else 0)
-
-
-def show_input_warnings() -> None:
-    """Print every InputWarning (a lossy mask, a dropped polygon part) as one
-    `samrefiner: warning: <file>: <what>` line on stderr; other warnings as Python shows them."""
-    if warnings.showwarning is not _show_warning:
-        _show_warning.python = warnings.showwarning  # type: ignore[attr-defined]
-        warnings.showwarning = _show_warning
-    warnings.simplefilter("always", InputWarning)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (warnings' signature)
-    if issubclass(category, InputWarning):
-        print(f"samrefiner: warning: {message}", file=sys.stderr)
-    else:
-        _show_warning.python(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
 def build_refiner(
