@@ -1,10 +1,10 @@
 """`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
 
-    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE
-                      | --instance-maps DIR) --out PATH [--ignore-exif]
-                      [refinement options] [--device D] [--save-overlays DIR]
+    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
+                      --out PATH [refinement options] [--device D] [--save-overlays DIR]
                       [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
+    samrefiner refine ... --instance-maps DIR ...          (one map of object ids per image; --ignore-exif: files as stored)
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
 the dataclass so the two never drift apart. The output never goes over or inside the input.

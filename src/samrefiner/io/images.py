@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from samrefiner.errors import InputError, InputWarning
+from samrefiner.errors import InputError
 from samrefiner.io.maskvalues import (
     LOSSY_SUFFIXES,
     MaskEncoding,
     colour_object_mask,
     lossy_object_mask,
     object_mask,
+    warn_lossy,
 )
 
 _UMASK = os.umask(0o022)
@@ -66,7 +66,7 @@ def read_mask_encoded(
     source = str(path)
     if Path(path).suffix.lower() in LOSSY_SUFFIXES:
         if warn:
-            warnings.warn(InputWarning(f"{source}: lossy (JPEG) mask, thresholded at half its maximum"), stacklevel=2)
+            warn_lossy(source)
         return lossy_object_mask(np.asarray(image.convert("L"))), MaskEncoding("L", 255)
     if image.mode == "1":
         return np.asarray(image), MaskEncoding("1", 1)

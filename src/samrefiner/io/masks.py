@@ -39,9 +39,7 @@ from samrefiner.io.datasets import (
     unique_image,
 )
 from samrefiner.io.images import IMAGE_SUFFIXES, read_image, read_mask_encoded, write_png
-from samrefiner.io.maskvalues import LOSSY_SUFFIXES
-
-LOSSY_WARNING = "lossy (JPEG) mask, thresholded at half its maximum"
+from samrefiner.io.maskvalues import LOSSY_NOTE, LOSSY_SUFFIXES
 
 
 class MaskFolders(Dataset):
@@ -96,7 +94,7 @@ class MaskFolders(Dataset):
             warnings.warn(
                 InputWarning(
                     f"{self.masks}: {len(self._lossy)} mask(s) are JPEG/WebP (e.g. {self._lossy[0]}): each is a "
-                    f"{LOSSY_WARNING}; refined masks are written as PNG"
+                    f"{LOSSY_NOTE}; refined masks are written as PNG"
                 ),
                 stacklevel=3,
             )
@@ -138,7 +136,7 @@ def _mask_files(source: Path) -> list[Path]:
 def _object(path: Path) -> dict[str, Any]:
     """An object's scores.jsonl fields: its file name, and a warning for a lossy file."""
     if path.suffix.lower() in LOSSY_SUFFIXES:
-        return {"id": path.name, "warning": LOSSY_WARNING}
+        return {"id": path.name, "warning": LOSSY_NOTE}
     return {"id": path.name}
 
 

@@ -17,14 +17,16 @@ object ids. `MaskEncoding` keeps how a file encoded its object, so that outputs 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from samrefiner.errors import InputError
+from samrefiner.errors import InputError, InputWarning
 
 TRIMAP = (0, 128, 255)  # GrabCut ground truth: background, uncertain band, object
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+LOSSY_NOTE = "lossy (JPEG) mask, thresholded at half its maximum"
 _LISTED = 6  # values or colours named in an error message
 INSTANCE_HINT = "for one map of object ids per image use --instance-maps DIR"
 ARRAY_HINT = "give bool masks or one value per mask (threshold soft or JPEG-decoded masks first, e.g. mask >= 128)"
@@ -99,6 +101,11 @@ def lossy_object_mask(gray: np.ndarray) -> np.ndarray:
     if maximum == 0:
         return np.zeros(gray.shape, bool)
     return gray.astype(np.int64) * 2 >= maximum
+
+
+def warn_lossy(source: str) -> None:
+    """The InputWarning for one lossy mask file read by `lossy_object_mask`."""
+    warnings.warn(InputWarning(f"{source}: {LOSSY_NOTE}"), stacklevel=3)
 
 
 def _packed(pixels: np.ndarray) -> np.ndarray:
