@@ -3,7 +3,7 @@
 `<maps>/<key>.png` goes with `<images>/<key>.*` (any depth), as label maps do. Its values are
 object ids: 0 background, 255 void, every other value one object (palette PNGs as DAVIS-2017 and
 YouTube-VOS write them, or 8/16-bit grayscale). Each id is refined as one object, whole (no
-split into regions), and painted back with `samrefiner.semantic.paint`: same ids, same palette,
+split into regions), and painted back with `samrefiner.semantic.paint_back`: same ids, same palette,
 mode and size, void pixels kept; where refined objects overlap, the higher predicted IoU wins.
 Object ids in scores.jsonl are the instance ids.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
 from samrefiner.io.labelmaps import write_label_map
-from samrefiner.semantic import BACKGROUND, VOID, paint
+from samrefiner.semantic import BACKGROUND, VOID, paint_back
 
 
 class InstanceMaps(LabelMaps):
@@ -33,6 +33,6 @@ class InstanceMaps(LabelMaps):
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
         path, instance_map, palette, ids = sample.context
-        refined = paint(instance_map, ids, result.masks, result.scores)
+        refined = paint_back(instance_map, ids, result)
         write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
         return {}
