@@ -64,9 +64,8 @@ class Refiner:
         self.adapter = resolve_adapter(adapter, model)
 
     def refine(self, image: np.ndarray | str | Path, masks: Any) -> RefineResult:
-        """Refine N coarse masks (N x H x W array or list of H x W; bool, or integer with one
-        nonzero value per mask: 0/1, 0/255, ...) of an H x W x 3 uint8 RGB image or image file
-        (read upright: EXIF orientation applied)."""
+        """Refine N coarse masks (N x H x W array or list of H x W; bool, 0/1 or 0/255) of an
+        H x W x 3 uint8 RGB image or image file."""
         source = str(image) if isinstance(image, (str, Path)) else "image"
         pixels = read_image(image) if isinstance(image, (str, Path)) else _check_image(image)
         coarse = as_masks(masks, pixels.shape[:2], source)

@@ -144,6 +144,8 @@ def refine_command(
     masks: MasksOption = None,
     label_maps: LabelMapsOption = None,
     coco: CocoOption = None,
+    instance_maps: InstanceMapsOption = None,
+    ignore_exif: IgnoreExifOption = False,
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
     save_overlays: Annotated[
@@ -163,8 +165,6 @@ def refine_command(
     ] = None,
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
-    instance_maps: InstanceMapsOption = None,
-    ignore_exif: IgnoreExifOption = False,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Refine every image's coarse masks with SAM and write them in the input's format.
