@@ -171,7 +171,8 @@ def test_review_reads_an_instance_map_run_and_apply_review_writes_the_map(tmp_pa
     refined = np.asarray(Image.open(tmp_path / "out" / "seq" / "00000.png"))
     assert (refined == 2).sum() > (ids == 2).sum()
 
-    pair = open_pair(tmp_path / "images", tmp_path / "maps", tmp_path / "out", tmp_path / "final", kind="instance-maps")
+    pair = open_pair(tmp_path / "images", tmp_path / "maps", tmp_path / "out", tmp_path / "final")  # format detected
+    assert pair.kind == "instance-maps"
     (ref,) = pair.coarse.refs()
     coarse, refined_masks = pair.load(ref)
     for mask, value in zip(refined_masks, (1, 2, 5)):

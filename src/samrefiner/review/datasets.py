@@ -102,8 +102,9 @@ def split_like_regions(label_map: np.ndarray, regions: np.ndarray, classes: list
 
 
 def detect_format(coarse: Path, refined: Path) -> str:
-    """coco for a .json file; for a folder, label-maps when the refine run's scores list classes
-    or the first PNG is a palette or multi-class map, else masks."""
+    """coco for a .json file; for a folder, label-maps when the refine run's scores list classes,
+    instance-maps when they list numeric object ids (mask files have names), label-maps when the
+    first PNG is a palette or multi-class map, else masks."""
     if coarse.suffix.lower() == ".json":
         return "coco"
     scores = OutputLayout.folder(refined).scores_path
@@ -112,7 +113,9 @@ def detect_format(coarse: Path, refined: Path) -> str:
             for line in handle:
                 objects = json.loads(line).get("objects") or []
                 if objects:
-                    return "label-maps" if "category_id" in objects[0] else "masks"
+                    if "category_id" in objects[0]:
+                        return "label-maps"
+                    return "instance-maps" if isinstance(objects[0]["id"], int) else "masks"
     first_png = next((path for path in sorted(coarse.rglob("*.png")) if path.is_file()), None)
     if first_png is not None:
         with Image.open(first_png) as image:
