@@ -119,8 +119,8 @@ KILLED_RUN = textwrap.dedent(
     files = []
     write_png = masks_module.write_png
 
-    def write_then_die(path, array):
-        write_png(path, array)
+    def write_then_die(path, array, palette=None):
+        write_png(path, array, palette)
         files.append(path)
         if len(files) == kill_at:  # in the middle of an image: one of its two masks is written
             os.kill(os.getpid(), signal.SIGKILL)

@@ -13,6 +13,7 @@ import torch
 from samrefiner.adapter import IoUAdapter, adapted, resolve_adapter
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image
+from samrefiner.io.maskvalues import ARRAY_HINT, object_mask
 from samrefiner.mining import mine_in_threads
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.config import RefinerConfig
@@ -196,21 +197,31 @@ def _check_image(image: Any) -> np.ndarray:
 
 def as_masks(masks: Any, size: tuple[int, int], source: str = "image") -> np.ndarray:
     """N x H x W bool from an array (N x H x W or one H x W) or a list of H x W masks of bool or
-    integer dtype (0/1, 0/255, ...: nonzero is foreground). Sizes must match the image's."""
+    integer dtype. Sizes must match the image's. Values follow the mask-value rule of
+    `samrefiner.io.maskvalues`, as files do: bool, or one nonzero value per mask (0/1, 0/255,
+    0/100, ...); a mask holding several values (an id map, a soft or JPEG-decoded mask) is an
+    InputError naming it."""
     if isinstance(masks, (list, tuple)):
         arrays = [_as_array(mask) for mask in masks]
         for index, mask in enumerate(arrays):
             if mask.ndim != 2:
                 raise InputError(f"{source}: mask {index} must be H x W, got shape {mask.shape}")
             _check_mask(mask.dtype, mask.shape, size, f"{source}: mask {index}")
-        return np.stack(arrays).astype(bool) if arrays else np.zeros((0, *size), dtype=bool)
+        return _objects(np.stack(arrays), source) if arrays else np.zeros((0, *size), dtype=bool)
     masks = _as_array(masks)
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3:
         raise InputError(f"{source}: masks must be N x H x W or H x W, got shape {masks.shape}")
     _check_mask(masks.dtype, masks.shape[1:], size, f"{source}: masks")
-    return masks.astype(bool)
+    return _objects(masks, source)
+
+
+def _objects(masks: np.ndarray, source: str) -> np.ndarray:
+    """N x H x W bool under the mask-value rule, each mask on its own."""
+    if masks.dtype == bool:
+        return masks.copy()
+    return np.stack([object_mask(mask, f"{source}: mask {index}", ARRAY_HINT) for index, mask in enumerate(masks)])
 
 
 def _as_array(mask: Any) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -74,13 +74,20 @@ def refine_label_map(
     """
     label_map = np.asarray(label_map)
     regions = split_then_merge(label_map)
+    result = refiner.refine(image, np.stack([mask for _, mask in regions])) if regions else None
+    return paint_back(label_map, [class_id for class_id, _ in regions], result)
+
+
+def paint_back(label_map: np.ndarray, class_ids: list[int], result: Any) -> np.ndarray:
+    """`label_map` redrawn from the refiner's `result` for regions of classes `class_ids`, in the
+    rules of `refine_label_map` (`result` is unused when there are no regions)."""
+    label_map = np.asarray(label_map)
     refined = np.full_like(label_map, BACKGROUND)
-    if regions:
-        result = refiner.refine(image, np.stack([mask for _, mask in regions]))
+    if class_ids:
         scores = np.asarray(result.scores, dtype=np.float64)
         painting_order = np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="stable")
         for index in painting_order:
-            refined[np.asarray(result.masks[index], dtype=bool)] = regions[index][0]
+            refined[np.asarray(result.masks[index], dtype=bool)] = class_ids[index]
     refined[label_map == VOID] = VOID
     return refined
 

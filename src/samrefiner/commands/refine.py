@@ -4,6 +4,7 @@
                       --out PATH [refinement options] [--device D] [--save-overlays DIR]
                       [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
+    samrefiner refine ... --instance-maps DIR ...          (one map of object ids per image; --ignore-exif: files as stored)
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
 the dataclass so the two never drift apart. The output never goes over or inside the input.
@@ -27,7 +28,7 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.config import RefinerConfig
-from samrefiner.errors import InputError
+from samrefiner.errors import InputError, show_input_warnings
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.runner import Shard
 
@@ -109,6 +110,13 @@ LabelMapsOption = Annotated[
     Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
 ]
 CocoOption = Annotated[Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")]
+InstanceMapsOption = Annotated[
+    Path | None,
+    typer.Option("--instance-maps", help="Maps of object ids (0 background, 255 void): <instance-maps>/<image stem>.png."),
+]
+IgnoreExifOption = Annotated[
+    bool, typer.Option("--ignore-exif", help="Read images and masks as stored, without applying their EXIF orientation.")
+]
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
 ]
@@ -157,6 +165,8 @@ def refine_command(
     masks: MasksOption = None,
     label_maps: LabelMapsOption = None,
     coco: CocoOption = None,
+    instance_maps: InstanceMapsOption = None,
+    ignore_exif: IgnoreExifOption = False,
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
     save_overlays: Annotated[
@@ -185,9 +195,12 @@ def refine_command(
     from samrefiner.distributed import Ranks, run_ranks
     from samrefiner.loader import load_in_background
 
-    dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
+    show_input_warnings()
+    dataset = open_dataset(
+        images, out, masks=masks, label_maps=label_maps, coco=coco, instance_maps=instance_maps, ignore_exif=ignore_exif
+    )
     shard_spec = Shard.parse(shard)
-    inputs = [path for path in (images, masks, label_maps, coco, adapter) if path is not None]
+    inputs = [path for path in (images, masks, label_maps, coco, instance_maps, adapter) if path is not None]
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])

@@ -4,8 +4,13 @@ Two kinds of file are read:
 - ground-truth style: a dict with `images` (id, file_name, height, width) and `annotations`
   (id, image_id, category_id, segmentation as polygons, uncompressed RLE or compressed RLE);
 - a results list: `[{"image_id", "category_id", "segmentation", "score"}, ...]`; it names no
-  files, so image id 42 is the image under `--images` whose name is `42` (or zero-padded,
-  `000000000042.jpg`).
+  files, so image id 42 is the image under `--images` whose name is `42`, zero-padded
+  (`000000000042.jpg`) or COCO-2014 style (`COCO_val2014_000000000042.jpg`).
+
+Polygon parts that cover no area (fewer than 3 points, or zero area: pycocotools rasterises
+them to nothing) are dropped, with an InputWarning and a `warning` on the object in the scores
+file; an object whose every part is degenerate is an empty coarse mask. A malformed part (not a
+flat, even-length list of finite numbers) is an InputError that fails its image.
 
 Each image's file lies at `--images/<file_name>`. The output has the input's kind and order:
 every annotation that was refined gets a compressed-RLE `segmentation` (`counts` a str), and a
@@ -20,6 +25,8 @@ results list, which has no ids).
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from samrefiner.errors import InputError
+from samrefiner.errors import InputError, InputWarning
 from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
@@ -57,10 +64,10 @@ def load_json(path: Path) -> Any:
 class CocoDataset(Dataset):
     """A COCO annotation file over a folder of images; refined into a .json of the same kind."""
 
-    def __init__(self, images: Path, annotations: Path, out: Path) -> None:
+    def __init__(self, images: Path, annotations: Path, out: Path, *, ignore_exif: bool = False) -> None:
         if out.suffix.lower() != ".json":
             raise InputError(f"{out}: the output for --coco must be a .json file")
-        self.images, self.annotations_path = images, annotations
+        self.images, self.annotations_path, self.ignore_exif = images, annotations, ignore_exif
         self.layout = OutputLayout.file(out)
         self.data = load_json(annotations)
         self._check_structure()
@@ -87,25 +94,21 @@ class CocoDataset(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         image_id = self._id_of_key[ref.key]
         image_path = self._image_path(image_id)
-        image = read_image(image_path)
+        image = read_image(image_path, ignore_exif=self.ignore_exif)
         height, width = image.shape[:2]
         self._check_declared_size(image_id, image_path, height, width)
         indices = self._by_image[image_id]
         annotations = self._annotations()
-        masks = [self._decode(annotations[index], index, height, width) for index in indices]
+        decoded = [self._decode(annotations[index], index, height, width) for index in indices]
+        masks = [mask for mask, _ in decoded]
         names = [self._describe_annotation(index) for index in indices]
         check_mask_sizes(image, image_path, masks, names)
-        return Sample(
-            ref,
-            image_path,
-            image,
-            np.stack(masks),
-            [
-                {"id": annotations[index].get("id", index), "category_id": annotations[index].get("category_id")}
-                for index in indices
-            ],
-            context=indices,
-        )
+        objects = [
+            {"id": annotations[index].get("id", index), "category_id": annotations[index].get("category_id")}
+            | ({"warning": "; ".join(notes)} if notes else {})
+            for index, (_, notes) in zip(indices, decoded)
+        ]
+        return Sample(ref, image_path, image, np.stack(masks), objects, context=indices)
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
         """Nothing is written yet: the refined annotations wait in the record for `finalize`."""
@@ -156,7 +159,7 @@ class CocoDataset(Dataset):
         wanted = {str(image_id): image_id for image_id in self._by_image}
         for key, paths in index_images(self.images).items():
             stem = Path(key).name
-            image_id = wanted.get(stem, wanted.get(stem.lstrip("0") or "0"))
+            image_id = wanted.get(stem, wanted.get(_numeric_id(stem)))
             if image_id is not None:
                 by_id[image_id].extend(paths)
         return dict(by_id)
@@ -182,11 +185,16 @@ class CocoDataset(Dataset):
                 f"{declared[1]}x{declared[0]}"
             )
 
-    def _decode(self, annotation: dict[str, Any], index: int, height: int, width: int) -> np.ndarray:
+    def _decode(self, annotation: dict[str, Any], index: int, height: int, width: int) -> tuple[np.ndarray, list[str]]:
+        """The annotation's mask and what was dropped from it (each also an InputWarning)."""
+        notes: list[str] = []
         try:
-            return decode_segmentation(annotation["segmentation"], height, width)
+            mask = decode_segmentation(annotation["segmentation"], height, width, notes)
         except InputError as error:
             raise InputError(f"{self._describe_annotation(index)}: {error}") from None
+        for note in notes:
+            warnings.warn(InputWarning(f"{self._describe_annotation(index)}: {note}"), stacklevel=3)
+        return mask, notes
 
     def _describe(self, image_id: Any) -> str:
         found = self._files.get(image_id)
@@ -198,10 +206,26 @@ class CocoDataset(Dataset):
         return f"{self.annotations_path}: {label}"
 
 
-def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """An H x W bool mask from COCO polygons, uncompressed or compressed RLE (InputError if bad)."""
+_ID_NAME = re.compile(r"(?:COCO_[A-Za-z]+\d{4}_)?0*(\d+)")
+
+
+def _numeric_id(stem: str) -> str | None:
+    """The image id a results-list file name stands for: `42`, `000000000042` or
+    `COCO_val2014_000000000042` give "42"; None for other names."""
+    match = _ID_NAME.fullmatch(stem)
+    return match.group(1) if match else None
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int, notes: list[str] | None = None) -> np.ndarray:
+    """An H x W bool mask from COCO polygons, uncompressed or compressed RLE (InputError if bad).
+
+    Polygon parts covering no area (fewer than 3 points, zero area) are dropped; each dropped part
+    is described in `notes` when given."""
     if isinstance(segmentation, list):
-        return mask_utils.decode(mask_utils.merge(_polygons_to_rles(segmentation, height, width))) > 0
+        parts = _polygon_parts(segmentation, notes if notes is not None else [])
+        if not parts:
+            return np.zeros((height, width), bool)
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, height, width))) > 0
     if not isinstance(segmentation, dict) or not {"size", "counts"} <= segmentation.keys():
         raise InputError("segmentation is neither a polygon list nor an RLE")
     if list(segmentation["size"]) != [height, width]:
@@ -220,20 +244,30 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     return mask_utils.decode(rle) > 0
 
 
-def _polygons_to_rles(polygons: list[Any], height: int, width: int) -> list[dict[str, Any]]:
+def _polygon_parts(polygons: list[Any], notes: list[str]) -> list[list[float]]:
+    """The parts that cover an area; the others are described in `notes` (InputError if malformed)."""
     if not polygons:
         raise InputError("bad polygon: empty polygon list")
-    for polygon in polygons:
+    kept = []
+    for number, polygon in enumerate(polygons, start=1):
         if (
             not isinstance(polygon, list)
-            or len(polygon) < 6
             or len(polygon) % 2
             or not all(isinstance(value, (int, float)) and np.isfinite(value) for value in polygon)
         ):
-            raise InputError(
-                "bad polygon: each must be a flat list of at least 3 (x, y) pairs of numbers"
-            )
-    return mask_utils.frPyObjects(polygons, height, width)
+            raise InputError("bad polygon: each must be a flat list of (x, y) pairs of numbers")
+        if len(polygon) < 6:
+            notes.append(f"dropped polygon part {number} of {len(polygons)} (fewer than 3 points)")
+        elif _shoelace_area(polygon) == 0:
+            notes.append(f"dropped polygon part {number} of {len(polygons)} (zero area)")
+        else:
+            kept.append(polygon)
+    return kept
+
+
+def _shoelace_area(polygon: list[float]) -> float:
+    x, y = np.asarray(polygon[0::2], np.float64), np.asarray(polygon[1::2], np.float64)
+    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
 
 
 def _compressed_counts(counts: bytes) -> list[int]:

@@ -145,10 +145,12 @@ class LabelMaps(Dataset):
     relative path, size, dtype and palette. Object ids in the scores are region indices.
     """
 
-    def __init__(self, images: Path, label_maps: Path, out: Path) -> None:
+    kind, value_name = "label maps", "class"  # in messages
+
+    def __init__(self, images: Path, label_maps: Path, out: Path, *, ignore_exif: bool = False) -> None:
         if not label_maps.is_dir():
-            raise InputError(f"{label_maps}: not a folder of label maps")
-        self.images, self.label_maps = images, label_maps
+            raise InputError(f"{label_maps}: not a folder of {self.kind}")
+        self.images, self.label_maps, self.ignore_exif = images, label_maps, ignore_exif
         self.layout = OutputLayout.folder(out)
         self._images = index_images(images)
         self._maps = {
@@ -163,11 +165,7 @@ class LabelMaps(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         from samrefiner.semantic import split_then_merge
 
-        path = self._maps[ref.key]
-        label_map, palette = read_label_map(path)
-        image_path = unique_image(self._images, ref.key, self.images, ref.name)
-        image = read_image(image_path)
-        check_mask_sizes(image, image_path, [label_map], [ref.name])
+        path, label_map, palette, image_path, image = self._read(ref)
         regions = split_then_merge(label_map)
         masks = np.stack([mask for _, mask in regions]) if regions else np.zeros((0, *label_map.shape), bool)
         objects = [{"id": index, "category_id": class_id} for index, (class_id, _) in enumerate(regions)]
@@ -180,6 +178,23 @@ class LabelMaps(Dataset):
         refined = refine_label_map(_Replay(result), sample.image, label_map)
         write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
         return {}
+
+    def _read(self, ref: SampleRef) -> tuple[Path, np.ndarray, list[int] | None, Path, np.ndarray]:
+        """The map (path, values, palette) and its image (path, pixels), checked to match.
+
+        A map of only background and void (0/255) is a binary mask: InputError, not 0 objects."""
+        from samrefiner.semantic import BACKGROUND, VOID
+
+        path = self._maps[ref.key]
+        label_map, palette = read_label_map(path, ignore_exif=self.ignore_exif)
+        if set(np.unique(label_map).tolist()) == {BACKGROUND, VOID}:
+            raise InputError(
+                f"{path}: holds only 0 and 255 (void), no {self.value_name} id: a binary mask? use --masks"
+            )
+        image_path = unique_image(self._images, ref.key, self.images, ref.name)
+        image = read_image(image_path, ignore_exif=self.ignore_exif)
+        check_mask_sizes(image, image_path, [label_map], [ref.name])
+        return path, label_map, palette, image_path, image
 
 
 @dataclass
@@ -195,23 +210,37 @@ class _Replay:
 
 
 def open_dataset(
-    images: Path, out: Path, *, masks: Path | None, label_maps: Path | None, coco: Path | None
+    images: Path,
+    out: Path,
+    *,
+    masks: Path | None,
+    label_maps: Path | None,
+    coco: Path | None,
+    instance_maps: Path | None = None,
+    ignore_exif: bool = False,
 ) -> Dataset:
-    """The dataset for whichever one of --masks, --label-maps, --coco was given."""
-    given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco)) if value]
+    """The dataset for whichever one of --masks, --label-maps, --coco, --instance-maps was given.
+
+    Images and masks are read upright (EXIF orientation applied) unless `ignore_exif`."""
+    inputs = (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco), ("--instance-maps", instance_maps))
+    given = [name for name, value in inputs if value]
     if len(given) != 1:
-        raise InputError(f"give exactly one of --masks, --label-maps, --coco (got {len(given)})")
+        raise InputError(f"give exactly one of --masks, --label-maps, --coco, --instance-maps (got {len(given)})")
     if not images.is_dir():
         raise InputError(f"{images}: not a folder of images")
     if masks is not None:
         from samrefiner.io.masks import MaskFolders
 
-        return MaskFolders(images, masks, out)
+        return MaskFolders(images, masks, out, ignore_exif=ignore_exif)
     if label_maps is not None:
-        return LabelMaps(images, label_maps, out)
+        return LabelMaps(images, label_maps, out, ignore_exif=ignore_exif)
+    if instance_maps is not None:
+        from samrefiner.io.instancemaps import InstanceMaps
+
+        return InstanceMaps(images, instance_maps, out, ignore_exif=ignore_exif)
     from samrefiner.io.coco import CocoDataset
 
-    return CocoDataset(images, coco, out)
+    return CocoDataset(images, coco, out, ignore_exif=ignore_exif)
 
 
 def check_apart(inputs: list[Path], outputs: list[Path]) -> None:

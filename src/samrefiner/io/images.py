@@ -1,4 +1,9 @@
-"""Image and mask files: decoding with clear errors, and atomic writes that never clobber input."""
+"""Image and mask files: decoding with clear errors, and atomic writes that never clobber input.
+
+Images and masks are read upright, as viewers show them: an EXIF orientation tag is applied (as
+OpenCV's imread does), unless `ignore_exif` keeps the stored pixel order. Mask values follow
+the rule of `samrefiner.io.maskvalues`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,25 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from samrefiner.errors import InputError
+from samrefiner.io.maskvalues import (
+    LOSSY_SUFFIXES,
+    MaskEncoding,
+    colour_object_mask,
+    lossy_object_mask,
+    object_mask,
+    warn_lossy,
+)
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os has no getter) and put it back
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_ORIENTATION = 0x0112  # the EXIF tag
+_SINGLE_CHANNEL = ("L", "P", "I")  # and the 16-bit modes "I;16*"
+_COLOUR = {"RGB": False, "RGBA": True, "LA": True}  # mode -> has alpha
 
 
 def _open(path: str | Path) -> Image.Image:
@@ -28,27 +44,53 @@ def _open(path: str | Path) -> Image.Image:
     return image
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An H x W x 3 uint8 RGB array (EXIF orientation is ignored, as in the reference)."""
-    return np.asarray(_open(path).convert("RGB"))
+def read_image(path: str | Path, *, ignore_exif: bool = False) -> np.ndarray:
+    """An H x W x 3 uint8 RGB array, upright (EXIF orientation applied) unless `ignore_exif`."""
+    return np.asarray(_upright(_open(path), ignore_exif).convert("RGB"))
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """An H x W bool mask from a 0/1, 0/255 or soft (grey-level) PNG; soft masks split at 128."""
-    image = _open(path)
-    if image.mode in ("RGBA", "LA"):
-        image = image.getchannel("A") if _has_varying_alpha(image) else image.convert("L")
-    elif image.mode not in ("L", "1", "P", "I", "I;16"):
-        image = image.convert("L")
-    array = np.asarray(image)
-    if array.ndim != 2:
-        raise InputError(f"{path}: a mask must have one channel, got shape {array.shape}")
-    return array > 0 if array.max(initial=0) <= 1 else array >= 128
+def read_mask(path: str | Path, *, ignore_exif: bool = False) -> np.ndarray:
+    """An H x W bool mask under the mask-value rule (`samrefiner.io.maskvalues`)."""
+    return read_mask_encoded(path, ignore_exif=ignore_exif)[0]
 
 
-def _has_varying_alpha(image: Image.Image) -> bool:
-    low, high = image.getchannel("A").getextrema()
-    return low != high
+def read_mask_encoded(
+    path: str | Path, *, ignore_exif: bool = False, warn: bool = True
+) -> tuple[np.ndarray, MaskEncoding]:
+    """The H x W bool mask of a mask file and how the file encoded its object.
+
+    A lossy file (.jpg, .jpeg, .webp) is thresholded at half its maximum, with an InputWarning
+    unless `warn` is False; its encoding is 0/255 grayscale.
+    """
+    image = _upright(_open(path), ignore_exif)
+    source = str(path)
+    if Path(path).suffix.lower() in LOSSY_SUFFIXES:
+        if warn:
+            warn_lossy(source)
+        return lossy_object_mask(np.asarray(image.convert("L"))), MaskEncoding("L", 255)
+    if image.mode == "1":
+        return np.asarray(image), MaskEncoding("1", 1)
+    if image.mode in _SINGLE_CHANNEL or image.mode.startswith("I;16"):
+        values = np.asarray(image)
+        mask = object_mask(values, source)
+        default = 1 if image.mode == "P" else 255
+        foreground = int(values.max()) if mask.any() else default
+        palette = image.getpalette() if image.mode == "P" else None
+        mode = "I;16" if image.mode.startswith("I;16") else image.mode
+        return mask, MaskEncoding(mode, foreground, 0, palette)
+    if image.mode == "F":
+        raise InputError(f"{source}: a floating-point image is not a mask; save it as 0/255 PNG")
+    if image.mode not in _COLOUR:
+        image = image.convert("RGBA" if "A" in image.mode or "a" in image.mode else "RGB")
+    mask, foreground, background = colour_object_mask(np.asarray(image), source, _COLOUR[image.mode])
+    return mask, MaskEncoding(image.mode, foreground, background)
+
+
+def _upright(image: Image.Image, ignore_exif: bool) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied (unless `ignore_exif`)."""
+    if ignore_exif or image.getexif().get(_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:

@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from samrefiner.errors import InputError
-from samrefiner.io.images import _open, write_png
+from samrefiner.io.images import _open, _upright, write_png
 
 # PIL modes whose pixels are class ids: palette, 8-bit and 16-bit grayscale.
 _LABEL_MODES = ("P", "L", "I;16")
 
 
-def read_label_map(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
-    """The H x W class-id array of a label-map PNG and its palette (None when grayscale)."""
-    image = _open(path)
+def read_label_map(path: str | Path, *, ignore_exif: bool = False) -> tuple[np.ndarray, list[int] | None]:
+    """The H x W class-id array of a label-map PNG and its palette (None when grayscale), upright
+    (EXIF orientation applied) unless `ignore_exif`."""
+    image = _upright(_open(path), ignore_exif)
     if image.mode not in _LABEL_MODES:
         raise InputError(
             f"{path}: a label map must be a palette or grayscale image, got mode {image.mode}"

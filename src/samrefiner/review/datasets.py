@@ -24,8 +24,8 @@ from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
-FORMATS = ("masks", "label-maps", "coco")
-_OPTION_OF_FORMAT = {"masks": "masks", "label-maps": "label_maps", "coco": "coco"}
+FORMATS = ("masks", "label-maps", "coco", "instance-maps")
+_OPTION_OF_FORMAT = {"masks": "masks", "label-maps": "label_maps", "coco": "coco", "instance-maps": "instance_maps"}
 
 
 @dataclass
@@ -48,6 +48,8 @@ class DatasetPair:
         coarse = self.coarse.load(ref)
         if self.kind == "label-maps":
             return coarse, self._refined_regions(coarse)
+        if self.kind == "instance-maps":
+            return coarse, self._refined_instances(coarse)
         refined = self.refined.load(self.refined_refs[ref.key])
         by_id = {str(meta["id"]): mask for meta, mask in zip(refined.objects, refined.masks)}
         missing = [str(meta["id"]) for meta in coarse.objects if str(meta["id"]) not in by_id]
@@ -65,6 +67,16 @@ class DatasetPair:
             raise InputError(f"{refined_path}: refined label map is not the size of {coarse.image_path}")
         classes = [meta["category_id"] for meta in coarse.objects]
         return split_like_regions(refined_map, coarse.masks, classes)
+
+
+    def _refined_instances(self, coarse: Sample) -> np.ndarray:
+        """Each instance id's pixels in the refined map (empty where the refined object lost every pixel)."""
+        map_path = coarse.context[0]
+        refined_path = self.refined_path / Path(map_path).relative_to(self.coarse.label_maps)
+        refined_map, _ = read_label_map(refined_path)
+        if refined_map.shape != coarse.image.shape[:2]:
+            raise InputError(f"{refined_path}: refined instance map is not the size of {coarse.image_path}")
+        return np.stack([refined_map == meta["id"] for meta in coarse.objects]) if coarse.objects else coarse.masks
 
 
 def split_like_regions(label_map: np.ndarray, regions: np.ndarray, classes: list[int]) -> np.ndarray:
@@ -90,8 +102,9 @@ def split_like_regions(label_map: np.ndarray, regions: np.ndarray, classes: list
 
 
 def detect_format(coarse: Path, refined: Path) -> str:
-    """coco for a .json file; for a folder, label-maps when the refine run's scores list classes
-    or the first PNG is a palette or multi-class map, else masks."""
+    """coco for a .json file; for a folder, label-maps when the refine run's scores list classes,
+    instance-maps when they list numeric object ids (mask files have names), label-maps when the
+    first PNG is a palette or multi-class map, else masks."""
     if coarse.suffix.lower() == ".json":
         return "coco"
     scores = OutputLayout.folder(refined).scores_path
@@ -100,7 +113,9 @@ def detect_format(coarse: Path, refined: Path) -> str:
             for line in handle:
                 objects = json.loads(line).get("objects") or []
                 if objects:
-                    return "label-maps" if "category_id" in objects[0] else "masks"
+                    if "category_id" in objects[0]:
+                        return "label-maps"
+                    return "instance-maps" if isinstance(objects[0]["id"], int) else "masks"
     first_png = next((path for path in sorted(coarse.rglob("*.png")) if path.is_file()), None)
     if first_png is not None:
         with Image.open(first_png) as image:

@@ -1,0 +1,38 @@
+"""Instance-map PNGs (`samrefiner refine --instance-maps DIR`): one map of object ids per image.
+
+`<maps>/<key>.png` goes with `<images>/<key>.*` (any depth), as label maps do. Its values are
+object ids: 0 background, 255 void, every other value one object (palette PNGs as DAVIS-2017 and
+YouTube-VOS write them, or 8/16-bit grayscale). Each id is refined as one object, whole (no
+split into regions), and painted back with `samrefiner.semantic.paint_back`: same ids, same palette,
+mode and size, void pixels kept; where refined objects overlap, the higher predicted IoU wins.
+Object ids in scores.jsonl are the instance ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
+from samrefiner.io.labelmaps import write_label_map
+from samrefiner.semantic import BACKGROUND, VOID, paint_back
+
+
+class InstanceMaps(LabelMaps):
+    """Maps of object ids, refined into maps of the same ids under `out`."""
+
+    kind, value_name = "instance maps", "object"
+
+    def load(self, ref: SampleRef) -> Sample:
+        path, instance_map, palette, image_path, image = self._read(ref)
+        ids = [value for value in np.unique(instance_map).tolist() if value not in (BACKGROUND, VOID)]
+        masks = instance_map[None] == np.asarray(ids, instance_map.dtype)[:, None, None]
+        objects = [{"id": value} for value in ids]
+        return Sample(ref, image_path, image, masks, objects, context=(path, instance_map, palette, ids))
+
+    def write(self, sample: Sample, result: Any) -> dict[str, Any]:
+        path, instance_map, palette, ids = sample.context
+        refined = paint_back(instance_map, ids, result)
+        write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
+        return {}
