@@ -18,14 +18,12 @@ from samrefiner.prompts import (
     NOT_A_POINT,
     POSITIVE,
     SAM_GEOMETRY,
+    SIMILARITY_THRESHOLD,
     Geometry,
     Prompts,
     elastic_box,
     valid_embedding_size,
 )
-
-_SIMILARITY_THRESHOLD = 0.5
-
 
 def positive_point(mask: np.ndarray) -> tuple[int, int]:
     """(x, y) of the first mask pixel (row-major) farthest from the background."""
@@ -71,7 +69,7 @@ class SimilarityMap:
         """H x W bool: cosine similarity with the mask's mean embedding > 0.5."""
         small = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=self.grid.shape[-2:], mode="nearest")
         query = ((self.grid * small).sum(dim=(-2, -1)) / small.sum())[0]
-        return (self.pixels @ (query / query.norm()) > _SIMILARITY_THRESHOLD).numpy()
+        return (self.pixels @ (query / query.norm()) > SIMILARITY_THRESHOLD).numpy()
 
 
 def cebox(mask: np.ndarray, similar: np.ndarray, threshold: float, passes: int = 1) -> tuple[tuple[int, ...], bool]:
