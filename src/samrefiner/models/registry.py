@@ -77,6 +77,8 @@ REGISTRY: dict[str, ModelEntry] = {
         ModelEntry("sam2.1_hiera_small", "sam2", hf_id="facebook/sam2.1-hiera-small"),
         ModelEntry("sam2.1_hiera_base_plus", "sam2", hf_id="facebook/sam2.1-hiera-base-plus"),
         ModelEntry("sam2.1_hiera_large", "sam2", hf_id="facebook/sam2.1-hiera-large"),
+        ModelEntry("sam3", "sam3", hf_id="facebook/sam3"),  # gated: accept the licence on its page, log in
+        ModelEntry("edgetam", "edgetam", hf_id="yonigozlan/EdgeTAM-hf"),  # the EdgeTAM port transformers' docs use
     )
 }
 
