@@ -1,6 +1,6 @@
 """`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
 
-    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
+    samrefiner refine --model SPEC (--images DIR (--masks DIR | --label-maps DIR | --coco FILE) | --yolo DIR)
                       --out PATH [refinement options] [--device D] [--save-overlays DIR]
                       [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
@@ -108,6 +108,9 @@ LabelMapsOption = Annotated[
     Path | None, typer.Option("--label-maps", help="Semantic label-map PNGs: <label-maps>/<image stem>.png.")
 ]
 CocoOption = Annotated[Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")]
+YoloOption = Annotated[
+    Path | None, typer.Option("--yolo", help="Ultralytics YOLO segmentation dataset folder (data.yaml, images/, labels/).")
+]
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
 ]
@@ -129,13 +132,23 @@ def _option_name(field: ConfigField) -> str:
 @app.command("refine")
 @with_config_options(config_fields())
 def refine_command(
-    images: ImagesOption,
+    *,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder of images (searched recursively); with --yolo: the YOLO folder.")
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")
     ],
     masks: MasksOption = None,
     label_maps: LabelMapsOption = None,
     coco: CocoOption = None,
+    yolo: YoloOption = None,
+    copy_images: Annotated[
+        bool, typer.Option("--copy-images", help="--yolo: also copy the images into the output dataset.")
+    ] = False,
+    coco_segmentation: Annotated[
+        str, typer.Option("--coco-segmentation", help="--coco output: rle, polygons, or input (each annotation in its input kind).")
+    ] = "input",
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
     save_overlays: Annotated[
@@ -164,9 +177,10 @@ def refine_command(
     from samrefiner.distributed import Ranks, run_ranks
     from samrefiner.loader import load_in_background
 
-    dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco)
+    dataset = open_dataset(images, out, masks=masks, label_maps=label_maps, coco=coco, yolo=yolo, copy_images=copy_images)
+    set_coco_segmentation(dataset, coco_segmentation)
     shard_spec = Shard.parse(shard)
-    inputs = [path for path in (images, masks, label_maps, coco, adapter) if path is not None]
+    inputs = [path for path in (images or yolo, masks, label_maps, coco, yolo, adapter) if path is not None]
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
@@ -191,7 +205,19 @@ def refine_command(
     if ranks.rank > 0:
         return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
     typer.echo(str(summary))
+    if getattr(dataset, "report_line", ""):
+        typer.echo(dataset.report_line)
     raise typer.Exit(1 if summary.failures else 0)
+
+
+def set_coco_segmentation(dataset: Any, kind: str) -> None:
+    """--coco-segmentation: how a COCO dataset writes refined masks (InputError when unknown)."""
+    from samrefiner.io.coco import SEGMENTATION_KINDS, CocoDataset
+
+    if kind not in SEGMENTATION_KINDS:
+        raise InputError(f"--coco-segmentation {kind}: choose one of {', '.join(SEGMENTATION_KINDS)}")
+    if isinstance(dataset, CocoDataset):
+        dataset.segmentation_kind = kind
 
 
 def build_refiner(

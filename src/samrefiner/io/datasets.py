@@ -195,12 +195,26 @@ class _Replay:
 
 
 def open_dataset(
-    images: Path, out: Path, *, masks: Path | None, label_maps: Path | None, coco: Path | None
+    images: Path | None,
+    out: Path,
+    *,
+    masks: Path | None,
+    label_maps: Path | None,
+    coco: Path | None,
+    yolo: Path | None = None,
+    copy_images: bool = False,
 ) -> Dataset:
-    """The dataset for whichever one of --masks, --label-maps, --coco was given."""
-    given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco)) if value]
+    """The dataset for whichever one of --masks, --label-maps, --coco, --yolo was given
+    (--yolo: --images may be omitted, it defaults to the YOLO folder)."""
+    given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco), ("--yolo", yolo)) if value]
     if len(given) != 1:
-        raise InputError(f"give exactly one of --masks, --label-maps, --coco (got {len(given)})")
+        raise InputError(f"give exactly one of --masks, --label-maps, --coco, --yolo (got {len(given)})")
+    if yolo is not None:
+        from samrefiner.io.yolo import YoloDataset
+
+        return YoloDataset(yolo, out, image_root=images, copy_images=copy_images)
+    if images is None:
+        raise InputError(f"{given[0]} needs --images")
     if not images.is_dir():
         raise InputError(f"{images}: not a folder of images")
     if masks is not None:
