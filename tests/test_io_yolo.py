@@ -26,7 +26,7 @@ DAVIS = DATA / "davis2016"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1")) -> dict[str, list[np.ndarray]]:
+def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1"), davis: bool = True) -> dict[str, list[np.ndarray]]:
     """A YOLO dataset from coco_stuff: `val` holds the coco_stuff images, one line per class with
     its largest outer contour (OpenCV); `train` one DAVIS frame with its object. Returns, per
     label file, each line's whole class region (all parts, holes kept)."""
@@ -34,7 +34,8 @@ def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1")) -> dict[str, lis
     names = {}
     sources = [("val", stem, STUFF / "imgs" / f"{stem}.jpg", read_label_map(STUFF / "pngs" / f"{stem}.png")[0]) for stem in stems]
     frame = np.asarray(Image.open(DAVIS / "Annotations" / "blackswan" / "00000.png").convert("L"))
-    sources.append(("train", "blackswan", DAVIS / "JPEGImages" / "blackswan" / "00000.jpg", np.where(frame > 127, 1, 0)))
+    if davis:
+        sources.append(("train", "blackswan", DAVIS / "JPEGImages" / "blackswan" / "00000.jpg", np.where(frame > 127, 1, 0)))
     for split, stem, image, label_map in sources:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,8 @@ def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1")) -> dict[str, lis
             masks.append(region)
         (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
         regions[f"{split}/{stem}"] = masks
-    config = {"path": "/elsewhere", "train": "images/train", "val": "images/val", "names": {i: names.get(i, str(i)) for i in range(max(names) + 1)}}
+    config = {"path": "/elsewhere", "train": "images/train" if davis else None, "val": "images/val"}
+    config["names"] = {i: names.get(i, str(i)) for i in range(max(names) + 1)}
     (root / "data.yaml").write_text(yaml.safe_dump(config))
     return regions
 

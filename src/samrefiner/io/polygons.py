@@ -3,7 +3,8 @@
 Coordinates are continuous pixel coordinates `(x, y)`: pixel (row r, column c) covers
 `[c, c + 1] x [r, r + 1]`, as COCO's rasteriser (pycocotools) reads polygons. Outlines run
 through the middle of the edges between object and background pixels (marching squares at
-level 0.5), then are simplified with Douglas-Peucker at `tolerance` pixels (0: not at all).
+level 0.5), then are simplified with Douglas-Peucker (OpenCV's approxPolyDP) at `tolerance` pixels (0: not
+at all).
 
 `join_parts` makes one closed polygon of several outlines the way Ultralytics' converter joins
 the parts of a mask (`merge_multi_segment`): consecutive parts are linked at their two nearest
@@ -14,6 +15,7 @@ joined this way stays a hole.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage
@@ -29,12 +31,20 @@ def outlines(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[np.
     padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
     found = []
     for contour in measure.find_contours(padded, 0.5):
-        if tolerance > 0:
-            contour = measure.approximate_polygon(contour, tolerance)
-        vertices = contour[:-1, ::-1] - 0.5  # (row, col) in the padded array -> (x, y) in the mask
+        corners = _corners(contour[:-1])
+        if tolerance > 0 and len(corners) > 3:
+            corners = cv2.approxPolyDP(corners.astype(np.float32), tolerance, True)[:, 0].astype(np.float64)
+        vertices = corners[:, ::-1] - 0.5  # (row, col) in the padded array -> (x, y) in the mask
         if len(vertices) >= 3:
             found.append(vertices)
     return found
+
+
+def _corners(ring: np.ndarray) -> np.ndarray:
+    """The vertices of a closed ring (first vertex not repeated) where it turns."""
+    before, after = ring - np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0) - ring
+    turns = np.abs(before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]) > 1e-9
+    return ring[turns]
 
 
 def has_holes(mask: np.ndarray) -> bool:
@@ -48,7 +58,17 @@ def join_parts(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     links = [_nearest_pair(parts[index], parts[index + 1]) for index in range(len(parts) - 1)]
-    return np.concatenate(_walk(parts, links, 0, 0))
+    entries = [0] + [entry for _, entry in links]
+    rounds, exits = [], []
+    for index, part in enumerate(parts):
+        rolled = np.roll(part, -entries[index], axis=0)
+        rounds.append(np.concatenate([rolled, rolled[:1]]))  # from the entry round to the entry
+        if index < len(links):
+            exits.append((links[index][0] - entries[index]) % len(part))
+    out = [rounds[index][: exits[index] + 1] for index in range(len(links))]  # entry -> exit, onwards
+    out.append(rounds[-1])
+    out += [rounds[index][exits[index] :] for index in reversed(range(len(links)))]  # exit -> entry, back
+    return np.concatenate(out)
 
 
 def _nearest_pair(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
@@ -56,22 +76,6 @@ def _nearest_pair(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
     distances = ((first[:, None, :] - second[None, :, :]) ** 2).sum(-1)
     index = np.unravel_index(int(np.argmin(distances)), distances.shape)
     return int(index[0]), int(index[1])
-
-
-def _walk(parts: list[np.ndarray], links: list[tuple[int, int]], index: int, entry: int) -> list[np.ndarray]:
-    """The path of part `index` entered at vertex `entry`: round it to its exit vertex, walk the
-    following parts, come back to the exit and finish the round to `entry` (inclusive)."""
-    part = np.roll(parts[index], -entry, axis=0)
-    closed = np.concatenate([part, part[:1]])
-    if index == len(parts) - 1:
-        return [closed]
-    exit_vertex, next_entry = links[index]
-    exit_offset = (exit_vertex - entry) % len(part)
-    return [
-        closed[: exit_offset + 1],
-        *_walk(parts, links, index + 1, next_entry),
-        closed[exit_offset:],
-    ]
 
 
 def rasterize(polygons: list[np.ndarray] | list[list[float]], height: int, width: int) -> np.ndarray:
