@@ -98,3 +98,22 @@ def test_coco_segmentation_input_keeps_each_annotations_kind(tmp_path, capsys, m
             assert type(refined[original["id"]]["segmentation"]) is type(original["segmentation"])
     code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", out, "--coco-segmentation", "svg")
     assert code == 2 and "--coco-segmentation svg: choose one of rle, polygons, input" in err
+
+
+def test_coco_polygons_for_masks_without_holes_rle_for_the_others(tmp_path):
+    images, path, data = build_coco(tmp_path / "coco")
+    out = tmp_path / "refined.json"
+    dataset = CocoDataset(images, path, out)
+    dataset.segmentation_kind = "polygons"
+    run(dataset, IdentityRefiner(), progress=False)
+    coco, source = COCO(str(out)), COCO(str(path))
+    kinds = []
+    for original in data["annotations"]:
+        if original["iscrowd"]:
+            continue
+        annotation, unchanged = coco.anns[original["id"]], source.annToMask(source.anns[original["id"]]) > 0
+        assert iou(coco.annToMask(annotation) > 0, unchanged) >= 0.98
+        kinds.append(isinstance(annotation["segmentation"], list))
+        assert kinds[-1] == (not holes(unchanged))
+    assert 0 < sum(kinds) < len(kinds)  # both kinds occur in coco_stuff
+    assert dataset.report_line == f"polygons: {kinds.count(False)} refined annotations kept as RLE (holes, or too small for a polygon)"
