@@ -117,3 +117,15 @@ def test_coco_polygons_for_masks_without_holes_rle_for_the_others(tmp_path):
         assert kinds[-1] == (not holes(unchanged))
     assert 0 < sum(kinds) < len(kinds)  # both kinds occur in coco_stuff
     assert dataset.report_line == f"polygons: {kinds.count(False)} refined annotations kept as RLE (holes, or too small for a polygon)"
+
+
+def test_format_options_are_refused_for_other_formats(tmp_path, capsys, monkeypatch):
+    images, path, _ = build_coco(tmp_path / "coco", stems=("0",))
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", tmp_path / "o.json", "--copy-images")
+    assert code == 2 and "--copy-images is for --yolo datasets" in err
+    source = tmp_path / "yolo"
+    build_yolo(source, stems=("0",), davis=False)
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--yolo", source, "--out", tmp_path / "o", "--coco-segmentation", "rle")
+    assert code == 2 and "--coco-segmentation rle is for --coco datasets" in err
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--coco", path, "--out", tmp_path / "o.json")
+    assert code == 2 and "--coco needs --images" in err

@@ -218,6 +218,8 @@ def set_coco_segmentation(dataset: Any, kind: str) -> None:
         raise InputError(f"--coco-segmentation {kind}: choose one of {', '.join(SEGMENTATION_KINDS)}")
     if isinstance(dataset, CocoDataset):
         dataset.segmentation_kind = kind
+    elif kind != "input":
+        raise InputError(f"--coco-segmentation {kind} is for --coco datasets")
 
 
 def build_refiner(

@@ -209,6 +209,8 @@ def open_dataset(
     given = [name for name, value in (("--masks", masks), ("--label-maps", label_maps), ("--coco", coco), ("--yolo", yolo)) if value]
     if len(given) != 1:
         raise InputError(f"give exactly one of --masks, --label-maps, --coco, --yolo (got {len(given)})")
+    if copy_images and yolo is None:
+        raise InputError("--copy-images is for --yolo datasets")
     if yolo is not None:
         from samrefiner.io.yolo import YoloDataset
 
