@@ -63,3 +63,26 @@ def test_real_fiftyone_labels_are_refined_into_copies():
         box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
         np.testing.assert_array_equal(full_mask(after.bounding_box, after.mask, height, width), box)
     assert detections.detections[0].mask.shape != refined.detections[0].mask.shape or not detections.detections[0].mask.all()
+
+
+class MapRefiner:
+    """Moves every class of a label map one pixel right (an output that differs from the input)."""
+
+    def refine_label_map(self, image: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+        assert image.shape[:2] == label_map.shape
+        return np.roll(label_map, 1, axis=1)
+
+
+def test_real_fiftyone_segmentations_from_mask_or_file():
+    fo = pytest.importorskip("fiftyone")
+    from samrefiner.errors import InputError
+    from samrefiner.integrations.fiftyone import refine_label
+
+    image = read_image(STUFF / "imgs" / "0.jpg")
+    label_map, _ = read_label_map(STUFF / "pngs" / "0.png")
+    for label in (fo.Segmentation(mask=label_map), fo.Segmentation(mask_path=str(STUFF / "pngs" / "0.png"))):
+        refined, kept = refine_label(MapRefiner(), image, label, "sample")
+        assert kept == 0 and refined.mask_path is None
+        np.testing.assert_array_equal(refined.mask, np.roll(label_map, 1, axis=1))
+    with pytest.raises(InputError, match="sample: a Classification label; only Detections with masks and Segmentation"):
+        refine_label(MapRefiner(), image, fo.Classification(label="x"), "sample")
