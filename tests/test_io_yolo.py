@@ -150,7 +150,7 @@ def test_several_parts_and_holes_are_written_as_one_polygon_each(tmp_path):
         ("0 0.1 0.1 0.5 0.1", "expected a class id and at least 3 x y pairs, got 4 numbers"),
         ("0 0.1 0.1 0.5 0.1 0.5", "got 5 numbers"),
         ("a 0.1 0.1 0.5 0.1 0.5 0.5", "class id 'a' is not an integer"),
-        ("9999 0.1 0.1 0.5 0.1 0.5 0.5", "class id 9999 is not one of the"),
+        ("9999 0.1 0.1 0.5 0.1 0.5 0.5", "class id 9999 is outside the 173 classes of data.yaml"),
         ("0 0.1 0.1 1.5 0.1 0.5 0.5", "must be normalised to 0-1"),
         ("0 0.1 0.1 x 0.1 0.5 0.5", "must be numbers"),
     ],

@@ -7,9 +7,9 @@ last `images` folder replaced by `labels` and the suffix `.txt`
 (`images/train/a.jpg` -> `labels/train/a.txt`). Images without a label file are background
 images: nothing to refine. Image lists (`train: train.txt`) are refused.
 
-A label line is `class x1 y1 x2 y2 ...`: an integer class id (below the number of `names`) and
-at least 3 polygon vertices normalised to 0-1; each line is one object, rasterised at the
-image's size with COCO's polygon rule (`samrefiner.io.polygons.rasterize`). Blank lines are
+A label line is `class x1 y1 x2 y2 ...`: an integer class id (below `nc`, or the largest `names`
+id + 1) and at least 3 polygon vertices normalised to 0-1; each line is one object, rasterised
+at the image's size with COCO's polygon rule (`samrefiner.io.polygons.rasterize`). Blank lines are
 skipped; any other line is refused with its file and line number. Object ids are line numbers.
 
 Output under `--out`: the same relative paths, each label file with the same lines in the same
@@ -63,6 +63,8 @@ class YoloDataset(Dataset):
         self.copy_images, self.tolerance = copy_images, tolerance
         self.config = read_data_yaml(root / "data.yaml")
         self.names = class_names(self.config)
+        declared = self.config.get("nc")
+        self.class_count = declared if isinstance(declared, int) else (max(self.names) + 1 if self.names else None)
         self.report_line = ""
         self._labels: dict[str, tuple[Path, Path]] = {}  # key -> (image relative to images, label file)
         self._background: list[Path] = []
@@ -82,7 +84,7 @@ class YoloDataset(Dataset):
         image_path = self.images / relative
         image = read_image(image_path)
         height, width = image.shape[:2]
-        lines = read_label_file(label, len(self.names) or None)
+        lines = read_label_file(label, self.class_count)
         masks = [rasterize([polygon * (width, height)], height, width) for _, _, polygon, _ in lines]
         check_mask_sizes(image, image_path, masks, [str(label)] * len(masks))
         return Sample(
@@ -235,7 +237,7 @@ def parse_label_line(line: str, class_count: int | None, where: str) -> tuple[in
     except ValueError:
         raise InputError(f"{where}: class id {tokens[0]!r} is not an integer") from None
     if class_id < 0 or (class_count is not None and class_id >= class_count):
-        raise InputError(f"{where}: class id {class_id} is not one of the {class_count} names in data.yaml")
+        raise InputError(f"{where}: class id {class_id} is outside the {class_count} classes of data.yaml")
     values = tokens[1:]
     if len(values) < 6 or len(values) % 2:
         raise InputError(f"{where}: expected a class id and at least 3 x y pairs, got {len(values)} numbers")
