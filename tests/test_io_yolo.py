@@ -14,7 +14,6 @@ import yaml
 from conftest import DATA
 from io_fakes import IdentityRefiner, fake_result, tree_digest
 from PIL import Image
-from skimage.draw import polygon as fill_polygon
 
 from samrefiner.errors import InputError
 from samrefiner.io.labelmaps import read_label_map
@@ -61,7 +60,7 @@ def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1"), davis: bool = Tr
 
 def read_documented(root: Path, image_root: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     """Per label file (`split/stem`), (class id, mask) per line: the Ultralytics docs' format,
-    each polygon filled with pixel centres at +0.5 (even-odd rule), at its image's size."""
+    each polygon filled at its image's size (`fill_even_odd`)."""
     config = yaml.safe_load((root / "data.yaml").read_text())
     found = {}
     for split in ("train", "val", "test"):
@@ -76,12 +75,24 @@ def read_documented(root: Path, image_root: Path) -> dict[str, list[tuple[int, n
             for line in label.read_text().splitlines():
                 class_id, *values = line.split()
                 points = np.array(values, float).reshape(-1, 2) * (width, height)
-                mask = np.zeros((height, width), bool)
-                rows, cols = fill_polygon(points[:, 1] - 0.5, points[:, 0] - 0.5, (height, width))
-                mask[rows, cols] = True
-                objects.append((int(class_id), mask))
+                objects.append((int(class_id), fill_even_odd(points, height, width)))
             found[f"{split}/{image.stem}"] = objects
     return found
+
+
+def fill_even_odd(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The pixels whose centres (column + 0.5, row + 0.5) lie inside the closed polygon `points`
+    ((x, y) in pixel units) by the even-odd rule: a scanline fill, one row at a time."""
+    mask = np.zeros((height, width), bool)
+    start, end = points, np.roll(points, -1, axis=0)
+    for row in range(height):
+        centre = row + 0.5
+        crossing = (start[:, 1] <= centre) != (end[:, 1] <= centre)
+        x0, y0, x1, y1 = start[crossing, 0], start[crossing, 1], end[crossing, 0], end[crossing, 1]
+        xs = np.sort(x0 + (centre - y0) * (x1 - x0) / (y1 - y0))
+        for left, right in zip(xs[0::2], xs[1::2]):
+            mask[row, max(int(np.ceil(left - 0.5)), 0) : max(int(np.ceil(right - 0.5)), 0)] = True
+    return mask
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -140,7 +151,7 @@ def test_several_parts_and_holes_are_written_as_one_polygon_each(tmp_path):
     for key, objects in written.items():
         assert all(len(line.split()) % 2 == 1 for line in (out / "labels" / f"{key}.txt").read_text().splitlines())
         for (_, mask), region in zip(objects, regions[key]):
-            assert iou(mask, region) >= 0.95
+            assert iou(mask, region) >= 0.98
     assert tree_digest(out / "images") .keys() == {str(out / "images" / k) for k in ("train/blackswan.jpg", "val/0.jpg", "val/1.jpg")}
 
 

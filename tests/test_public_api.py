@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import DATA, REPO
 from pycocotools import mask as mask_utils
-from skimage.draw import polygon as fill_polygon
+from test_io_yolo import fill_even_odd
 
 import samrefiner
 from samrefiner.io.labelmaps import read_label_map
@@ -101,14 +101,10 @@ def test_xyxy_rle_and_polygons_follow_the_masks(result):
         assert box.tolist() == [cols.min(), rows.min(), cols.max(), rows.max()]
         assert isinstance(rle["counts"], str)
         np.testing.assert_array_equal(mask_utils.decode({**rle, "counts": rle["counts"].encode()}) > 0, mask)
-        # even-odd fill of every outline (pixel centres at +0.5) gives the mask back
-        filled = np.zeros(mask.shape, int)
+        # even-odd fill of every outline gives the mask back
+        got = np.zeros(mask.shape, bool)
         for outline in outlines:
-            inside = np.zeros(mask.shape, bool)
-            rr, cc = fill_polygon(outline[:, 1] - 0.5, outline[:, 0] - 0.5, mask.shape)
-            inside[rr, cc] = True
-            filled += inside
-        got = filled % 2 == 1
+            got ^= fill_even_odd(outline, *mask.shape)
         assert (got & mask).sum() / (got | mask).sum() >= 0.98
     coarse = result.to_polygons(tolerance=3.0)
     assert sum(map(len, coarse[0])) < sum(map(len, result.to_polygons()[0]))
