@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from samrefiner.errors import CheckpointError, InputError, SamRefinerError
 
 __version__ = "0.1.0"
 
@@ -25,10 +27,27 @@ _EXPORTS = {
     "train_adapter": "samrefiner.adapt",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+# The same names for type checkers and editors (never run: the lazy imports above serve them).
+if TYPE_CHECKING:
+    from samrefiner.adapt import AdaptConfig, collect_samples, train_adapter
+    from samrefiner.adapter import IoUAdapter
+    from samrefiner.config import RefinerConfig
+    from samrefiner.models import load_model
+    from samrefiner.models.base import Decoded, Encoding, PromptableModel
+    from samrefiner.prompts import Prompts
+    from samrefiner.refine import Refiner, RefineResult
+    from samrefiner.semantic import split_then_merge
+
+_ERRORS = ["CheckpointError", "InputError", "SamRefinerError"]
+
+__all__ = sorted(_EXPORTS) + _ERRORS + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'samrefiner' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

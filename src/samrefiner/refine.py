@@ -3,9 +3,10 @@ candidate, and repeat with the refined masks as the new coarse masks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -17,8 +18,11 @@ from samrefiner.io.maskvalues import ARRAY_HINT, object_mask
 from samrefiner.mining import mine_in_threads
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.config import RefinerConfig
-from samrefiner.prompts import Geometry, PromptMiner, Prompts
+from samrefiner.prompts import Geometry, PromptMiner, Prompts, tight_boxes
 from samrefiner.timing import stage
+
+MaskInput = Union[np.ndarray, torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
+"""What `Refiner.refine` takes as masks: N x H x W (or one H x W) array or tensor, or a list of H x W."""
 
 _UPSCALE_PIXELS = 1 << 26  # logits upscaled at once: bounds the float buffer (256 MiB)
 _CANDIDATES = 3  # SAM's multimask count, used for the score arrays when nothing was decoded
@@ -48,6 +52,49 @@ class RefineResult:
     empty_input: np.ndarray
     empty_output: np.ndarray
 
+    def __len__(self) -> int:
+        """The number of objects."""
+        return len(self.masks)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> RefineResult:
+        """The result of some objects: an int (one object, kept as a result of length 1), a
+        slice, integer indices or a boolean array over the objects."""
+        if isinstance(index, (int, np.integer)):
+            position = range(len(self))[index]  # IndexError when out of range; negatives count back
+            index = slice(position, position + 1)
+        elif not isinstance(index, slice):
+            index = np.asarray(index)
+        return RefineResult(
+            self.masks[index],
+            self.scores[index],
+            self.candidate_scores[index],
+            self.chosen[index],
+            self.prompts.select(index),
+            self.empty_input[index],
+            self.empty_output[index],
+        )
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """(N, 4) int64 boxes x1, y1, x2, y2 of the refined masks, x2/y2 the last foreground
+        column/row (as supervision's mask_to_xyxy); zeros for an empty mask."""
+        return tight_boxes(self.masks)
+
+    def to_rle(self) -> list[dict[str, Any]]:
+        """Each refined mask as a compressed COCO RLE (pycocotools' dict, `counts` a str: JSON-ready)."""
+        from samrefiner.io.coco import encode_mask
+
+        return [encode_mask(mask) for mask in self.masks]
+
+    def to_polygons(self, tolerance: float | None = None) -> list[list[np.ndarray]]:
+        """Each refined mask's outlines (outer boundaries and holes) as K x 2 arrays of (x, y)
+        pixel-corner coordinates, simplified within `tolerance` pixels (default
+        samrefiner.io.polygons.DEFAULT_TOLERANCE, 0.25: every pixel step kept); filled with the
+        even-odd rule they give the mask back."""
+        from samrefiner.io.polygons import DEFAULT_TOLERANCE, outlines
+
+        return [outlines(mask, DEFAULT_TOLERANCE if tolerance is None else tolerance) for mask in self.masks]
+
 
 class Refiner:
     """SAMRefiner on a promptable model: `refine(image, masks)` for the masks of one image.
@@ -63,7 +110,7 @@ class Refiner:
         self.config = config if config is not None else RefinerConfig()
         self.adapter = resolve_adapter(adapter, model)
 
-    def refine(self, image: np.ndarray | str | Path, masks: Any) -> RefineResult:
+    def refine(self, image: np.ndarray | str | Path, masks: MaskInput) -> RefineResult:
         """Refine N coarse masks (N x H x W array or list of H x W; bool, 0/1 or 0/255) of an
         H x W x 3 uint8 RGB image or image file."""
         source = str(image) if isinstance(image, (str, Path)) else "image"

@@ -2,7 +2,9 @@
 
 Ground truth is read like `samrefiner refine --masks`: `<gt>/<key>/<object>.png` (one folder per
 image) or `<gt>/<key>.png` (one object per image, e.g. GrabCut or DAVIS `Annotations/<seq>/<frame>.png`),
-paired with the image `<images>/<key>.<ext>`. Masks split at 128, so GrabCut's 128 "uncertain"
+paired with the image `<images>/<key>.<ext>`; or a YOLO segmentation dataset (a `--gt` folder with
+data.yaml; `--images` the folder holding its images, usually the same), written as a YOLO
+dataset under `--out`. Masks split at 128, so GrabCut's 128 "uncertain"
 band counts as object. The flawed masks mirror that layout under `--out` (same relative paths,
 same foreground value), with `corrupt.json` recording, per object, the IoU reached, the superpixel
 count and the number of defects.
@@ -41,9 +43,11 @@ def corrupt_command(
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
     from samrefiner.corrupt import IOU_BAND, corrupt_sample
     from samrefiner.io.masks import MaskFolders
+    from samrefiner.io.yolo import YoloDataset
 
     check_apart([gt, images], [out])
-    dataset = MaskFolders(images, gt, out)
+    dataset = YoloDataset(gt, out, image_root=images) if (gt / "data.yaml").is_file() else MaskFolders(images, gt, out)
+    written = {}
     started = time.perf_counter()
     objects: dict[str, dict] = {}
     failures: list[str] = []
@@ -55,9 +59,10 @@ def corrupt_command(
             print(f"samrefiner: skipped: {error}", file=sys.stderr)
             continue
         corruptions = corrupt_sample(sample, seed)
-        dataset.write(sample, SimpleNamespace(masks=np.stack([c.mask for c in corruptions])))
+        written[ref.key] = dataset.write(sample, SimpleNamespace(masks=np.stack([c.mask for c in corruptions])))
         for item, corruption in zip(sample.objects, corruptions):
             objects[f"{ref.key}/{item['id']}"] = _record(corruption)
+    dataset.finalize(written)
     _write_report(out / REPORT_NAME, seed, IOU_BAND, objects, failures)
     _print_summary(objects, failures, time.perf_counter() - started, IOU_BAND)
     if failures:

@@ -8,6 +8,10 @@ Three layouts, detected from `--gt` unless `--format` is given:
 - `coco`: COCO instance JSON files. Scores: `ap`, `boundary_ap`; and, for predictions that carry
   the ground truth's annotation ids (e.g. `samrefiner refine --coco` output), the per-object
   `iou`, `mean_iou`, `boundary_iou`, `mba` matched by id.
+- `yolo`: YOLO segmentation dataset folders (data.yaml; `samrefiner refine --yolo` output as
+  the prediction, its images may stay in --gt); objects are paired by label file and line
+  order. Scores: `iou`, `mean_iou`, `boundary_iou`, `mba`. A label file with another number of
+  lines or other class ids than the ground truth's is unusable.
 
 A missing prediction is scored as an empty mask (all background for label maps); an unreadable
 or wrongly sized one as well, and both are listed (exit code 1 when any prediction file was
@@ -42,6 +46,7 @@ class Format(str, Enum):
     masks = "masks"
     label_maps = "label-maps"
     coco = "coco"
+    yolo = "yolo"
 
 
 @dataclass
@@ -74,7 +79,9 @@ def eval_command(
 
 def evaluate(gt: Path, pred: Path, layout: Format) -> EvalReport:
     """Score `pred` against `gt`, both in `layout`."""
-    evaluators = {Format.masks: evaluate_masks, Format.label_maps: evaluate_label_maps, Format.coco: evaluate_coco}
+    evaluators = {
+        Format.masks: evaluate_masks, Format.label_maps: evaluate_label_maps, Format.coco: evaluate_coco, Format.yolo: evaluate_yolo
+    }
     return evaluators[layout](gt, pred)
 
 
@@ -84,6 +91,8 @@ def detect_format(gt: Path) -> Format:
         return Format.coco
     if not gt.is_dir():
         raise InputError(f"{gt}: neither a folder nor a COCO .json file")
+    if (gt / "data.yaml").is_file():
+        return Format.yolo
     if any(child.is_dir() and not child.name.startswith(".") for child in gt.iterdir()):
         return Format.masks
     if any(child.suffix.lower() == ".png" for child in gt.iterdir()):
@@ -134,6 +143,43 @@ def evaluate_coco(gt: Path, pred: Path) -> EvalReport:
         report.scores.update(_scores_by_id(objects, by_id, sizes, gt, pred, report).summary())
     report.scores["count"] = len(objects)
     return report
+
+
+def evaluate_yolo(gt: Path, pred: Path) -> EvalReport:
+    """YOLO datasets: each ground-truth line against the prediction's line of the same file and
+    position (prediction images looked up in `gt` when `pred` has none)."""
+    from samrefiner.io.yolo import YoloDataset, label_path, read_label_file
+    from samrefiner.io.polygons import rasterize
+    from samrefiner.metrics import MaskScores
+
+    truth = YoloDataset(gt, pred)  # read only: nothing is written
+    report, scores = EvalReport(Format.yolo, {}), MaskScores()
+    for ref in truth.refs():
+        sample = truth.load(ref)
+        height, width = sample.masks.shape[1:]
+        predicted = _yolo_prediction(report, pred / label_path(sample.context[0]), sample, read_label_file)
+        for index, mask in enumerate(sample.masks):
+            polygon = predicted[index][2] * (width, height) if predicted else None
+            scores.add(mask, rasterize([polygon], height, width) if polygon is not None else np.zeros_like(mask))
+    report.scores = scores.summary()
+    return report
+
+
+def _yolo_prediction(report: EvalReport, path: Path, sample: Any, read: Callable) -> list | None:
+    """The prediction's label lines for `sample`, or None (recorded) when missing or unusable."""
+    if not path.is_file():
+        report.missing.append(str(path))
+        return None
+    try:
+        lines = read(path, None)
+    except InputError as error:
+        report.unusable.append(str(error))
+        return None
+    classes = [line[1] for line in lines]
+    if classes != [meta["category_id"] for meta in sample.objects]:
+        report.unusable.append(f"{path}: {len(lines)} lines with classes {classes} differ from the ground truth's")
+        return None
+    return lines
 
 
 def _checked_ground_truth(truth: Any, gt: Path) -> dict[Any, tuple[int, int]]:

@@ -1,6 +1,6 @@
 """`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
 
-    samrefiner refine --model SPEC --images DIR (--masks DIR | --label-maps DIR | --coco FILE)
+    samrefiner refine --model SPEC (--images DIR (--masks DIR | --label-maps DIR | --coco FILE) | --yolo DIR)
                       --out PATH [refinement options] [--device D] [--save-overlays DIR]
                       [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
@@ -117,6 +117,9 @@ InstanceMapsOption = Annotated[
 IgnoreExifOption = Annotated[
     bool, typer.Option("--ignore-exif", help="Read images and masks as stored, without applying their EXIF orientation.")
 ]
+YoloOption = Annotated[
+    Path | None, typer.Option("--yolo", help="Ultralytics YOLO segmentation dataset folder (data.yaml, images/, labels/).")
+]
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
 ]
@@ -158,7 +161,10 @@ def in_option_terms(message: str) -> str:
 @app.command("refine")
 @with_config_options(config_fields())
 def refine_command(
-    images: ImagesOption,
+    *,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder of images (searched recursively); with --yolo: the YOLO folder.")
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")
     ],
@@ -167,6 +173,13 @@ def refine_command(
     coco: CocoOption = None,
     instance_maps: InstanceMapsOption = None,
     ignore_exif: IgnoreExifOption = False,
+    yolo: YoloOption = None,
+    copy_images: Annotated[
+        bool, typer.Option("--copy-images", help="--yolo: also copy the images into the output dataset.")
+    ] = False,
+    coco_segmentation: Annotated[
+        str, typer.Option("--coco-segmentation", help="--coco output: rle, polygons, or input (each annotation in its input kind).")
+    ] = "input",
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
     save_overlays: Annotated[
@@ -197,10 +210,19 @@ def refine_command(
 
     show_input_warnings()
     dataset = open_dataset(
-        images, out, masks=masks, label_maps=label_maps, coco=coco, instance_maps=instance_maps, ignore_exif=ignore_exif
+        images,
+        out,
+        masks=masks,
+        label_maps=label_maps,
+        coco=coco,
+        instance_maps=instance_maps,
+        yolo=yolo,
+        copy_images=copy_images,
+        ignore_exif=ignore_exif,
     )
+    set_coco_segmentation(dataset, coco_segmentation)
     shard_spec = Shard.parse(shard)
-    inputs = [path for path in (images, masks, label_maps, coco, instance_maps, adapter) if path is not None]
+    inputs = [path for path in (images or yolo, masks, label_maps, coco, instance_maps, yolo, adapter) if path is not None]
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
@@ -225,7 +247,21 @@ def refine_command(
     if ranks.rank > 0:
         return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
     typer.echo(str(summary))
+    if getattr(dataset, "report_line", ""):
+        typer.echo(dataset.report_line)
     raise typer.Exit(1 if summary.failures else 0)
+
+
+def set_coco_segmentation(dataset: Any, kind: str) -> None:
+    """--coco-segmentation: how a COCO dataset writes refined masks (InputError when unknown)."""
+    from samrefiner.io.coco import SEGMENTATION_KINDS, CocoDataset
+
+    if kind not in SEGMENTATION_KINDS:
+        raise InputError(f"--coco-segmentation {kind}: choose one of {', '.join(SEGMENTATION_KINDS)}")
+    if isinstance(dataset, CocoDataset):
+        dataset.segmentation_kind = kind
+    elif kind != "input":
+        raise InputError(f"--coco-segmentation {kind} is for --coco datasets")
 
 
 def build_refiner(

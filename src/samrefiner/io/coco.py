@@ -15,7 +15,10 @@ flat, even-length list of finite numbers) is an InputError that fails its image.
 Each image's file lies at `--images/<file_name>`. The output has the input's kind and order:
 every annotation that was refined gets a compressed-RLE `segmentation` (`counts` a str), and a
 recomputed `bbox` and `area`; all other fields, ids and the rest of the file are kept as they
-are. Crowd annotations (`iscrowd: 1`) and annotations of images that were not refined (failed,
+are. With `segmentation_kind` (`--coco-segmentation`) "polygons", or "input" for an annotation
+that came as polygons, the refined mask is written as COCO polygons instead
+(`samrefiner.io.polygons.coco_polygons`); a mask with holes, which COCO polygons cannot hold, or
+too small for a polygon is written as RLE, and the run reports how many. Crowd annotations (`iscrowd: 1`) and annotations of images that were not refined (failed,
 outside `--limit`/`--shard`) are copied unchanged.
 
 Per-object ids in the scores file are the annotations' `id` (their position in the list for a
@@ -44,6 +47,7 @@ from samrefiner.io.datasets import (
     index_images,
 )
 from samrefiner.io.images import atomic_write, read_image
+from samrefiner.io.polygons import coco_polygons
 
 
 def load_json(path: Path) -> Any:
@@ -63,6 +67,9 @@ def load_json(path: Path) -> Any:
 
 class CocoDataset(Dataset):
     """A COCO annotation file over a folder of images; refined into a .json of the same kind."""
+
+    segmentation_kind = "rle"  # or "polygons", or "input": each annotation in the kind it came in
+    report_line = ""
 
     def __init__(self, images: Path, annotations: Path, out: Path, *, ignore_exif: bool = False) -> None:
         if out.suffix.lower() != ".json":
@@ -114,10 +121,10 @@ class CocoDataset(Dataset):
         """Nothing is written yet: the refined annotations wait in the record for `finalize`."""
         annotations = self._annotations()
         refined = [
-            [index, refined_annotation(annotations[index], mask)]
+            [index, refined_annotation(annotations[index], mask, self.segmentation_kind)]
             for index, mask in zip(sample.context, result.masks)
         ]
-        return {"annotations": refined}
+        return {"annotations": refined, "kept_rle": _kept_rle(annotations, refined, self.segmentation_kind)}
 
     def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
         """Write the output JSON: the input with every refined annotation replaced."""
@@ -128,6 +135,9 @@ class CocoDataset(Dataset):
         output = annotations if self.is_results else {**self.data, "annotations": annotations}
         text = json.dumps(output, separators=(",", ":"))
         atomic_write(self.layout.out, lambda handle: handle.write(text.encode("utf-8")))
+        if self.segmentation_kind != "rle":
+            kept = sum(output.get("kept_rle", 0) for output in outputs.values())
+            self.report_line = f"polygons: {kept} refined annotations kept as RLE (holes, or too small for a polygon)"
 
     def _annotations(self) -> list[dict[str, Any]]:
         return self.data if self.is_results else self.data["annotations"]
@@ -307,13 +317,31 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def refined_annotation(annotation: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
-    """A copy of `annotation` with the refined mask as compressed RLE and its bbox and area."""
+def refined_annotation(annotation: dict[str, Any], mask: np.ndarray, kind: str = "rle") -> dict[str, Any]:
+    """A copy of `annotation` with the refined mask and its bbox and area: the mask as compressed
+    RLE, or as polygons (`kind` "polygons", or "input" for an annotation given as polygons) when
+    polygons can hold it."""
     rle = encode_mask(mask)
     coco_rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    polygons = coco_polygons(mask) if _wants_polygons(annotation, kind) else None
     return {
         **annotation,
-        "segmentation": rle,
+        "segmentation": polygons or rle,
         "bbox": [float(value) for value in mask_utils.toBbox(coco_rle)],
         "area": int(mask_utils.area(coco_rle)),
     }
+
+
+SEGMENTATION_KINDS = ("rle", "polygons", "input")
+
+
+def _wants_polygons(annotation: dict[str, Any], kind: str) -> bool:
+    return kind == "polygons" or (kind == "input" and isinstance(annotation.get("segmentation"), list))
+
+
+def _kept_rle(annotations: list[dict[str, Any]], refined: list[list[Any]], kind: str) -> int:
+    """How many refined annotations meant to be polygons had to stay RLE."""
+    return sum(
+        _wants_polygons(annotations[index], kind) and isinstance(annotation["segmentation"], dict)
+        for index, annotation in refined
+    )

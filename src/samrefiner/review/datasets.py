@@ -24,8 +24,8 @@ from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
-FORMATS = ("masks", "label-maps", "coco", "instance-maps")
-_OPTION_OF_FORMAT = {"masks": "masks", "label-maps": "label_maps", "coco": "coco", "instance-maps": "instance_maps"}
+FORMATS = ("masks", "label-maps", "coco", "instance-maps", "yolo")
+_OPTION_OF_FORMAT = {"masks": "masks", "label-maps": "label_maps", "coco": "coco", "instance-maps": "instance_maps", "yolo": "yolo"}
 
 
 @dataclass
@@ -107,6 +107,8 @@ def detect_format(coarse: Path, refined: Path) -> str:
     first PNG is a palette or multi-class map, else masks."""
     if coarse.suffix.lower() == ".json":
         return "coco"
+    if (coarse / "data.yaml").is_file():
+        return "yolo"  # --images: the input YOLO folder, where the images are
     scores = OutputLayout.folder(refined).scores_path
     if scores.is_file():
         with open(scores, encoding="utf-8") as handle:

@@ -1,0 +1,96 @@
+"""Masks to polygons and back, for the polygon formats (COCO polygons, YOLO segmentation lines).
+
+Coordinates are continuous pixel coordinates `(x, y)`: pixel (row r, column c) covers
+`[c, c + 1] x [r, r + 1]`, as COCO's rasteriser (pycocotools) reads polygons. Outlines run
+through the middle of the edges between object and background pixels (marching squares at
+level 0.5), then are simplified with Douglas-Peucker (OpenCV's approxPolyDP) at `tolerance` pixels (0: not
+at all).
+
+`join_parts` makes one closed polygon of several outlines the way Ultralytics' converter joins
+the parts of a mask (`merge_multi_segment`): consecutive parts are linked at their two nearest
+vertices and the path goes out through every part and comes back over the same links, so the
+links enclose no area. Read with the even-odd rule (pycocotools, OpenCV), a hole's outline
+joined this way stays a hole.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from scipy import ndimage
+from skimage import measure
+
+DEFAULT_TOLERANCE = 0.25  # pixels: drops the vertices of straight runs, keeps every pixel step
+
+
+def outlines(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[np.ndarray]:
+    """Every outline of `mask` (outer boundaries and holes' boundaries) as a K x 2 array of
+    (x, y) vertices, open (the first vertex is not repeated); outlines that simplify to fewer
+    than 3 vertices are left out."""
+    padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
+    found = []
+    for contour in measure.find_contours(padded, 0.5):
+        corners = _corners(contour[:-1])
+        if tolerance > 0 and len(corners) > 3:
+            corners = cv2.approxPolyDP(corners.astype(np.float32), tolerance, True)[:, 0].astype(np.float64)
+        vertices = corners[:, ::-1] - 0.5  # (row, col) in the padded array -> (x, y) in the mask
+        if len(vertices) >= 3:
+            found.append(vertices)
+    return found
+
+
+def _corners(ring: np.ndarray) -> np.ndarray:
+    """The vertices of a closed ring (first vertex not repeated) where it turns."""
+    before, after = ring - np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0) - ring
+    turns = np.abs(before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]) > 1e-9
+    return ring[turns]
+
+
+def has_holes(mask: np.ndarray) -> bool:
+    """Whether some background pixels are enclosed by the mask."""
+    return bool((ndimage.binary_fill_holes(mask) & ~mask.astype(bool)).any())
+
+
+def join_parts(parts: list[np.ndarray]) -> np.ndarray:
+    """One closed path (M x 2) through every outline in `parts`, linked in their order at their
+    nearest vertices and walked there and back (Ultralytics' way of writing a multi-part mask)."""
+    if len(parts) == 1:
+        return parts[0]
+    links = [_nearest_pair(parts[index], parts[index + 1]) for index in range(len(parts) - 1)]
+    entries = [0] + [entry for _, entry in links]
+    rounds, exits = [], []
+    for index, part in enumerate(parts):
+        rolled = np.roll(part, -entries[index], axis=0)
+        rounds.append(np.concatenate([rolled, rolled[:1]]))  # from the entry round to the entry
+        if index < len(links):
+            exits.append((links[index][0] - entries[index]) % len(part))
+    out = [rounds[index][: exits[index] + 1] for index in range(len(links))]  # entry -> exit, onwards
+    out.append(rounds[-1])
+    out += [rounds[index][exits[index] :] for index in reversed(range(len(links)))]  # exit -> entry, back
+    return np.concatenate(out)
+
+
+def _nearest_pair(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
+    """Indices of the closest vertices of two outlines."""
+    distances = ((first[:, None, :] - second[None, :, :]) ** 2).sum(-1)
+    index = np.unravel_index(int(np.argmin(distances)), distances.shape)
+    return int(index[0]), int(index[1])
+
+
+def rasterize(polygons: list[np.ndarray] | list[list[float]], height: int, width: int) -> np.ndarray:
+    """The H x W bool mask of the union of polygons ((x, y) vertices, pycocotools' rule)."""
+    flat = [np.asarray(polygon, dtype=np.float64).reshape(-1).tolist() for polygon in polygons]
+    if not flat:
+        return np.zeros((height, width), dtype=bool)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(flat, height, width))) > 0
+
+
+def coco_polygons(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[list[float]] | None:
+    """A COCO polygon segmentation (one flat [x1, y1, x2, y2, ...] list per part) of `mask`, or
+    None when polygons cannot hold it: a mask with holes (COCO's rasteriser fills the union of
+    the polygons, so a hole would be painted over) or one without a part of 3 vertices."""
+    if has_holes(mask):
+        return None
+    parts = outlines(mask, tolerance)
+    return [part.round(2).reshape(-1).tolist() for part in parts] or None

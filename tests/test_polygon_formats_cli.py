@@ -1,0 +1,131 @@
+"""`samrefiner refine --yolo` and `--coco-segmentation polygons` end to end with the reduced SAM
+(one iteration); the written polygons are compared with the refined masks of the Python API."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from pycocotools.coco import COCO
+from io_fakes import IdentityRefiner
+from test_io_coco import build_coco
+from test_io_yolo import build_yolo, iou, read_documented
+from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture)
+
+from samrefiner import Refiner, RefinerConfig, load_model
+from samrefiner.io.coco import CocoDataset
+from samrefiner.io.images import read_image
+from samrefiner.io.yolo import YoloDataset
+from samrefiner.runner import run
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def refiner() -> Refiner:
+    return Refiner(load_model(MODEL), RefinerConfig(iterations=1))
+
+
+def test_yolo_dataset_refines_end_to_end(tmp_path, capsys, monkeypatch, refiner):
+    source, out = tmp_path / "yolo", tmp_path / "refined"
+    build_yolo(source, stems=("0",), davis=False)
+
+    code, stdout, _ = run_cli(capsys, monkeypatch, "refine", *FAST, "--yolo", source, "--out", out)
+
+    assert code == 0, stdout
+    assert "polygons: 0.00% of the refined area changed by polygon writing" in stdout
+    assert yaml.safe_load((out / "data.yaml").read_text())["path"] == str(out.resolve())
+    written = read_documented(out, source)
+    dataset = YoloDataset(source, tmp_path / "unused")
+    assert sorted(written) == sorted(ref.key.removeprefix("images/") for ref in dataset.refs())
+    for ref in dataset.refs():
+        sample = dataset.load(ref)
+        expected = refiner.refine(sample.image, sample.masks).masks
+        objects = written[ref.key.removeprefix("images/")]
+        assert [class_id for class_id, _ in objects] == [meta["category_id"] for meta in sample.objects]
+        assert len(objects) == len(expected)
+        for (_, mask), refined in zip(objects, expected):
+            assert iou(mask, refined) >= 0.98
+
+
+def holes(mask: np.ndarray) -> bool:
+    """OpenCV's two-level contours: a hole is a contour with a parent."""
+    _, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return hierarchy is not None and bool((hierarchy[0][:, 3] >= 0).any())
+
+
+def test_coco_polygon_output_loads_with_pycocotools_and_matches_the_refined_masks(tmp_path, capsys, monkeypatch, refiner):
+    images, path, data = build_coco(tmp_path / "coco", stems=("0",))
+    out = tmp_path / "refined.json"
+
+    code, stdout, _ = run_cli(
+        capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", out, "--coco-segmentation", "polygons"
+    )
+
+    assert code == 0, stdout
+    coco = COCO(str(out))
+    dataset = CocoDataset(images, path, tmp_path / "unused.json")
+    (ref,) = dataset.refs()
+    sample = dataset.load(ref)
+    expected = refiner.refine(read_image(sample.image_path), sample.masks).masks
+    kept_rle = 0
+    for meta, refined in zip(sample.objects, expected):
+        annotation = coco.anns[meta["id"]]
+        assert iou(coco.annToMask(annotation) > 0, refined) >= 0.98
+        if isinstance(annotation["segmentation"], dict):
+            kept_rle += 1
+            assert holes(refined) or refined.sum() < 4
+        else:
+            assert not holes(refined)
+    assert coco.anns[1] == next(a for a in data["annotations"] if a["id"] == 1)  # the crowd one, as it was
+    assert f"polygons: {kept_rle} refined annotations kept as RLE" in stdout
+
+
+def test_coco_segmentation_input_keeps_each_annotations_kind(tmp_path, capsys, monkeypatch):
+    images, path, data = build_coco(tmp_path / "coco", stems=("0",))
+    out = tmp_path / "refined.json"
+    dataset = CocoDataset(images, path, out)
+    dataset.segmentation_kind = "input"  # what `refine --coco` does by default
+    run(dataset, IdentityRefiner(), progress=False)
+    refined = {a["id"]: a for a in json.loads(out.read_text())["annotations"]}
+    kinds = {type(original["segmentation"]) for original in data["annotations"]}
+    assert kinds == {list, dict}
+    for original in data["annotations"]:
+        if not original["iscrowd"]:
+            assert type(refined[original["id"]]["segmentation"]) is type(original["segmentation"])
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", out, "--coco-segmentation", "svg")
+    assert code == 2 and "--coco-segmentation svg: choose one of rle, polygons, input" in err
+
+
+def test_coco_polygons_for_masks_without_holes_rle_for_the_others(tmp_path):
+    images, path, data = build_coco(tmp_path / "coco")
+    out = tmp_path / "refined.json"
+    dataset = CocoDataset(images, path, out)
+    dataset.segmentation_kind = "polygons"
+    run(dataset, IdentityRefiner(), progress=False)
+    coco, source = COCO(str(out)), COCO(str(path))
+    kinds = []
+    for original in data["annotations"]:
+        if original["iscrowd"]:
+            continue
+        annotation, unchanged = coco.anns[original["id"]], source.annToMask(source.anns[original["id"]]) > 0
+        assert iou(coco.annToMask(annotation) > 0, unchanged) >= 0.98
+        kinds.append(isinstance(annotation["segmentation"], list))
+        assert kinds[-1] == (not holes(unchanged))
+    assert 0 < sum(kinds) < len(kinds)  # both kinds occur in coco_stuff
+    assert dataset.report_line == f"polygons: {kinds.count(False)} refined annotations kept as RLE (holes, or too small for a polygon)"
+
+
+def test_format_options_are_refused_for_other_formats(tmp_path, capsys, monkeypatch):
+    images, path, _ = build_coco(tmp_path / "coco", stems=("0",))
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", tmp_path / "o.json", "--copy-images")
+    assert code == 2 and "--copy-images is for --yolo datasets" in err
+    source = tmp_path / "yolo"
+    build_yolo(source, stems=("0",), davis=False)
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--yolo", source, "--out", tmp_path / "o", "--coco-segmentation", "rle")
+    assert code == 2 and "--coco-segmentation rle is for --coco datasets" in err
+    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--coco", path, "--out", tmp_path / "o.json")
+    assert code == 2 and "--coco needs --images" in err
