@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 MODEL_STAGES = ("encode", "decode", "upscale")  # the model calls; everything else is "outside the model"
+IDLE_CAUSES = {"reading": "wait for input", "mining": "mine", "writing": "write"}  # cause -> stage
 
 _active: StageTimes | None = None
 
@@ -74,3 +75,13 @@ def recording(times: StageTimes) -> Iterator[StageTimes]:
         yield times
     finally:
         _active = previous
+
+
+def idle_shares(times: StageTimes, wall: float) -> dict[str, float]:
+    """Shares of `wall` seconds: "total" the model was idle (not in MODEL_STAGES), and of that the
+    main thread's waiting for input ("reading"), mining and writing (IDLE_CAUSES), and "other"."""
+    if wall <= 0:
+        return {}
+    total = max(0.0, 1.0 - times.model_seconds() / wall)
+    parts = {cause: times.seconds.get(name, 0.0) / wall for cause, name in IDLE_CAUSES.items()}
+    return {"total": total, **parts, "other": max(0.0, total - sum(parts.values()))}

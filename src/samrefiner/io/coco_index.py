@@ -1,6 +1,6 @@
 """A COCO file indexed in one streaming pass, its annotations read per image, its output streamed.
 
-`CocoIndex.build(path)` reads the file in 4 MiB chunks and keeps, per annotation, only where its
+`CocoIndex.build(path)` reads the file in 1 MiB chunks and keeps, per annotation, only where its
 text lies in the file (byte offset and length), its image and whether it is a crowd annotation:
 21 bytes per annotation instead of the parsed object (about 1.5 kB for a small polygon). The
 `images` list and the file's other top-level values (categories, info, ...) are parsed as usual.
@@ -29,7 +29,7 @@ import numpy as np
 
 from samrefiner.errors import InputError
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 _LOOKAHEAD = 64  # a value ending closer than this to the text held is decoded again with more
 _WHITESPACE = " \t\n\r"
 
