@@ -4,6 +4,7 @@
     python3 bench/throughput.py --compare-transformers       # also the job with transformers' own decoder
     python3 bench/throughput.py --shapes vit_b,vit_h --images 6 --device cuda
     python3 bench/throughput.py --skip-job --shapes vit_h --images 1     # ViT-H on CPU: ~1 min per image
+    python3 bench/throughput.py --skip-job --shapes "" --cpu-side         # CPU cost per image of a COCO-like job
 
 Everything runs the real code path (`runner.run` with the background loader, `Refiner`, the model
 backend) with `samrefiner.timing` recording its stages: read (in the loader thread, overlapped with
@@ -20,6 +21,11 @@ and upscale: reading the loader did not hide, mining, writing and the loop itsel
 2. ViT-B / ViT-H shapes with random weights (SamModel built from its config, seeded), on the first
    `--images` coco_stuff images after one warm-up image: default precision of the device (bf16
    autocast on CUDA, fp32 on CPU) unless `--precision`; `--compile` to torch.compile.
+3. `--cpu-side`: what the CPU side costs per image of a COCO-like job, to size the CPUs of a GPU
+   machine: a COCO file with the 7 largest split-then-merge regions of each coco_stuff map as
+   RLE annotations, refined with the reduced model (5 iterations); per image the seconds of
+   reading (decoding image and RLEs), mining, writing (RLE encoding, records) and the rest of the
+   main thread outside the model, and the cores that 40 images/s would need.
 The machine (CPU model, cores, GPU) and the load average before and after each run are printed:
 timings on a shared machine are only as good as its load.
 """
@@ -66,6 +72,8 @@ SHAPES = {
 }
 TARGET_SECONDS_PER_OBJECT = 0.6
 TARGET_OUTSIDE_SHARE = 0.15
+COCO_LIKE_OBJECTS = 7  # objects per image of the --cpu-side job (COCO: 7.3 per image)
+GPU_TARGET_IMAGES_PER_S = 40
 
 
 @dataclass
@@ -247,6 +255,39 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
         del model, refiner
 
 
+def cpu_side(args: argparse.Namespace, work: Path) -> None:
+    """Per-image CPU seconds of a COCO-like job (7 objects, `--iterations`), and cores for 40 images/s."""
+    from samrefiner.io.coco import CocoDataset, encode_mask
+    from samrefiner.semantic import split_then_merge
+
+    torch.set_num_threads(args.threads)
+    images, annotations = [], []
+    for image_id, png in enumerate(sorted((COCO_STUFF / "pngs").glob("*.png"))[: args.images]):
+        labels = np.asarray(Image.open(png))
+        images.append({"id": image_id, "file_name": f"{png.stem}.jpg", "height": labels.shape[0], "width": labels.shape[1]})
+        regions = sorted(split_then_merge(labels), key=lambda region: -int(region[1].sum()))[:COCO_LIKE_OBJECTS]
+        annotations += [{"id": len(annotations) + index + 1, "image_id": image_id, "category_id": class_id, "iscrowd": 0,
+                         "segmentation": encode_mask(mask)} for index, (class_id, mask) in enumerate(regions)]
+    coco = work / "coco_like.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": []}))
+    refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
+    dataset = CocoDataset(COCO_STUFF / "imgs", coco, work / "coco_like_refined.json")
+    measured = measure(dataset, refiner, None, torch.device("cpu"))
+    count = measured.summary.images
+    seconds = {name: measured.times.seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
+    staged = sum(measured.times.seconds.get(name, 0.0) for name in STAGES if name != "read")
+    seconds["other"] = max(measured.wall - staged, 0.0) / count
+    cpu = seconds["read"] + seconds["write"] + seconds["other"] + seconds["mine"] * args.threads
+    print(f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
+          f"{args.iterations} iterations, reduced SAM, {args.threads} threads; load average {load()}")
+    print("  per image: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in seconds.items())
+          + f" (mining on {args.threads} threads); model {measured.times.model_seconds() / count * 1000:.0f} ms")
+    print(f"  CPU seconds per image <= read + write + other + mine x {args.threads} threads = {cpu:.3f} s; "
+          f"at {GPU_TARGET_IMAGES_PER_S} images/s: {cpu * GPU_TARGET_IMAGES_PER_S:.1f} cores, and mining + other on the "
+          f"main thread take {(seconds['mine'] + seconds['other']) * GPU_TARGET_IMAGES_PER_S:.0%} of its time "
+          f"({(seconds['mine'] + seconds['other']) * 1000:.0f} of {1000 / GPU_TARGET_IMAGES_PER_S:.0f} ms per image)")
+
+
 def random_sam(name: str) -> SamModel:
     """A transformers SamModel of this encoder shape with its own random initialisation."""
     return SamModel(sam_config(SHAPES[name])).eval()
@@ -266,6 +307,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6 if cuda else 2, help="coco_stuff images per shape (at most 6)")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (shapes only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the shapes' encoder and decoder")
+    parser.add_argument("--cpu-side", action="store_true", help="CPU cost per image of a COCO-like job (--images of them)")
     parser.add_argument("--decode-batches", type=lambda text: [int(part) for part in text.split(",")], default=None,
                         help="e.g. 1,4,16: decoder time per object for each objects-per-call value")
     args = parser.parse_args()
@@ -280,6 +322,8 @@ def main() -> None:
             job(args, work)
         if args.decode_batches:
             decode_batches(args, work)
+        if args.cpu_side:
+            cpu_side(args, work)
         torch.set_num_threads(args.threads if args.device == "cpu" else torch.get_num_threads())
         shapes(args, work)
 

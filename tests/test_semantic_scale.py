@@ -124,5 +124,6 @@ def test_a_thousand_region_map_takes_well_under_a_second() -> None:
     start = time.perf_counter()
     regions = split_then_merge(labels)
     seconds = time.perf_counter() - start
+    print(f"{components} components -> {len(regions)} regions in {seconds:.3f} s")  # pytest -rP shows it
     assert 100 < len(regions) < components  # merges happen, many regions stay
     assert seconds < 1.0, f"{seconds:.2f} s"
