@@ -250,8 +250,9 @@ class CocoIndex:
                 cls._scan_annotations(path, scanner, columns)
                 top[key], has_list = None, True
             else:
-                _, start, end = scanner.value()
-                top[key] = json.loads(scanner.raw(start, end))
+                value, start, end = scanner.value()
+                raw = scanner.raw(start, end)
+                top[key] = value if raw.isascii() else json.loads(raw)  # latin-1 text is UTF-8 text
                 has_list = has_list and key != "annotations"
         scanner.position += 1
         if not isinstance(top.get("images"), list) or not has_list:
