@@ -58,7 +58,7 @@ from samrefiner.io.datasets import LabelMaps  # noqa: E402
 from samrefiner.loader import load_in_background  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
-from samrefiner.runner import Summary, run  # noqa: E402
+from samrefiner.runner import Loader, Summary, load_in_order, run  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -108,13 +108,14 @@ class Measurement:
         return ", ".join(parts + [f"other {max(self.wall - main_thread, 0.0) / self.wall:.1%}"])
 
 
-def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device) -> Measurement:
+def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device,
+            loader: Loader = load_in_background) -> Measurement:
     """Run `refiner` over `dataset` (fresh output) with the stages recorded."""
     synchronize = torch.cuda.synchronize if device.type == "cuda" else None
     times = StageTimes(synchronize)
     start, cpu = time.perf_counter(), time.process_time()
     with recording(times):
-        summary = run(dataset, refiner, limit=limit, progress=False, loader=load_in_background)
+        summary = run(dataset, refiner, limit=limit, progress=False, loader=loader)
     return Measurement(summary, time.perf_counter() - start, time.process_time() - cpu, times, dataset.layout.out)
 
 
@@ -272,20 +273,20 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
     coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": []}))
     refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
     dataset = CocoDataset(COCO_STUFF / "imgs", coco, work / "coco_like_refined.json")
-    measured = measure(dataset, refiner, None, torch.device("cpu"))
-    count = measured.summary.images
-    seconds = {name: measured.times.seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
-    staged = sum(measured.times.seconds.get(name, 0.0) for name in STAGES if name != "read")
-    seconds["other"] = max(measured.wall - staged, 0.0) / count
-    cpu = seconds["read"] + seconds["write"] + seconds["other"] + seconds["mine"] * args.threads
+    measured = measure(dataset, refiner, None, torch.device("cpu"), loader=load_in_order)  # stages one at a time
+    count, times = measured.summary.images, measured.times
+    cpu = {name: times.cpu_seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
+    cpu["other"] = max(measured.cpu - sum(times.cpu_seconds.values()), 0.0) / count
+    wall = {name: times.seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
+    total = sum(cpu.values())
     print(f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
-          f"{args.iterations} iterations, reduced SAM, {args.threads} threads; load average {load()}")
-    print("  per image: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in seconds.items())
-          + f" (mining on {args.threads} threads); model {measured.times.model_seconds() / count * 1000:.0f} ms")
-    print(f"  CPU seconds per image <= read + write + other + mine x {args.threads} threads = {cpu:.3f} s; "
-          f"at {GPU_TARGET_IMAGES_PER_S} images/s: {cpu * GPU_TARGET_IMAGES_PER_S:.1f} cores, and mining + other on the "
-          f"main thread take {(seconds['mine'] + seconds['other']) * GPU_TARGET_IMAGES_PER_S:.0%} of its time "
-          f"({(seconds['mine'] + seconds['other']) * 1000:.0f} of {1000 / GPU_TARGET_IMAGES_PER_S:.0f} ms per image)")
+          f"{args.iterations} iterations, reduced SAM, {args.threads} torch threads, stages one at a time; "
+          f"load average {load()}")
+    print("  CPU seconds per image: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in cpu.items())
+          + f" = {total * 1000:.0f} ms (wall: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in wall.items())
+          + f"); the model {sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES) / count:.1f} CPU s")
+    print(f"  at {GPU_TARGET_IMAGES_PER_S} images/s: {total:.3f} s x {GPU_TARGET_IMAGES_PER_S} = "
+          f"{total * GPU_TARGET_IMAGES_PER_S:.1f} cores busy with reading, mining and writing")
 
 
 def random_sam(name: str) -> SamModel:
