@@ -124,6 +124,8 @@ def table(report: dict) -> str:
         lines.append(f"{row['model']:>8} {str(row['compile']):>7} {row['chunk']:>5} {row['images_per_s']:>7.2f} "
                      f"{row['objects_per_s']:>7.1f} {peak:>8}  "
                      + " ".join(f"{row['s_per_image'][name]:>7.3f}" for name in STAGES))
+    if report.get("skipped"):
+        lines.append(f"skipped (time budget): {', '.join(report['skipped'])}")
     if report["torchrun"]:
         lines.append(f"torchrun 2 ranks on {report['torchrun']['device']}: identical to one process: "
                      f"{report['torchrun']['identical']}")
@@ -143,6 +145,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--skip-torchrun", action="store_true")
     parser.add_argument("--no-warm-up", action="store_true", help="time the first image too (no warm-up image)")
+    parser.add_argument("--budget", type=float, default=420.0,
+                        help="seconds after which the remaining speed runs are skipped (and listed as skipped)")
     args = parser.parse_args()
 
     device = "cuda:0" if cuda else "cpu"
@@ -155,8 +159,13 @@ def main() -> None:
         report["parity"].append(parity(device, precision, cases))
     with tempfile.TemporaryDirectory(prefix="samrefiner-gpu-check-") as folder:
         work = Path(folder)
+        report["skipped"] = []
         for shape in filter(None, args.shapes.split(",")):
             for compiled in (mode == "on" for mode in args.compile.split(",")):
+                if time.perf_counter() - start > args.budget:
+                    report["skipped"].append(f"{shape} compile={compiled}")
+                    print(f"speed {shape} compile={compiled}: skipped, past the {args.budget:.0f} s budget")
+                    continue
                 chunks = [int(chunk) for chunk in args.chunks.split(",")]
                 report["speed"] += speed(device, shape, compiled, chunks, args.images, args.iterations, work / shape,
                                         not args.no_warm_up)

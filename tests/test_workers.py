@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA
 from io_fakes import BoxRefiner
+from test_distributed import coco_ground_truth
 from test_io_coco import build_coco
 from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
 
@@ -64,6 +65,26 @@ def test_coco_written_by_workers_is_byte_identical(tmp_path) -> None:
     _run_both_ways(make, tmp_path / "a.json", tmp_path / "b.json", workers=2)
     files = _files(tmp_path / "a.json")
     assert files == _files(tmp_path / "b.json") and ".json" in files and ".scores.jsonl" in files
+
+
+def test_failures_come_back_in_dataset_order_with_workers(tmp_path) -> None:
+    """The second image's file is missing: the same errors file and counts with and without workers."""
+    path = coco_ground_truth(tmp_path)
+
+    def make(out: Path) -> CocoDataset:
+        return CocoDataset(STUFF / "imgs", path, out)
+
+    plain = run(make(tmp_path / "a.json"), BoxRefiner(), progress=False)
+    dataset = make(tmp_path / "b.json")
+    pool = Workers(dataset, 2)
+    try:
+        parallel = run(dataset, BoxRefiner(), progress=False, loader=pool.loader, writer=pool.writer)
+    finally:
+        pool.close()
+    assert (plain.images, plain.failures) == (parallel.images, parallel.failures) == (4, 1)
+    assert plain.failed == parallel.failed and "missing.jpg" in plain.failed[0][1]
+    files = _files(tmp_path / "a.json")
+    assert files == _files(tmp_path / "b.json") and ".errors.txt" in files
 
 
 def test_refine_with_workers_prints_where_the_model_waited(tmp_path, capsys, monkeypatch) -> None:
