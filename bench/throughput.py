@@ -4,6 +4,7 @@
     python3 bench/throughput.py --compare-transformers       # also the job with transformers' own decoder
     python3 bench/throughput.py --shapes vit_b,vit_h --images 6 --device cuda
     python3 bench/throughput.py --skip-job --shapes vit_h --images 1     # ViT-H on CPU: ~1 min per image
+    python3 bench/throughput.py --skip-job --shapes "" --cpu-side         # CPU cost per image of a COCO-like job
 
 Everything runs the real code path (`runner.run` with the background loader, `Refiner`, the model
 backend) with `samrefiner.timing` recording its stages: read (in the loader thread, overlapped with
@@ -20,6 +21,11 @@ and upscale: reading the loader did not hide, mining, writing and the loop itsel
 2. ViT-B / ViT-H shapes with random weights (SamModel built from its config, seeded), on the first
    `--images` coco_stuff images after one warm-up image: default precision of the device (bf16
    autocast on CUDA, fp32 on CPU) unless `--precision`; `--compile` to torch.compile.
+3. `--cpu-side`: what the CPU side costs per image of a COCO-like job, to size the CPUs of a GPU
+   machine: a COCO file with the 7 largest split-then-merge regions of each coco_stuff map as
+   RLE annotations, refined with the reduced model (5 iterations); per image the seconds of
+   reading (decoding image and RLEs), mining, writing (RLE encoding, records) and the rest of the
+   main thread outside the model, and the cores that 40 images/s would need.
 The machine (CPU model, cores, GPU) and the load average before and after each run are printed:
 timings on a shared machine are only as good as its load.
 """
@@ -52,7 +58,7 @@ from samrefiner.io.datasets import LabelMaps  # noqa: E402
 from samrefiner.loader import load_in_background  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
-from samrefiner.runner import Summary, run  # noqa: E402
+from samrefiner.runner import Loader, Summary, load_in_order, run  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -66,6 +72,8 @@ SHAPES = {
 }
 TARGET_SECONDS_PER_OBJECT = 0.6
 TARGET_OUTSIDE_SHARE = 0.15
+COCO_LIKE_OBJECTS = 7  # objects per image of the --cpu-side job (COCO: 7.3 per image)
+GPU_TARGET_IMAGES_PER_S = 40
 
 
 @dataclass
@@ -100,13 +108,14 @@ class Measurement:
         return ", ".join(parts + [f"other {max(self.wall - main_thread, 0.0) / self.wall:.1%}"])
 
 
-def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device) -> Measurement:
+def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device,
+            loader: Loader = load_in_background) -> Measurement:
     """Run `refiner` over `dataset` (fresh output) with the stages recorded."""
     synchronize = torch.cuda.synchronize if device.type == "cuda" else None
     times = StageTimes(synchronize)
     start, cpu = time.perf_counter(), time.process_time()
     with recording(times):
-        summary = run(dataset, refiner, limit=limit, progress=False, loader=load_in_background)
+        summary = run(dataset, refiner, limit=limit, progress=False, loader=loader)
     return Measurement(summary, time.perf_counter() - start, time.process_time() - cpu, times, dataset.layout.out)
 
 
@@ -247,6 +256,39 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
         del model, refiner
 
 
+def cpu_side(args: argparse.Namespace, work: Path) -> None:
+    """Per-image CPU seconds of a COCO-like job (7 objects, `--iterations`), and cores for 40 images/s."""
+    from samrefiner.io.coco import CocoDataset, encode_mask
+    from samrefiner.semantic import split_then_merge
+
+    torch.set_num_threads(args.threads)
+    images, annotations = [], []
+    for image_id, png in enumerate(sorted((COCO_STUFF / "pngs").glob("*.png"))[: args.images]):
+        labels = np.asarray(Image.open(png))
+        images.append({"id": image_id, "file_name": f"{png.stem}.jpg", "height": labels.shape[0], "width": labels.shape[1]})
+        regions = sorted(split_then_merge(labels), key=lambda region: -int(region[1].sum()))[:COCO_LIKE_OBJECTS]
+        annotations += [{"id": len(annotations) + index + 1, "image_id": image_id, "category_id": class_id, "iscrowd": 0,
+                         "segmentation": encode_mask(mask)} for index, (class_id, mask) in enumerate(regions)]
+    coco = work / "coco_like.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": []}))
+    refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
+    dataset = CocoDataset(COCO_STUFF / "imgs", coco, work / "coco_like_refined.json")
+    measured = measure(dataset, refiner, None, torch.device("cpu"), loader=load_in_order)  # stages one at a time
+    count, times = measured.summary.images, measured.times
+    cpu = {name: times.cpu_seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
+    cpu["other"] = max(measured.cpu - sum(times.cpu_seconds.values()), 0.0) / count
+    wall = {name: times.seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
+    total = sum(cpu.values())
+    print(f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
+          f"{args.iterations} iterations, reduced SAM, {args.threads} torch threads, stages one at a time; "
+          f"load average {load()}")
+    print("  CPU seconds per image: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in cpu.items())
+          + f" = {total * 1000:.0f} ms (wall: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in wall.items())
+          + f"); the model {sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES) / count:.1f} CPU s")
+    print(f"  at {GPU_TARGET_IMAGES_PER_S} images/s: {total:.3f} s x {GPU_TARGET_IMAGES_PER_S} = "
+          f"{total * GPU_TARGET_IMAGES_PER_S:.1f} cores busy with reading, mining and writing")
+
+
 def random_sam(name: str) -> SamModel:
     """A transformers SamModel of this encoder shape with its own random initialisation."""
     return SamModel(sam_config(SHAPES[name])).eval()
@@ -266,6 +308,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6 if cuda else 2, help="coco_stuff images per shape (at most 6)")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (shapes only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the shapes' encoder and decoder")
+    parser.add_argument("--cpu-side", action="store_true", help="CPU cost per image of a COCO-like job (--images of them)")
     parser.add_argument("--decode-batches", type=lambda text: [int(part) for part in text.split(",")], default=None,
                         help="e.g. 1,4,16: decoder time per object for each objects-per-call value")
     args = parser.parse_args()
@@ -280,6 +323,8 @@ def main() -> None:
             job(args, work)
         if args.decode_batches:
             decode_batches(args, work)
+        if args.cpu_side:
+            cpu_side(args, work)
         torch.set_num_threads(args.threads if args.device == "cpu" else torch.get_num_threads())
         shapes(args, work)
 

@@ -1,4 +1,4 @@
-"""The background loader: images and coarse masks are decoded in a thread while the model works.
+"""Reading and writing beside the model: a background thread, or N worker processes (`--workers N`).
 
 `load_in_background` is a drop-in `loader` for `samrefiner.runner.run`: the same (ref, sample or
 exception) pairs as `load_in_order`, in the same order, but a thread decodes up to `depth` samples
@@ -6,16 +6,32 @@ ahead (a bounded queue, so memory holds at most depth + 2 samples: the queue, th
 decoded and the one being refined). A sample that fails to load comes back as its exception, in its
 place; anything else that stops the thread is raised in the consumer. Closing the generator early
 (an error or Ctrl-C in the consumer) stops the thread.
+
+`Workers(dataset, n)` starts n processes (spawn) that each hold the dataset: its `loader` decodes
+images there (up to 2 n ahead) and its `writer` writes each image's outputs and resume record
+there (up to 2 n pending). Both keep the run's order: samples and failures come back in dataset
+order, so outputs, records, scores and errors are those of a run without workers. The model, and
+prompt mining, stay in the main process: mining of every pass after the first needs the masks the
+model just returned, so it cannot run ahead of the model.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
 
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
-from samrefiner.runner import load_one
+from samrefiner.runner import InlineWrites, RecordStore, load_one, write_and_record
 from samrefiner.timing import stage
 
 DEFAULT_DEPTH = 2
@@ -68,3 +84,95 @@ def load_in_background(
     finally:
         stop.set()
         thread.join()
+
+
+class Workers:
+    """N processes holding `dataset`, for reading (`loader`) and writing (`writer`) in `runner.run`."""
+
+    def __init__(self, dataset: Dataset, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"need at least one worker, got {count}")
+        self.count = count
+        self.executor = ProcessPoolExecutor(
+            count, mp_context=multiprocessing.get_context("spawn"), initializer=_hold, initargs=(dataset,)
+        )
+
+    def loader(self, dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[SampleRef, Sample | Exception]]:
+        """`load_in_order`, each sample decoded in a worker, up to 2 n ahead."""
+        ahead: deque[tuple[SampleRef, Future]] = deque()
+        upcoming = iter(refs)
+        try:
+            for ref in upcoming:
+                ahead.append((ref, self.executor.submit(_load, ref)))
+                if len(ahead) >= 2 * self.count:
+                    yield self._next(ahead)
+            while ahead:
+                yield self._next(ahead)
+        finally:
+            for _, future in ahead:
+                future.cancel()
+
+    def writer(self, dataset: Dataset, store: RecordStore, overlays: Path | None) -> InlineWrites:
+        return _ProcessWrites(self, dataset, store, overlays)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _next(ahead: deque[tuple[SampleRef, Future]]) -> tuple[SampleRef, Sample | Exception]:
+        ref, future = ahead.popleft()
+        with stage("wait for input"):
+            return ref, future.result()
+
+
+class _ProcessWrites(InlineWrites):
+    """Writes in the workers, at most 2 n images pending (the model waits beyond that)."""
+
+    def __init__(self, workers: Workers, dataset: Dataset, store: RecordStore, overlays: Path | None) -> None:
+        super().__init__(dataset, store, overlays)
+        self.workers = workers
+
+    def _start(self, sample: Sample, result: Any) -> Future:
+        busy = [future for _, _, future in self.pending if not future.done()]
+        if len(busy) >= 2 * self.workers.count:
+            with stage("write"):
+                busy[0].exception()
+        with stage("write"):
+            return self.workers.executor.submit(_write, self.store.folder.parent, sample, _Written.of(result), self.overlays)
+
+    def close(self) -> None:
+        for _, _, future in self.pending:
+            future.cancel()
+
+
+@dataclass
+class _Written:
+    """What writing needs of a RefineResult (picklable without torch)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    chosen: np.ndarray
+    empty_input: np.ndarray
+    empty_output: np.ndarray
+    prompts: SimpleNamespace
+
+    @classmethod
+    def of(cls, result: Any) -> _Written:
+        prompts = SimpleNamespace(box_expanded=np.asarray(result.prompts.box_expanded))
+        return cls(result.masks, result.scores, result.chosen, result.empty_input, result.empty_output, prompts)
+
+
+_dataset: Dataset | None = None  # the dataset of this worker process
+
+
+def _hold(dataset: Dataset) -> None:
+    global _dataset
+    _dataset = dataset
+
+
+def _load(ref: SampleRef) -> Sample | Exception:
+    return load_one(_dataset, ref)
+
+
+def _write(work_dir: Path, sample: Sample, result: _Written, overlays: Path | None) -> None:
+    write_and_record(_dataset, RecordStore(work_dir), sample, result, overlays)

@@ -32,7 +32,9 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ class Summary:
     seconds: float = 0.0
     errors_path: Path | None = None
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image key, errors-file line)
+    idle: dict[str, float] | None = None  # share of the wall time the model waited, by cause (timing.idle_shares)
 
     def __str__(self) -> str:
         rate = f"{self.images / self.seconds:.2f} images/s" if self.seconds else "-"
@@ -97,6 +100,9 @@ class Summary:
             text += f" (see {self.errors_path})"
         if self.skipped:
             text += f"; {self.skipped} already done"
+        if self.idle:
+            causes = ", ".join(f"{name} {share:.0%}" for name, share in self.idle.items() if name != "total")
+            text += f"; model idle {self.idle['total']:.0%} of the time ({causes})"
         return text
 
 
@@ -184,6 +190,52 @@ def load_one(dataset: Dataset, ref: SampleRef) -> Sample | Exception:
             return error
 
 
+def write_and_record(dataset: Dataset, store: RecordStore, sample: Sample, result: Any, overlays: Path | None) -> None:
+    """Write one image's outputs, then its record (the mark of a finished image)."""
+    store.put(sample.ref.key, _write_one(dataset, sample, result, overlays))
+
+
+class InlineWrites:
+    """Writes each image as it is submitted; failures and successes come back in submission order
+    from `settled` (a subclass may write elsewhere and settle later, in the same order)."""
+
+    def __init__(self, dataset: Dataset, store: RecordStore, overlays: Path | None) -> None:
+        self.dataset, self.store, self.overlays = dataset, store, overlays
+        self.pending: deque[tuple[SampleRef, int, Future]] = deque()
+
+    def submit(self, sample: Sample, result: Any) -> None:
+        self.pending.append((sample.ref, len(sample.objects), self._start(sample, result)))
+
+    def fail(self, ref: SampleRef, error: Exception) -> None:
+        failed: Future = Future()
+        failed.set_exception(error)
+        self.pending.append((ref, 0, failed))
+
+    def settled(self, wait: bool = False) -> Iterator[tuple[SampleRef, int, Exception | None]]:
+        """(ref, objects, error or None) of the finished head of the queue (all of it with `wait`)."""
+        while self.pending and (wait or self.pending[0][2].done()):
+            ref, objects, future = self.pending.popleft()
+            with stage("write"):
+                error = future.exception()
+            yield ref, objects, error
+
+    def close(self) -> None:
+        """Called once the run ends, normally or not."""
+
+    def _start(self, sample: Sample, result: Any) -> Future:
+        done: Future = Future()
+        try:
+            with stage("write"):
+                write_and_record(self.dataset, self.store, sample, result, self.overlays)
+            done.set_result(None)
+        except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
+            done.set_exception(error)
+        return done
+
+
+Writer = Callable[[Dataset, RecordStore, "Path | None"], InlineWrites]
+
+
 def select(refs: list[SampleRef], shard: Shard, limit: int | None) -> list[SampleRef]:
     """This shard's images, at most `limit` of them."""
     chosen = shard.select(refs)
@@ -202,6 +254,7 @@ def run(
     progress: bool = True,
     loader: Loader = load_in_order,
     merge: bool = True,
+    writer: Writer = InlineWrites,
 ) -> Summary:
     """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`).
 
@@ -217,22 +270,31 @@ def run(
     summary = Summary(skipped=len(chosen) - len(todo), errors_path=errors.path)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    writes = writer(dataset, store, overlays)
+
+    def settle(finished: Iterable[tuple[SampleRef, int, Exception | None]]) -> None:
+        for ref, objects, error in finished:
+            if error is None:
+                summary.images += 1
+                summary.objects += objects
+            else:
+                store.drop(ref.key)
+                errors.add(ref, error)
+
     try:
         for ref, loaded in loader(dataset, todo):
             try:
                 if isinstance(loaded, Exception):
                     raise loaded
-                result = refiner.refine(loaded.image, loaded.masks)
-                with stage("write"):
-                    store.put(ref.key, _write_one(dataset, loaded, result, overlays))
-                summary.images += 1
-                summary.objects += len(loaded.objects)
+                writes.submit(loaded, refiner.refine(loaded.image, loaded.masks))
             except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
-                store.drop(ref.key)
-                errors.add(ref, error)
+                writes.fail(ref, error)
+            settle(writes.settled())
             bar.set_postfix_str(f"{summary.objects / (time.perf_counter() - start):.1f} objects/s", refresh=False)
             bar.update(1)
+        settle(writes.settled(wait=True))
     finally:
+        writes.close()
         bar.close()
         errors.close()
     summary.failures, summary.failed = errors.count, errors.entries

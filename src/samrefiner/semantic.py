@@ -6,7 +6,6 @@ neither is a class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,30 +18,7 @@ if TYPE_CHECKING:
 BACKGROUND = 0
 VOID = 255
 MIN_COMPONENT_PIXELS = 5
-
-
-@dataclass
-class _Group:
-    """Merged components: inclusive box (x1, y1, x2, y2) over all their pixels, pixel count."""
-
-    x1: int
-    y1: int
-    x2: int
-    y2: int
-    area: int
-
-    @property
-    def box_area(self) -> int:
-        return (self.x2 - self.x1 + 1) * (self.y2 - self.y1 + 1)
-
-    def union(self, other: _Group) -> _Group:
-        return _Group(
-            min(self.x1, other.x1),
-            min(self.y1, other.y1),
-            max(self.x2, other.x2),
-            max(self.y2, other.y2),
-            self.area + other.area,
-        )
+_WINDOW = 256  # later components tested at once after a merge
 
 
 def split_then_merge(label_map: np.ndarray, mu: float = 0.5) -> list[tuple[int, np.ndarray]]:
@@ -99,52 +75,75 @@ def _class_regions(class_mask: np.ndarray, mu: float) -> list[np.ndarray]:
     )
     if count == 2:  # a single component is kept as it is, whatever its size
         return [class_mask.copy()]
-    components = [
-        _Group(int(x), int(y), int(x + w - 1), int(y + h - 1), int(area))
-        for x, y, w, h, area in stats[1:]
-    ]
-    groups = _merge_components(components, mu)
+    groups = _merge_components(stats[1:].astype(np.int64), mu)
     group_of_label = np.zeros(count, dtype=np.int32)
     for group_number, members in enumerate(groups, start=1):
-        group_of_label[np.asarray(members) + 1] = group_number
+        group_of_label[members + 1] = group_number
     grouped = group_of_label[labels]
     return [grouped == group_number for group_number in range(1, len(groups) + 1)]
 
 
-def _merge_components(components: list[_Group], mu: float) -> list[list[int]]:
+def _merge_components(stats: np.ndarray, mu: float) -> list[np.ndarray]:
     """Indices of the components in each merged group, groups in the reference's order.
 
-    Each group is named after one of its components (initially its own); when group B merges
-    into group A every member takes A's name, and groups come out sorted by name, as the
-    reference's final `np.unique` over its relabelled map does.
+    `stats`: OpenCV's x, y, w, h, area per component. The reference's sequential rule, exactly:
+    for i in order and j > i, group(j) merges into group(i) when `_merge_test` passes on the two
+    groups as they are at that moment (a merge grows group(i)'s box, which can enable later j).
+    Groups form a disjoint-set forest flattened after every union (`name`: each component's group,
+    named after its first component), and each step tests group(i) against all later
+    components at once (in windows, doubling while none passes): the first that passes is merged, then the test resumes after it, so the
+    result is that of the pair-by-pair loop. Groups come out sorted by name, as the reference's
+    final `np.unique` over its relabelled map gives them.
     """
-    name_of: list[int | None] = [
-        index if component.area >= MIN_COMPONENT_PIXELS else None
-        for index, component in enumerate(components)
-    ]
-    groups = {index: components[index] for index in name_of if index is not None}
-    for i in range(len(components)):
-        name_i = name_of[i]
-        if name_i is None:
+    count = len(stats)
+    x1, y1 = stats[:, 0].copy(), stats[:, 1].copy()
+    x2, y2 = x1 + stats[:, 2] - 1, y1 + stats[:, 3] - 1
+    area = stats[:, 4].copy()
+    name = np.where(area >= MIN_COMPONENT_PIXELS, np.arange(count), -1)
+    merges, settled = 0, {}  # merges so far; per group: (merges, last merged j) when its scan ended
+    for i in range(count):
+        a = int(name[i])
+        if a < 0:
             continue
-        for j in range(i + 1, len(components)):
-            name_j = name_of[j]
-            if name_j is None or name_j == name_i:
+        done_merges, last_merged = settled.get(a, (-1, count))
+        if done_merges == merges and i >= last_merged:
+            continue  # every j > i failed against this very state of every group: they fail again
+        last_merged = i
+        start, window = i + 1, _WINDOW
+        while start < count:
+            b = name[start : start + window]
+            candidates = (b >= 0) & (b != a)
+            b = np.where(candidates, b, a)  # placeholders, masked out below
+            passes = candidates & _merge_test(
+                (x1[a], y1[a], x2[a], y2[a], area[a]), (x1[b], y1[b], x2[b], y2[b], area[b]), mu
+            )
+            if not passes.any():
+                start, window = start + window, 2 * window
                 continue
-            if _should_merge(groups[name_i], groups[name_j], mu):
-                groups[name_i] = groups[name_i].union(groups.pop(name_j))
-                name_of = [name_i if name == name_j else name for name in name_of]
-    return [[index for index, name in enumerate(name_of) if name == kept] for kept in sorted(groups)]
+            j = start + int(np.argmax(passes))
+            merged = int(name[j])
+            x1[a], y1[a] = min(x1[a], x1[merged]), min(y1[a], y1[merged])
+            x2[a], y2[a] = max(x2[a], x2[merged]), max(y2[a], y2[merged])
+            area[a] += area[merged]
+            name[name == merged] = a
+            merges, last_merged = merges + 1, j
+            start, window = j + 1, _WINDOW
+        settled[a] = (merges, last_merged)
+    return [np.flatnonzero(name == kept) for kept in np.unique(name[name >= 0])]
 
 
-def _should_merge(a: _Group, b: _Group, mu: float) -> bool:
-    """The reference's merge test; the merged box area has no +1, unlike the groups' own."""
-    merged = a.union(b)
-    merged_box_area = (merged.x2 - merged.x1) * (merged.y2 - merged.y1)
-    if merged_box_area == 0:
-        return True  # the reference divides by zero here, and inf passes both tests
-    fill_threshold = min(mu, min(a.area / a.box_area, b.area / b.box_area) - 0.1)
-    return (
-        a.box_area + b.box_area > mu * merged_box_area
-        and merged.area / merged_box_area > fill_threshold
+def _merge_test(a: tuple, b: tuple, mu: float) -> np.ndarray:
+    """The reference's merge test of group `a` against the groups `b` (arrays of x1, y1, x2, y2,
+    area); the merged box area has no +1, unlike the groups' own. Exact float arithmetic of the
+    reference (float64 divisions and products of integers)."""
+    ax1, ay1, ax2, ay2, a_area = a
+    bx1, by1, bx2, by2, b_area = b
+    a_box = (ax2 - ax1 + 1) * (ay2 - ay1 + 1)
+    b_box = (bx2 - bx1 + 1) * (by2 - by1 + 1)
+    merged_box = (np.maximum(ax2, bx2) - np.minimum(ax1, bx1)) * (np.maximum(ay2, by2) - np.minimum(ay1, by1))
+    degenerate = merged_box == 0  # the reference divides by zero here, and inf passes both tests
+    safe_box = np.where(degenerate, 1, merged_box)
+    fill_threshold = np.minimum(mu, np.minimum(a_area / a_box, b_area / b_box) - 0.1)
+    return degenerate | (
+        (a_box + b_box > mu * safe_box) & ((a_area + b_area) / safe_box > fill_threshold)
     )

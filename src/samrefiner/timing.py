@@ -23,22 +23,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 MODEL_STAGES = ("encode", "decode", "upscale")  # the model calls; everything else is "outside the model"
+IDLE_CAUSES = {"reading": "wait for input", "mining": "mine", "writing": "write"}  # cause -> stage
 
 _active: StageTimes | None = None
 
 
 class StageTimes:
-    """Seconds and calls per stage, thread-safe."""
+    """Seconds, process CPU seconds (all threads, so only meaningful for stages that run alone) and
+    calls per stage, thread-safe."""
 
     def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.synchronize = synchronize
         self._lock = threading.Lock()
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, cpu_seconds: float = 0.0) -> None:
         with self._lock:
             self.seconds[name] += seconds
+            self.cpu_seconds[name] += cpu_seconds
             self.calls[name] += 1
 
     def model_seconds(self) -> float:
@@ -56,13 +60,13 @@ def stage(name: str) -> Iterator[None]:
     synchronize = times.synchronize if name in MODEL_STAGES else None
     if synchronize is not None:
         synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
         if synchronize is not None:
             synchronize()
-        times.add(name, time.perf_counter() - start)
+        times.add(name, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 @contextmanager
@@ -74,3 +78,13 @@ def recording(times: StageTimes) -> Iterator[StageTimes]:
         yield times
     finally:
         _active = previous
+
+
+def idle_shares(times: StageTimes, wall: float) -> dict[str, float]:
+    """Shares of `wall` seconds: "total" the model was idle (not in MODEL_STAGES), and of that the
+    main thread's waiting for input ("reading"), mining and writing (IDLE_CAUSES), and "other"."""
+    if wall <= 0:
+        return {}
+    total = max(0.0, 1.0 - times.model_seconds() / wall)
+    parts = {cause: times.seconds.get(name, 0.0) / wall for cause, name in IDLE_CAUSES.items()}
+    return {"total": total, **parts, "other": max(0.0, total - sum(parts.values()))}

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import inspect
 import re
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,6 +200,9 @@ def refine_command(
     ] = None,
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=0, help="Processes that read and write images beside the model (0: a thread reads).")
+    ] = 0,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Refine every image's coarse masks with SAM and write them in the input's format.
@@ -206,7 +210,9 @@ def refine_command(
     Under torchrun each process refines its share of the images and rank 0 merges them into one
     output, the same as a single process leaves (see samrefiner.distributed)."""
     from samrefiner.distributed import Ranks, run_ranks
-    from samrefiner.loader import load_in_background
+    from samrefiner.loader import Workers, load_in_background
+    from samrefiner.runner import InlineWrites
+    from samrefiner.timing import StageTimes, idle_shares, recording
 
     show_input_warnings()
     dataset = open_dataset(
@@ -228,22 +234,31 @@ def refine_command(
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
     ranks = Ranks.from_env()
     refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
+    pool = Workers(dataset, workers) if workers else None
+    times = StageTimes(stage_synchronizer(refiner))
+    start = time.perf_counter()
     try:
-        summary = run_ranks(
-            dataset,
-            refiner,
-            ranks,
-            shard=shard_spec,
-            limit=limit,
-            resume=resume,
-            errors_path=errors,
-            overlays=save_overlays,
-            progress=progress,
-            loader=load_in_background,
-        )
+        with recording(times):
+            summary = run_ranks(
+                dataset,
+                refiner,
+                ranks,
+                shard=shard_spec,
+                limit=limit,
+                resume=resume,
+                errors_path=errors,
+                overlays=save_overlays,
+                progress=progress,
+                loader=pool.loader if pool else load_in_background,
+                writer=pool.writer if pool else InlineWrites,
+            )
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command with --resume to continue", err=True)
         raise typer.Exit(130) from None
+    finally:
+        if pool:
+            pool.close()
+    summary.idle = idle_shares(times, time.perf_counter() - start)  # this process's (rank 0's under torchrun)
     if ranks.rank > 0:
         return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
     typer.echo(str(summary))
@@ -262,6 +277,14 @@ def set_coco_segmentation(dataset: Any, kind: str) -> None:
         dataset.segmentation_kind = kind
     elif kind != "input":
         raise InputError(f"--coco-segmentation {kind} is for --coco datasets")
+
+
+def stage_synchronizer(refiner: Any) -> Callable[[], None] | None:
+    """torch.cuda.synchronize when the model runs on CUDA (model stages then time the GPU's work)."""
+    import torch
+
+    device = getattr(refiner.model, "device", None)
+    return torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else None
 
 
 def build_refiner(

@@ -31,6 +31,7 @@ import json
 import re
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from samrefiner.io.datasets import (
     check_mask_sizes,
     index_images,
 )
+from samrefiner.io.coco_index import CocoIndex
 from samrefiner.io.images import atomic_write, read_image
 from samrefiner.io.polygons import coco_polygons
 
@@ -76,25 +78,26 @@ class CocoDataset(Dataset):
             raise InputError(f"{out}: the output for --coco must be a .json file")
         self.images, self.annotations_path, self.ignore_exif = images, annotations, ignore_exif
         self.layout = OutputLayout.file(out)
-        self.data = load_json(annotations)
-        self._check_structure()
-        self._by_image: dict[Any, list[int]] = defaultdict(list)
-        for index, annotation in enumerate(self._annotations()):
-            if not annotation.get("iscrowd"):
-                self._by_image[annotation["image_id"]].append(index)
+        self.index = CocoIndex.build(annotations)  # annotations stay in the file until an image needs them
+        self._by_image = self.index.by_image
         self._id_of_key = {str(image_id): image_id for image_id in self._by_image}
-        self._entries = {} if self.is_results else {entry["id"]: entry for entry in self.data["images"]}
+        self._entries = {entry["id"]: entry for entry in self.index.images}
         self._files = self._image_files()
 
     @property
+    def data(self) -> dict[str, Any] | None:
+        """The file's top-level dict, "annotations" left out (None); None for a results list."""
+        return self.index.top
+
+    @property
     def is_results(self) -> bool:
-        return isinstance(self.data, list)
+        return self.index.is_results
 
     def refs(self) -> list[SampleRef]:
         if self.is_results:
             order = sorted(self._by_image, key=str)
         else:
-            order = [entry["id"] for entry in self.data["images"] if entry["id"] in self._by_image]
+            order = [entry["id"] for entry in self.index.images if entry["id"] in self._by_image]
             order += [image_id for image_id in self._by_image if image_id not in self._entries]
         return [SampleRef(str(image_id), self._describe(image_id)) for image_id in order]
 
@@ -127,39 +130,15 @@ class CocoDataset(Dataset):
         return {"annotations": refined, "kept_rle": _kept_rle(annotations, refined, self.segmentation_kind)}
 
     def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
-        """Write the output JSON: the input with every refined annotation replaced."""
-        annotations = list(self._annotations())
-        for output in outputs.values():
-            for index, annotation in output["annotations"]:
-                annotations[index] = annotation
-        output = annotations if self.is_results else {**self.data, "annotations": annotations}
-        text = json.dumps(output, separators=(",", ":"))
-        atomic_write(self.layout.out, lambda handle: handle.write(text.encode("utf-8")))
+        """Write the output JSON (streamed): the input with every refined annotation replaced."""
+        refined = ((index, annotation) for output in outputs.values() for index, annotation in output["annotations"])
+        atomic_write(self.layout.out, lambda handle: self.index.write_json(handle, refined))
         if self.segmentation_kind != "rle":
             kept = sum(output.get("kept_rle", 0) for output in outputs.values())
             self.report_line = f"polygons: {kept} refined annotations kept as RLE (holes, or too small for a polygon)"
 
-    def _annotations(self) -> list[dict[str, Any]]:
-        return self.data if self.is_results else self.data["annotations"]
-
-    def _check_structure(self) -> None:
-        """One line naming the file when it is neither COCO kind, before any image is read."""
-        path = self.annotations_path
-        if isinstance(self.data, dict):
-            if not isinstance(self.data.get("images"), list) or not isinstance(
-                self.data.get("annotations"), list
-            ):
-                raise InputError(f"{path}: a COCO file needs 'images' and 'annotations' lists")
-            for entry in self.data["images"]:
-                if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
-                    raise InputError(f"{path}: every image entry needs 'id' and 'file_name'")
-        elif not isinstance(self.data, list):
-            raise InputError(f"{path}: not a COCO annotation file or results list")
-        for index, annotation in enumerate(self._annotations()):
-            if not isinstance(annotation, dict) or "image_id" not in annotation:
-                raise InputError(f"{path}: annotation #{index} has no 'image_id'")
-            if "segmentation" not in annotation:
-                raise InputError(f"{path}: {self._describe_annotation(index)} has no 'segmentation'")
+    def _annotations(self) -> Sequence[dict[str, Any]]:
+        return self.index.annotations
 
     def _image_files(self) -> dict[Any, list[Path]]:
         """Image id -> its file (ground truth), or the files whose name is the id (results)."""

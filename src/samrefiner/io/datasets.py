@@ -140,8 +140,9 @@ def check_mask_sizes(image: np.ndarray, image_path: Path, masks: list[np.ndarray
 class LabelMaps(Dataset):
     """Semantic label-map PNGs (`--label-maps DIR`): `<maps>/<key>.png` for `<images>/<key>.*`.
 
-    Each map is split into regions (split-then-merge), the regions are refined as instances and
-    painted back with `samrefiner.semantic.refine_label_map`; the output map has the input's
+    Each map is split into regions (split-then-merge) once, in `load`; the regions are refined as
+    instances and painted back by `write` with `samrefiner.semantic.paint_back` (the rules of
+    `refine_label_map`); the output map has the input's
     relative path, size, dtype and palette. Object ids in the scores are region indices.
     """
 
@@ -172,10 +173,12 @@ class LabelMaps(Dataset):
         return Sample(ref, image_path, image, masks, objects, context=(path, label_map, palette))
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
-        from samrefiner.semantic import refine_label_map
+        from samrefiner.semantic import paint_back
 
         path, label_map, palette = sample.context
-        refined = refine_label_map(_Replay(result), sample.image, label_map)
+        if len(result.masks) != len(sample.objects):
+            raise RuntimeError(f"{len(result.masks)} refined masks for {len(sample.objects)} regions")
+        refined = paint_back(label_map, [meta["category_id"] for meta in sample.objects], result)
         write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
         return {}
 
@@ -195,18 +198,6 @@ class LabelMaps(Dataset):
         image = read_image(image_path, ignore_exif=self.ignore_exif)
         check_mask_sizes(image, image_path, [label_map], [ref.name])
         return path, label_map, palette, image_path, image
-
-
-@dataclass
-class _Replay:
-    """Hands `refine_label_map` the result already computed for the same regions."""
-
-    result: Any
-
-    def refine(self, image: np.ndarray, masks: np.ndarray) -> Any:
-        if len(masks) != len(self.result.masks):
-            raise RuntimeError(f"regions changed between load and write ({len(masks)} != {len(self.result.masks)})")
-        return self.result
 
 
 def open_dataset(
