@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +25,8 @@ from samrefiner.distributed import Ranks, run_ranks
 from samrefiner.errors import InputError
 from samrefiner.io.masks import MaskFolders
 from samrefiner.runner import Shard, run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FailingRefiner(IdentityRefiner):
@@ -202,3 +210,72 @@ def test_max_consecutive_failures_must_be_positive():
 
     with pytest.raises(InputError, match="--max-consecutive-failures 0"):
         FailurePolicy(0)
+
+
+RANK_RUN = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import torch
+    from io_fakes import IdentityRefiner
+    from samrefiner.distributed import Ranks, run_ranks
+    from samrefiner.errors import InputError
+    from samrefiner.io.masks import MaskFolders
+    from samrefiner.manifest import new_manifest
+
+    root, iterations = Path(sys.argv[1]), int(sys.argv[2])
+    ranks = Ranks.from_env()
+
+    class Refiner(IdentityRefiner):
+        def refine(self, image, masks):
+            if ranks.rank == 1 and len(self.calls) == 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            time.sleep(0.5 * (ranks.rank == 0))
+            return super().refine(image, masks)
+
+    dataset = MaskFolders(root / "images", root / "masks", root / "out")
+    try:
+        summary = run_ranks(dataset, Refiner(), ranks, progress=False, manifest=new_manifest(iterations=iterations))
+    except InputError as error:
+        print(json.dumps({"refused": str(error)}))
+    else:
+        print(json.dumps({"images": summary.images, "stopped": summary.stopped}))
+    """
+)
+
+
+def run_two_ranks(root, iterations: int) -> list[dict]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]), OMP_NUM_THREADS="1")
+    base.update(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_RUN, str(root), str(iterations)],
+            env=dict(base, RANK=str(rank), LOCAL_RANK=str(rank)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [process.communicate(timeout=120) for process in ranks]
+    assert all(process.returncode == 0 for process in ranks), [err for _, err in outputs]
+    return [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+
+
+def test_torchrun_ranks_stop_together_and_check_rank_zeros_manifest(tmp_path):
+    images, masks = make_dataset(tmp_path, count=10)  # rank 0: img0, img2, ... img8; rank 1: img1, img3, ...
+    first = run_two_ranks(tmp_path, iterations=1)
+
+    cause = f"device error on {masks / 'img3'}: OutOfMemoryError: CUDA out of memory. Tried to allocate 9.00 GiB"
+    assert [summary["stopped"] for summary in first] == [cause, cause]  # rank 0 stopped too, on rank 1's cause
+    done = first[0]["images"]  # both ranks report the whole run
+    assert first[1]["images"] == done and done < 6  # rank 0 stopped before its last image (0.5 s each)
+    expected = sorted([f"img{2 * index}" for index in range(done - 1)] + ["img1"], key=lambda key: int(key[3:]))
+    assert scores_keys(tmp_path / "out") == expected  # finished work of both ranks merged
+    assert not (tmp_path / "out" / ".samrefiner" / "stop").exists()
+
+    second = run_two_ranks(tmp_path, iterations=2)
+    assert [summary["refused"] for summary in second] == [
+        f"{tmp_path / 'out'}: holds another run's results (iterations (1 -> 2)); --overwrite replaces them, or choose another --out"
+    ] * 2
+    assert scores_keys(tmp_path / "out") == expected

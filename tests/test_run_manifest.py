@@ -122,6 +122,8 @@ def test_a_second_run_with_another_limit_is_refused_not_merged(fake_model, capsy
 
 def test_overwrite_removes_exactly_the_files_of_the_other_run(fake_model, capsys, monkeypatch, data, tmp_path):
     args, out = data
+    monkeypatch.chdir(tmp_path)
+    args = [*args[:-1], "out"]  # a relative --out
     (tmp_path / "images" / "img5.png").write_bytes(b"broken")  # an errors file for the first run
     overlays = tmp_path / "overlays"
     assert run_cli(capsys, monkeypatch, *args, "--model", "m1", "--save-overlays", overlays)[0] == 1

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,13 @@ from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
 
 MANIFEST_NAME = "run.json"
-INFORMATIVE = ("model", "created")
+INFORMATIVE = ("model",)
 SPEED_ONLY = ("chunk_size",)  # RefinerConfig fields that change speed, not the output
 
 
 def new_manifest(**fields: Any) -> dict[str, Any]:
-    """The manifest of a run: samrefiner's version, `fields` as JSON values (paths absolute), a time."""
-    return {"samrefiner": __version__, **{name: _plain(value) for name, value in fields.items()}, "created": _now()}
+    """The manifest of a run: samrefiner's version and `fields` as JSON values (paths absolute)."""
+    return {"samrefiner": __version__, **{name: _plain(value) for name, value in fields.items()}}
 
 
 def refiner_fields(refiner: Any, model_spec: str, adapter: Path | None) -> dict[str, Any]:
@@ -140,12 +139,13 @@ def check_same(layout: OutputLayout, manifest: dict[str, Any]) -> None:
 
 
 def remove_run(layout: OutputLayout) -> None:
-    """Remove every file the journals list (and folders they leave empty), then the work folder."""
-    base = layout.work_dir.parent
+    """Remove every file the journals list (and the folders inside the output they leave empty), then
+    the work folder."""
+    base = Path(os.path.abspath(layout.work_dir.parent))
     for path in journaled_files(layout):
         path.unlink(missing_ok=True)
         for folder in path.parents:
-            if folder in (base, *base.parents) or not folder.is_dir() or any(folder.iterdir()):
+            if base not in folder.parents or not folder.is_dir() or any(folder.iterdir()):
                 break
             folder.rmdir()
     shutil.rmtree(layout.work_dir, ignore_errors=True)
@@ -171,8 +171,9 @@ class Journal:
 
 
 def journaled_files(layout: OutputLayout) -> list[Path]:
-    """Every file any journal of `layout` lists (relative entries are under the work folder's parent)."""
-    base = layout.work_dir.parent
+    """Every file any journal of `layout` lists, as absolute paths (relative entries are under the work
+    folder's parent)."""
+    base = Path(os.path.abspath(layout.work_dir.parent))
     files: dict[Path, None] = {}
     for journal in sorted(layout.work_dir.glob("written*.txt")):
         for line in journal.read_text(encoding="utf-8").splitlines():
@@ -217,7 +218,3 @@ def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # a sha256
     return text if len(text) <= 60 else "..." + text[-57:]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
