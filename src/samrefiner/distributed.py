@@ -144,23 +144,34 @@ def run_ranks(
 def _claim_on_rank_zero(
     dataset: Dataset, ranks: Ranks, manifest: dict[str, Any] | None, resume: bool, overwrite: bool, stop_flag: Path
 ) -> None:
-    """Rank 0 claims the output (and clears an old stop flag); then every rank checks the manifest.
-    A refusal reaches every rank, so all of them stop with the same line."""
-    import torch.distributed as dist
-
-    refusal: list[str | None] = [None]
+    """Rank 0 claims the output (and clears an old stop flag), then the other ranks check their
+    manifest against it. A refusal on any rank reaches every rank: all stop with the same line."""
+    refusal = None
     if ranks.rank == 0:
         try:
             if manifest is not None:
                 claim(dataset.layout, manifest, resume=resume, overwrite=overwrite)
             stop_flag.unlink(missing_ok=True)
         except InputError as error:
-            refusal = [str(error)]
-    dist.broadcast_object_list(refusal, src=0)
-    if refusal[0] is not None:
-        raise InputError(refusal[0])
-    if manifest is not None and ranks.rank > 0:
-        check_same(dataset.layout, manifest)
+            refusal = str(error)
+    _raise_on_every_rank(refusal, ranks)
+    if ranks.rank > 0 and manifest is not None:
+        try:
+            check_same(dataset.layout, manifest)
+        except InputError as error:
+            refusal = str(error)
+    _raise_on_every_rank(refusal, ranks)
+
+
+def _raise_on_every_rank(refusal: str | None, ranks: Ranks) -> None:
+    """InputError on every rank with the first rank's refusal, when any rank has one."""
+    import torch.distributed as dist
+
+    refusals: list[str | None] = [None] * ranks.world
+    dist.all_gather_object(refusals, refusal)
+    first = next((text for text in refusals if text is not None), None)
+    if first is not None:
+        raise InputError(first)
 
 
 def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Summary:
