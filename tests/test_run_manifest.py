@@ -3,6 +3,7 @@ equal settings, or replaced with --overwrite (exactly its files); shards and ran
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -102,6 +103,18 @@ def test_resume_with_other_settings_is_one_line_naming_them_and_changes_nothing(
     assert err.count("\n") == 1 and err.startswith(f"samrefiner: error: {out}: --resume with other settings")
     assert named in err
     assert tree_digest(out) == before
+
+
+def test_the_adapter_file_is_part_of_the_run(fake_model, capsys, monkeypatch, data, tmp_path):
+    args, out = data
+    adapter = tmp_path / "adapter.safetensors"
+    adapter.write_bytes(b"first adapter")
+    assert run_cli(capsys, monkeypatch, *args, "--model", "m1", "--adapter", adapter)[0] == 0
+    manifest = json.loads((out / ".samrefiner" / "run.json").read_text())
+    assert manifest["adapter_sha256"] == hashlib.sha256(b"first adapter").hexdigest()
+    adapter.write_bytes(b"retrained adapter")
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--model", "m1", "--adapter", adapter, "--resume")
+    assert code == 2 and "adapter_sha256 (" in err
 
 
 def test_resume_with_equal_settings_goes_on(fake_model, capsys, monkeypatch, data):

@@ -49,12 +49,14 @@ def new_manifest(**fields: Any) -> dict[str, Any]:
 
 def refiner_fields(refiner: Any, model_spec: str, adapter: Path | None) -> dict[str, Any]:
     """The manifest fields of a `Refiner`: model and its weights' sha256, precision, adapter, settings."""
+    from samrefiner.models.download import sha256_of
+
     config = dataclasses.asdict(refiner.config)
     return {
         "model": model_spec,
         "model_sha256": weights_sha256(refiner.model.model),
         "precision": precision_name(getattr(refiner.model, "autocast_dtype", None)),
-        "adapter_sha256": None if adapter is None else file_sha256(adapter),
+        "adapter_sha256": None if adapter is None else sha256_of(adapter),
         **{name: value for name, value in config.items() if name not in SPEED_ONLY},
     }
 
@@ -68,14 +70,8 @@ def weights_sha256(module: Any) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         values = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{values.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(values.view(torch.uint8).numpy().tobytes())
+        digest.update(values.view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    from samrefiner.models.download import sha256_of
-
-    return sha256_of(path)
 
 
 def precision_name(dtype: Any) -> str:
