@@ -117,6 +117,18 @@ def test_the_adapter_file_is_part_of_the_run(fake_model, capsys, monkeypatch, da
     assert code == 2 and "adapter_sha256 (" in err
 
 
+def test_settings_that_differ_are_refused_before_the_model_loads(fake_model, capsys, monkeypatch, data):
+    args, out = data
+    assert run_cli(capsys, monkeypatch, *args, "--model", "m1", "--iterations", "2")[0] == 0
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(refine_module, "build_refiner", no_model)
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--model", "m1", "--iterations", "3", "--resume")
+    assert code == 2 and "iterations (2 -> 3)" in err
+
+
 def test_resume_with_equal_settings_goes_on(fake_model, capsys, monkeypatch, data):
     args, out = data
     assert run_cli(capsys, monkeypatch, *args, "--model", "m1", "--limit", "6", "--max-consecutive-failures", "2")[0] == 0

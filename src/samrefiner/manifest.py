@@ -25,7 +25,6 @@ file is, so a killed run's half-written image is listed too.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -47,17 +46,21 @@ def new_manifest(**fields: Any) -> dict[str, Any]:
     return {"samrefiner": __version__, **{name: _plain(value) for name, value in fields.items()}}
 
 
-def refiner_fields(refiner: Any, model_spec: str, adapter: Path | None) -> dict[str, Any]:
-    """The manifest fields of a `Refiner`: model and its weights' sha256, precision, adapter, settings."""
+def settings_fields(config_values: dict[str, Any]) -> dict[str, Any]:
+    """The manifest fields of the refinement settings (RefinerConfig values), speed-only ones left out."""
+    return {name: value for name, value in config_values.items() if name not in SPEED_ONLY}
+
+
+def model_fields(refiner: Any, model_spec: str, adapter: Path | None) -> dict[str, Any]:
+    """The manifest fields of a loaded `Refiner`'s model: its name, its weights' sha256, the precision
+    it runs in, the adapter file's sha256."""
     from samrefiner.models.download import sha256_of
 
-    config = dataclasses.asdict(refiner.config)
     return {
         "model": model_spec,
         "model_sha256": weights_sha256(refiner.model.model),
         "precision": precision_name(getattr(refiner.model, "autocast_dtype", None)),
         "adapter_sha256": None if adapter is None else sha256_of(adapter),
-        **{name: value for name, value in config.items() if name not in SPEED_ONLY},
     }
 
 
@@ -103,8 +106,11 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
-def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
-    """Make `layout` this run's output, or refuse (InputError, one line); see the module docstring."""
+def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool, partial: bool = False) -> None:
+    """Make `layout` this run's output, or refuse (InputError, one line); see the module docstring.
+
+    `partial`: only refuse, comparing the fields `manifest` has (a check before the model is loaded);
+    nothing is written or removed."""
     existing = read_manifest(layout)
     if existing is None and _has_results(layout):
         raise InputError(
@@ -112,7 +118,7 @@ def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overw
             "settings cannot be checked nor their files listed; delete that output or choose another --out"
         )
     if existing is not None:
-        changed = differences(existing, manifest)
+        changed = differences({name: existing.get(name) for name in manifest} if partial else existing, manifest)
         if not changed:
             return
         if resume:
@@ -122,6 +128,9 @@ def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overw
                 f"{layout.out}: holds another run's results ({', '.join(changed)}); "
                 "--overwrite replaces them, or choose another --out"
             )
+    if partial:
+        return
+    if existing is not None:
         remove_run(layout)
     _create(layout, manifest)
 

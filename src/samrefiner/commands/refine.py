@@ -179,7 +179,7 @@ def refine_command(
     output, the same as a single process leaves (see samrefiner.distributed)."""
     from samrefiner.distributed import Ranks, run_ranks
     from samrefiner.loader import load_in_background
-    from samrefiner.manifest import new_manifest, refiner_fields
+    from samrefiner.manifest import claim, model_fields, new_manifest, settings_fields
 
     if resume and overwrite:
         raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
@@ -190,16 +190,18 @@ def refine_command(
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
     ranks = Ranks.from_env()
-    refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
-    manifest = new_manifest(
+    run_fields = dict(  # what decides the output besides the model (one line per field)
         images=images,
         masks=masks,
         label_maps=label_maps,
         coco=coco,
         limit=limit,
         shards=shard_spec.count,
-        **refiner_fields(refiner, model, adapter),
+        **settings_fields(config_values or {}),
     )
+    claim(dataset.layout, new_manifest(**run_fields), resume=resume, overwrite=overwrite, partial=True)  # before the model loads
+    refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
+    manifest = new_manifest(**run_fields, **model_fields(refiner, model, adapter))
     try:
         summary = run_ranks(
             dataset,
