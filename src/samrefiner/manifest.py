@@ -3,7 +3,8 @@
 Every `samrefiner refine` writes `<work>/run.json` (work: `<out>/.samrefiner/`, or `<name>.work/`
 beside a `.json` output): one flat JSON object of everything that decides the output (package
 version, model weights' sha256, every refinement setting, precision, adapter sha256, input format
-and paths, `--limit`, the number of `--shard`s, ...). A field is one more keyword of `new_manifest`.
+and paths, `--limit`, the number of `--shard`s, ...). A field is one more keyword of `new_manifest`
+(for `samrefiner refine`: one more line in its `run_fields`); `differences` names it by that keyword.
 Fields in `INFORMATIVE` are kept for people and not compared (the model as it was named: the same
 weights under another path or name are the same model).
 
