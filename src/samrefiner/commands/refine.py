@@ -157,7 +157,7 @@ def refine_command(
     ] = False,
     errors: Annotated[
         Path | None,
-        typer.Option("--errors", help="Where to list failed images (default: beside the output); with --shard K/N, FILE.shard-K-of-N."),
+        typer.Option("--errors", help="Where to list failed images (default: beside the output); with --shard K/N: NAME.shard-K-of-N.EXT."),
     ] = None,
     max_consecutive_failures: Annotated[
         int,
