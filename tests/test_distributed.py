@@ -85,6 +85,14 @@ def files_under(folder: Path) -> dict[str, bytes]:
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+def journaled(files: dict[str, bytes]) -> set[str]:
+    return {line for name, text in files.items() if name.startswith("refined.work/written") for line in text.decode().split()}
+
+
+def without_bookkeeping(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: text for name, text in files.items() if not name.startswith(("refined.work/written", "refined.work/failures"))}
+
+
 def test_torchrun_two_processes_leave_the_output_of_one(tmp_path: Path) -> None:
     coco = coco_ground_truth(tmp_path)
     # one thread per process in both runs: float sums are only reproducible at equal thread counts
@@ -104,6 +112,10 @@ def test_torchrun_two_processes_leave_the_output_of_one(tmp_path: Path) -> None:
     assert "4 images, " in single.stdout and "1 failed" in single.stdout
     assert multi.stdout.count("4 images, ") == 1 and "1 failed" in multi.stdout  # rank 0 reports the whole run
     expected, merged = files_under(tmp_path / "single"), files_under(tmp_path / "multi")
+    # per-process bookkeeping: the journals of written files (one per rank) and the tracebacks (timed)
+    assert journaled(merged) >= journaled(expected) == {"refined.json", "refined.scores.jsonl", "refined.errors.txt"}
+    assert all(b"missing.jpg" in files["refined.work/failures.log"] for files in (expected, merged))
+    expected, merged = without_bookkeeping(expected), without_bookkeeping(merged)
     assert sorted(merged) == sorted(expected)  # no rank files left behind
     assert {"refined.json", "refined.scores.jsonl", "refined.errors.txt"} <= set(expected)
     assert [name for name in expected if merged[name] != expected[name]] == []

@@ -24,7 +24,8 @@ from typing import Any
 
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset
-from samrefiner.io.images import atomic_write
+from samrefiner.io.images import announcing_writes, atomic_write
+from samrefiner.manifest import Journal, check_same, claim
 from samrefiner.runner import Shard, Summary, merge_outputs, run, shard_path
 
 # A rank may wait at the final barrier for the slowest one (uneven images): allow long runs.
@@ -71,6 +72,15 @@ class Ranks:
         return f"cuda:{self.local_rank}" if device == "cuda" and self.distributed else device
 
 
+def make_current(device: str) -> None:
+    """Make a CUDA device the current one (torch.cuda.set_device): what allocates on "the" GPU
+    (libraries, kernels without an explicit device) then uses this rank's GPU, not cuda:0."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+
+
 def run_ranks(
     dataset: Dataset,
     refiner: Any,
@@ -80,26 +90,41 @@ def run_ranks(
     limit: int | None = None,
     errors_path: Path | None = None,
     progress: bool = True,
+    manifest: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
     **options: Any,
 ) -> Summary:
     """`runner.run` for this rank's images, then one merged output; the summary of all ranks.
 
-    `options` go to `runner.run` (resume, overlays, loader). Call from every rank.
+    `limit`: the first `limit` images of the `shard` selection, split across the ranks. The errors
+    file (given or default) gets the shard's suffix, so shards writing one output keep their own.
+    Rank 0 claims the output with `manifest` (resume, overwrite), the other ranks check it; when one
+    rank stops (failure policy) the others stop after their current image. `options` go to
+    `runner.run` (overlays, loader, max_consecutive_failures). Call from every rank.
     """
-    final_errors = errors_path or shard_path(dataset.layout.errors_path, shard)
+    final_errors = shard_path(errors_path or dataset.layout.errors_path, shard)
     if not ranks.distributed:
-        return run(dataset, refiner, shard=shard, limit=limit, errors_path=final_errors, progress=progress, **options)
+        return run(
+            dataset, refiner, shard=shard, limit=limit, errors_path=final_errors, progress=progress,
+            manifest=manifest, resume=resume, overwrite=overwrite, **options,
+        )  # fmt: skip
     import torch.distributed as dist
 
+    stop_flag = dataset.layout.work_dir / f"stop{shard.suffix}"
+    rank_suffix = f".rank-{ranks.rank}-of-{ranks.world}"
     with _process_group():
+        _claim_on_rank_zero(dataset, ranks, manifest, resume, overwrite, stop_flag)
         own = run(
             dataset,
             refiner,
             shard=ranks.shard(shard),
             limit=ranks.limit(limit),
-            errors_path=final_errors.with_name(f"{final_errors.name}.rank-{ranks.rank}-of-{ranks.world}"),
+            resume=resume,
+            errors_path=final_errors.with_name(f"{final_errors.name}{rank_suffix}"),
             progress=progress and ranks.rank == 0,
             merge=False,
+            stop_flag=stop_flag,
             **options,
         )
         summaries: list[Summary | None] = [None] * ranks.world
@@ -108,24 +133,63 @@ def run_ranks(
             own.errors_path.unlink(missing_ok=True)
         total = combine([summary for summary in summaries if summary is not None], dataset, final_errors)
         if ranks.rank == 0:
-            merge_outputs(dataset)
-            write_errors(final_errors, total.failed)
+            with announcing_writes(Journal(dataset.layout, shard.suffix + rank_suffix).add):
+                merge_outputs(dataset)
+                write_errors(final_errors, total.failed)
+            stop_flag.unlink(missing_ok=True)
         dist.barrier()  # the merged output is complete when any rank returns
     return total
 
 
+def _claim_on_rank_zero(
+    dataset: Dataset, ranks: Ranks, manifest: dict[str, Any] | None, resume: bool, overwrite: bool, stop_flag: Path
+) -> None:
+    """Rank 0 claims the output (and clears an old stop flag), then the other ranks check their
+    manifest against it. A refusal on any rank reaches every rank: all stop with the same line."""
+    refusal = None
+    if ranks.rank == 0:
+        try:
+            if manifest is not None:
+                claim(dataset.layout, manifest, resume=resume, overwrite=overwrite)
+            stop_flag.unlink(missing_ok=True)
+        except InputError as error:
+            refusal = str(error)
+    _raise_on_every_rank(refusal, ranks)
+    if ranks.rank > 0 and manifest is not None:
+        try:
+            check_same(dataset.layout, manifest)
+        except InputError as error:
+            refusal = str(error)
+    _raise_on_every_rank(refusal, ranks)
+
+
+def _raise_on_every_rank(refusal: str | None, ranks: Ranks) -> None:
+    """InputError on every rank with the first rank's refusal, when any rank has one."""
+    import torch.distributed as dist
+
+    refusals: list[str | None] = [None] * ranks.world
+    dist.all_gather_object(refusals, refusal)
+    first = next((text for text in refusals if text is not None), None)
+    if first is not None:
+        raise InputError(first)
+
+
 def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Summary:
-    """One summary for the whole run: counts added, the slowest rank's time, failures in dataset order."""
+    """One summary for the whole run: counts added, the slowest rank's time, failures in dataset order,
+    the first cause of a stop."""
     order = {ref.key: index for index, ref in enumerate(dataset.refs())}
     failed = sorted((entry for summary in summaries for entry in summary.failed), key=lambda entry: order[entry[0]])
     return Summary(
         images=sum(summary.images for summary in summaries),
         objects=sum(summary.objects for summary in summaries),
+        empty_inputs=sum(summary.empty_inputs for summary in summaries),
+        empty_outputs=sum(summary.empty_outputs for summary in summaries),
         failures=len(failed),
         skipped=sum(summary.skipped for summary in summaries),
         seconds=max(summary.seconds for summary in summaries),
         errors_path=errors_path,
         failed=failed,
+        stopped=next((summary.stopped for summary in summaries if summary.stopped), None),
     )
 
 

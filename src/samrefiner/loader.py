@@ -18,7 +18,9 @@ model just returned, so it cannot run ahead of the model.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import socket
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
+from samrefiner.io.images import announcing_writes
+from samrefiner.manifest import Journal
 from samrefiner.runner import InlineWrites, RecordStore, load_one, write_and_record
 from samrefiner.timing import stage
 
@@ -163,6 +167,7 @@ class _Written:
 
 
 _dataset: Dataset | None = None  # the dataset of this worker process
+_journal: Journal | None = None  # the files this worker process wrote
 
 
 def _hold(dataset: Dataset) -> None:
@@ -175,4 +180,9 @@ def _load(ref: SampleRef) -> Sample | Exception:
 
 
 def _write(work_dir: Path, sample: Sample, result: _Written, overlays: Path | None) -> None:
-    write_and_record(_dataset, RecordStore(work_dir), sample, result, overlays)
+    """Write in this worker, listing the files in its own journal (what `--overwrite` removes)."""
+    global _journal
+    if _journal is None:
+        _journal = Journal(_dataset.layout, f".worker-{socket.gethostname()}-{os.getpid()}")
+    with announcing_writes(_journal.add):
+        write_and_record(_dataset, RecordStore(work_dir), sample, result, overlays)

@@ -23,6 +23,15 @@ coarse mask), `chosen` its index among the three candidates (-1 then); `empty_in
 
 Sharding (`Shard`) and the loader are parameters so that several processes (SLURM arrays,
 torchrun ranks) can split one dataset, and reading can move to a background loader.
+
+Run identity: given a `manifest` (see samrefiner.manifest), the run first claims the output: an
+output of another run is refused (or removed with `overwrite`), so output never mixes two runs;
+every file the run writes outside its work folder is listed in its journal.
+
+Failure policy (samrefiner.failures): a failed image gets one line in the errors file and its
+traceback in `<work>/failures.log`; bad inputs (`InputError`) never stop the run; the same other
+exception type on `max_consecutive_failures` images in a row, or any device error (CUDA out of
+memory, ...), stops it at once: `Summary.stopped` names the cause, finished work is merged and kept.
 """
 
 from __future__ import annotations
@@ -43,8 +52,10 @@ from urllib.parse import quote, unquote
 from tqdm import tqdm
 
 from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.failures import DEFAULT_MAX_CONSECUTIVE, FailureLog, FailurePolicy
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
-from samrefiner.io.images import atomic_write
+from samrefiner.io.images import announcing_writes, atomic_write
+from samrefiner.manifest import Journal, claim
 from samrefiner.timing import stage
 
 Loader = Callable[[Dataset, list[SampleRef]], Iterable[tuple[SampleRef, "Sample | Exception"]]]
@@ -82,20 +93,31 @@ class Summary:
     """What one run did."""
 
     images: int = 0  # refined in this run
-    objects: int = 0
+    objects: int = 0  # refined: coarse mask and output both non-empty
+    empty_inputs: int = 0  # empty coarse masks (kept as they were)
+    empty_outputs: int = 0  # non-empty coarse masks whose output was empty (the coarse mask kept)
     failures: int = 0
     skipped: int = 0  # already finished by an earlier run (--resume)
     seconds: float = 0.0
     errors_path: Path | None = None
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image key, errors-file line)
     idle: dict[str, float] | None = None  # share of the wall time the model waited, by cause (timing.idle_shares)
+    stopped: str | None = None  # why the run stopped early (failure policy), None when it did not
 
     def __str__(self) -> str:
         rate = f"{self.images / self.seconds:.2f} images/s" if self.seconds else "-"
-        text = (
-            f"{self.images} images, {self.objects} objects refined in {self.seconds:.1f} s "
-            f"({rate}); {self.failures} failed"
-        )
+        kept = [
+            f"{count} {what} kept{how}"
+            for count, what, how in (
+                (self.empty_inputs, "empty coarse mask" + "s" * (self.empty_inputs != 1), ""),
+                (self.empty_outputs, "empty output" + "s" * (self.empty_outputs != 1), " coarse"),
+            )
+            if count
+        ]
+        text = f"{self.images} images, {self.objects} objects refined"
+        if kept:
+            text += f" ({', '.join(kept)})"
+        text += f" in {self.seconds:.1f} s ({rate}); {self.failures} failed"
         if self.failures:
             text += f" (see {self.errors_path})"
         if self.skipped:
@@ -104,6 +126,18 @@ class Summary:
             causes = ", ".join(f"{name} {share:.0%}" for name, share in self.idle.items() if name != "total")
             text += f"; model idle {self.idle['total']:.0%} of the time ({causes})"
         return text
+
+    def count_objects(self, result: Any) -> None:
+        """Add one image's objects: refined, empty coarse masks, empty outputs."""
+        empty_input = [bool(flag) for flag in result.empty_input]
+        empty_output = [bool(flag) and not empty for flag, empty in zip(result.empty_output, empty_input)]
+        self.empty_inputs += sum(empty_input)
+        self.empty_outputs += sum(empty_output)
+        self.objects += len(empty_input) - sum(empty_input) - sum(empty_output)
+
+    @property
+    def all_objects(self) -> int:
+        return self.objects + self.empty_inputs + self.empty_outputs
 
 
 class RecordStore:
@@ -201,23 +235,23 @@ class InlineWrites:
 
     def __init__(self, dataset: Dataset, store: RecordStore, overlays: Path | None) -> None:
         self.dataset, self.store, self.overlays = dataset, store, overlays
-        self.pending: deque[tuple[SampleRef, int, Future]] = deque()
+        self.pending: deque[tuple[SampleRef, Any, Future]] = deque()  # (ref, result or None, write)
 
     def submit(self, sample: Sample, result: Any) -> None:
-        self.pending.append((sample.ref, len(sample.objects), self._start(sample, result)))
+        self.pending.append((sample.ref, result, self._start(sample, result)))
 
     def fail(self, ref: SampleRef, error: Exception) -> None:
         failed: Future = Future()
         failed.set_exception(error)
-        self.pending.append((ref, 0, failed))
+        self.pending.append((ref, None, failed))
 
-    def settled(self, wait: bool = False) -> Iterator[tuple[SampleRef, int, Exception | None]]:
-        """(ref, objects, error or None) of the finished head of the queue (all of it with `wait`)."""
+    def settled(self, wait: bool = False) -> Iterator[tuple[SampleRef, Any, Exception | None]]:
+        """(ref, result, error or None) of the finished head of the queue (all of it with `wait`)."""
         while self.pending and (wait or self.pending[0][2].done()):
-            ref, objects, future = self.pending.popleft()
+            ref, result, future = self.pending.popleft()
             with stage("write"):
                 error = future.exception()
-            yield ref, objects, error
+            yield ref, result, error
 
     def close(self) -> None:
         """Called once the run ends, normally or not."""
@@ -255,51 +289,77 @@ def run(
     loader: Loader = load_in_order,
     merge: bool = True,
     writer: Writer = InlineWrites,
+    manifest: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE,
+    stop_flag: Path | None = None,
 ) -> Summary:
     """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`).
 
-    `merge=False` leaves merging the finished records into the output to a later `merge_outputs`
-    (several processes writing one output merge once, after all of them are done).
+    `limit`: the first `limit` images of this shard. `manifest`: claim the output for this run first
+    (samrefiner.manifest.claim with `resume` and `overwrite`). `merge=False` leaves merging the
+    finished records into the output to a later `merge_outputs` (several processes writing one output
+    merge once, after all of them are done). `stop_flag`: a file shared by the processes of one run;
+    a process that stops writes its cause there, the others stop after their current image.
     """
+    policy = FailurePolicy(max_consecutive_failures)
+    if manifest is not None:
+        claim(dataset.layout, manifest, resume=resume, overwrite=overwrite)
     all_refs = dataset.refs()
     chosen = select(all_refs, shard, limit)
     store = RecordStore(dataset.layout.work_dir)
     finished = store.finished() if resume else set()
     todo = [ref for ref in chosen if ref.key not in finished]
+    journal = Journal(dataset.layout, shard.suffix)
+    journal.add(errors_path or shard_path(dataset.layout.errors_path, shard))
     errors = ErrorLog(errors_path or shard_path(dataset.layout.errors_path, shard))
+    tracebacks = FailureLog(dataset.layout.work_dir / "failures.log")
     summary = Summary(skipped=len(chosen) - len(todo), errors_path=errors.path)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     writes = writer(dataset, store, overlays)
 
-    def settle(finished: Iterable[tuple[SampleRef, int, Exception | None]]) -> None:
-        for ref, objects, error in finished:
+    def settle(finished: Iterable[tuple[SampleRef, Any, Exception | None]]) -> None:
+        """Count written images; record failed ones (the failure policy may stop the run)."""
+        for ref, result, error in finished:
             if error is None:
                 summary.images += 1
-                summary.objects += objects
-            else:
-                store.drop(ref.key)
-                errors.add(ref, error)
+                summary.count_objects(result)
+                policy.succeeded()
+                continue
+            store.drop(ref.key)
+            errors.add(ref, error)
+            tracebacks.add(ref.name, error)
+            cause = policy.failed(ref.name, error)
+            if cause and summary.stopped is None:
+                summary.stopped = cause
+                if stop_flag is not None:
+                    atomic_write(stop_flag, lambda handle: handle.write(cause.encode("utf-8")))
 
     try:
-        for ref, loaded in loader(dataset, todo):
-            try:
-                if isinstance(loaded, Exception):
-                    raise loaded
-                writes.submit(loaded, refiner.refine(loaded.image, loaded.masks))
-            except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
-                writes.fail(ref, error)
-            settle(writes.settled())
-            bar.set_postfix_str(f"{summary.objects / (time.perf_counter() - start):.1f} objects/s", refresh=False)
-            bar.update(1)
-        settle(writes.settled(wait=True))
+        with announcing_writes(journal.add):
+            for ref, loaded in loader(dataset, todo):
+                try:
+                    if isinstance(loaded, Exception):
+                        raise loaded
+                    writes.submit(loaded, refiner.refine(loaded.image, loaded.masks))
+                except Exception as error:  # noqa: BLE001  (recorded; the failure policy decides)
+                    writes.fail(ref, error)
+                settle(writes.settled())
+                bar.set_postfix_str(f"{summary.all_objects / (time.perf_counter() - start):.1f} objects/s", refresh=False)
+                bar.update(1)
+                if summary.stopped is None and stop_flag is not None and stop_flag.exists():
+                    summary.stopped = stop_flag.read_text(encoding="utf-8")
+                if summary.stopped:
+                    break
+            settle(writes.settled(wait=True))  # images refined before a stop are written and kept
     finally:
         writes.close()
         bar.close()
         errors.close()
     summary.failures, summary.failed = errors.count, errors.entries
     if merge:
-        with stage("write"):
+        with stage("write"), announcing_writes(journal.add):
             merge_outputs(dataset)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -2,14 +2,17 @@
 
     samrefiner refine --model SPEC (--images DIR (--masks DIR | --label-maps DIR | --coco FILE) | --yolo DIR)
                       --out PATH [refinement options] [--device D] [--save-overlays DIR]
-                      [--limit N] [--shard K/N] [--resume] [--errors FILE] [--precision P] [--compile]
+                      [--limit N] [--shard K/N] [--resume | --overwrite] [--errors FILE] [--precision P] [--compile]
+                      [--max-consecutive-failures N]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
     samrefiner refine ... --instance-maps DIR ...          (one map of object ids per image; --ignore-exif: files as stored)
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
-the dataclass so the two never drift apart. The output never goes over or inside the input.
-Exit code: 0 when every image was refined, 1 when some failed (listed in the errors file),
-2 on a usage or input error (one line on stderr), 130 when interrupted.
+the dataclass so the two never drift apart. The output never goes over or inside the input, and
+never mixes two runs (samrefiner.manifest). Exit code: 0 when every image was refined, 1 when some
+failed (listed in the errors file), 2 on a usage or input error (one line on stderr), 3 when the
+failure policy stopped the run (samrefiner.failures; finished work kept, `--resume` continues),
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -186,14 +189,27 @@ def refine_command(
     save_overlays: Annotated[
         Path | None, typer.Option("--save-overlays", help="Also write coarse | refined overlays here, one PNG per image.")
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Refine at most N images.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Refine the first N images of the --shard selection (torchrun ranks share them)."),
+    ] = None,
     shard: Annotated[
         str, typer.Option("--shard", help="K/N: only every N-th image from the K-th (0-based), e.g. a SLURM array task.")
     ] = "0/1",
     resume: Annotated[bool, typer.Option("--resume", help="Skip images an earlier run already finished.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace another run's results in --out (removes exactly its files).")
+    ] = False,
     errors: Annotated[
-        Path | None, typer.Option("--errors", help="Where to list failed images (default: beside the output).")
+        Path | None,
+        typer.Option("--errors", help="Where to list failed images (default: beside the output); with --shard K/N: NAME.shard-K-of-N.EXT."),
     ] = None,
+    max_consecutive_failures: Annotated[
+        int,
+        typer.Option(
+            "--max-consecutive-failures", min=1, help="Stop (exit 3) when the same error, not a bad input, fails N images in a row."
+        ),
+    ] = 5,
     progress: ProgressOption = True,
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="SAMRefiner++ IoU adapter (.safetensors from `samrefiner adapt`).")
@@ -213,7 +229,10 @@ def refine_command(
     from samrefiner.loader import Workers, load_in_background
     from samrefiner.runner import InlineWrites
     from samrefiner.timing import StageTimes, idle_shares, recording
+    from samrefiner.manifest import claim, model_fields, new_manifest, settings_fields
 
+    if resume and overwrite:
+        raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     show_input_warnings()
     dataset = open_dataset(
         images,
@@ -233,7 +252,23 @@ def refine_command(
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
     ranks = Ranks.from_env()
+    run_fields = dict(  # what decides the output besides the model (one line per field)
+        images=images,
+        masks=masks,
+        label_maps=label_maps,
+        coco=coco,
+        instance_maps=instance_maps,
+        yolo=yolo,
+        ignore_exif=ignore_exif,
+        coco_segmentation=coco_segmentation,
+        copy_images=copy_images,
+        limit=limit,
+        shards=shard_spec.count,
+        **settings_fields(config_values or {}),
+    )
+    claim(dataset.layout, new_manifest(**run_fields), resume=resume, overwrite=overwrite, partial=True)  # before the model loads
     refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
+    manifest = new_manifest(**run_fields, **model_fields(refiner, model, adapter))
     pool = Workers(dataset, workers) if workers else None
     times = StageTimes(stage_synchronizer(refiner))
     start = time.perf_counter()
@@ -251,6 +286,9 @@ def refine_command(
                 progress=progress,
                 loader=pool.loader if pool else load_in_background,
                 writer=pool.writer if pool else InlineWrites,
+                manifest=manifest,
+                overwrite=overwrite,
+                max_consecutive_failures=max_consecutive_failures,
             )
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command with --resume to continue", err=True)
@@ -260,10 +298,13 @@ def refine_command(
             pool.close()
     summary.idle = idle_shares(times, time.perf_counter() - start)  # this process's (rank 0's under torchrun)
     if ranks.rank > 0:
-        return  # rank 0 reports the whole run (torchrun stops the others when one rank exits non-zero)
+        raise typer.Exit(3 if summary.stopped else 0)  # rank 0 reports the whole run
     typer.echo(str(summary))
     if getattr(dataset, "report_line", ""):
         typer.echo(dataset.report_line)
+    if summary.stopped:
+        typer.echo(f"samrefiner: error: run stopped: {summary.stopped}; finished work kept, --resume continues", err=True)
+        raise typer.Exit(3)
     raise typer.Exit(1 if summary.failures else 0)
 
 
@@ -301,7 +342,7 @@ def build_refiner(
     import torch
 
     from samrefiner import Refiner, load_model
-    from samrefiner.distributed import Ranks
+    from samrefiner.distributed import Ranks, make_current
     from samrefiner.models.speed import PRECISIONS
 
     try:
@@ -310,7 +351,9 @@ def build_refiner(
         raise InputError(f"refinement options: {in_option_terms(str(error))}") from None
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    loaded = load_model(model_spec, device=(ranks or Ranks()).device(device, torch.cuda.is_available()))
+    resolved = (ranks or Ranks()).device(device, torch.cuda.is_available())
+    make_current(resolved)
+    loaded = load_model(model_spec, device=resolved)
     if hasattr(loaded, "speed_up"):
         loaded.speed_up(precision, compile=compile_model)
     return Refiner(loaded, config, adapter=adapter)

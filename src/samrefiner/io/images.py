@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _ORIENTATION = 0x0112  # the EXIF tag
 _SINGLE_CHANNEL = ("L", "P", "I")  # and the 16-bit modes "I;16*"
 _COLOUR = {"RGB": False, "RGBA": True, "LA": True}  # mode -> has alpha
+
+_WRITE_HOOKS: list[Callable[[Path], None]] = []
 
 
 def _open(path: str | Path) -> Image.Image:
@@ -105,6 +109,8 @@ def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = N
 def atomic_write(path: str | Path, write) -> None:
     """Call `write(binary_file)` on a temporary file next to `path`, then rename it into place."""
     path = Path(path)
+    for hook in _WRITE_HOOKS:
+        hook(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -115,3 +121,13 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def announcing_writes(hook: Callable[[Path], None]) -> Iterator[None]:
+    """Inside the block, `atomic_write` calls `hook(path)` before it writes each file (a run's journal)."""
+    _WRITE_HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        _WRITE_HOOKS.remove(hook)
