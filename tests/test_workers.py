@@ -32,7 +32,17 @@ def _files(root: Path) -> dict[str, str]:
     else:
         paths = sorted(root.rglob("*"))
         names = [path.relative_to(root).as_posix() for path in paths]
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in zip(names, paths) if path.is_file()}
+    return {
+        name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for name, path in zip(names, paths)
+        # per-process bookkeeping: journals (see _journaled) and tracebacks (timed; checked apart)
+        if path.is_file() and not path.name.startswith("written") and path.name != "failures.log"
+    }
+
+
+def _journaled(work_dir: Path) -> set[str]:
+    """The files listed by every journal of a run (one per process: the main one and each worker)."""
+    return {line for journal in work_dir.glob("written*.txt") for line in journal.read_text().split()}
 
 
 def _run_both_ways(make_dataset, out0: Path, out2: Path, workers: int) -> None:
@@ -54,6 +64,8 @@ def test_label_maps_written_by_workers_are_byte_identical(tmp_path) -> None:
     _run_both_ways(make, tmp_path / "a", tmp_path / "b", workers=2)
     files = _files(tmp_path / "a")
     assert files == _files(tmp_path / "b") and len(files) == 6 + 6 + 1  # maps, records, scores
+    listed = _journaled(tmp_path / "a" / ".samrefiner")
+    assert listed == _journaled(tmp_path / "b" / ".samrefiner") and len(listed) == 6 + 1 + 1  # maps, scores, errors
 
 
 def test_coco_written_by_workers_is_byte_identical(tmp_path) -> None:
@@ -85,6 +97,8 @@ def test_failures_come_back_in_dataset_order_with_workers(tmp_path) -> None:
     assert plain.failed == parallel.failed and "missing.jpg" in plain.failed[0][1]
     files = _files(tmp_path / "a.json")
     assert files == _files(tmp_path / "b.json") and ".errors.txt" in files
+    for out in ("a", "b"):  # the traceback of the failed image, logged by the process that read it
+        assert "missing.jpg" in (tmp_path / f"{out}.work" / "failures.log").read_text()
 
 
 def test_refine_with_workers_prints_where_the_model_waited(tmp_path, capsys, monkeypatch) -> None:
