@@ -133,3 +133,14 @@ def test_non_tensor_checkpoint_message_is_whole(tmp_path):
     assert "\n" not in message and message.startswith(f"{garbage}: not a readable PyTorch checkpoint: ")
     assert message.endswith("Unsupported operand 103)")  # the unpickler's own reason, not cut
     assert "In PyTorch 2.6" not in message  # not torch's paragraph about weights_only defaults
+
+
+@pytest.mark.parametrize("errors", ["", "."])
+def test_errors_option_naming_a_folder_is_one_line(capsys, one_image, tmp_path, errors):
+    """`--errors ''` (or a folder) was an IsADirectoryError traceback at the end of the run."""
+    images, masks = one_image
+    args = ["refine", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "out"),
+            "--model", str(SAM_REF / "reduced_sam.pth"), "--errors", errors]
+    line = run_main(capsys, args)
+    assert "--errors" in line and "folder" in line
+    assert not (tmp_path / "out").exists()

@@ -251,6 +251,8 @@ def refine_command(
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
     check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
+    if errors is not None and (not str(errors) or errors.is_dir()):
+        raise InputError(f"--errors {str(errors)!r}: a folder, not a file to list failed images in")
     ranks = Ranks.from_env()
     run_fields = dict(  # what decides the output besides the model (one line per field)
         images=images,
