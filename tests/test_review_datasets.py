@@ -53,10 +53,18 @@ def input_error(cli: CliRunner, *args: object) -> str:
     return str(result.exception)
 
 
-def write_decisions(path: Path, *entries: tuple[str, str, str]) -> Path:
+def write_decisions(path: Path, report: str | None, *entries: tuple[str, str, str]) -> Path:
+    """A decisions file as the page exports it, from the report with id `report`."""
     decisions = [{"image": image, "object": key, "decision": decision} for image, key, decision in entries]
-    path.write_text(json.dumps({"format": "samrefiner-review-decisions", "version": 1, "decisions": decisions}))
+    document = {"format": "samrefiner-review-decisions", "version": 1, "report": report, "decisions": decisions}
+    path.write_text(json.dumps({key: value for key, value in document.items() if value is not None}))
     return path
+
+
+def review_id(cli: CliRunner, out: Path, images: Path, coarse: Path, refined: Path) -> str:
+    """Run `samrefiner review` into `out`; the report id its page carries."""
+    invoke(cli, "review", "--images", images, "--coarse", coarse, "--refined", refined, "--out", out)
+    return read_manifest(out)["reportId"]
 
 
 def all_entries(report: Path) -> list[dict]:
@@ -96,8 +104,10 @@ def test_masks_review_scores_every_refined_object(cli, davis, tmp_path) -> None:
 
 
 def test_masks_apply_review_takes_refined_unless_rejected(cli, davis, tmp_path) -> None:
+    report = review_id(cli, tmp_path / "report", davis["images"], davis["coarse"], davis["refined"])
     decisions = write_decisions(
-        tmp_path / "decisions.json", ("blackswan/00000", "00000.png", "reject"), ("blackswan/00010", "00010.png", "accept")
+        tmp_path / "decisions.json", report,
+        ("blackswan/00000", "00000.png", "reject"), ("blackswan/00010", "00010.png", "accept"),
     )
     before = tree_digest(*davis.values(), decisions)
     for flag, undecided in (((), "refined"), (("--undecided-coarse",), "coarse")):
@@ -117,7 +127,7 @@ def test_masks_apply_review_takes_refined_unless_rejected(cli, davis, tmp_path) 
 
 
 def test_apply_review_never_writes_into_its_inputs(cli, davis, tmp_path) -> None:
-    decisions = write_decisions(tmp_path / "decisions.json")
+    decisions = write_decisions(tmp_path / "decisions.json", None)
     before = tree_digest(*davis.values())
     assert "would overlap the input" in input_error(
         cli, "apply-review", "--decisions", decisions, "--images", davis["images"],
@@ -141,21 +151,21 @@ def test_label_maps_review_and_apply_per_region(cli, tmp_path) -> None:
     regions = split_then_merge(coarse_map)
     assert detect_format(maps, refined) == "label-maps"
 
-    invoke(cli, "review", "--images", images, "--coarse", maps, "--refined", refined, "--out", tmp_path / "report")
+    report = review_id(cli, tmp_path / "report", images, maps, refined)
     entries = all_entries(tmp_path / "report")
     assert sorted(int(entry["object"]) for entry in entries) == list(range(len(regions)))
     assert {entry["class"] for entry in entries} == {f"class {class_id}" for class_id, _ in regions}
     manifest = read_manifest(tmp_path / "report")
     assert len(manifest["views"]) == 1 + len({class_id for class_id, _ in regions})
 
-    accept_all = write_decisions(tmp_path / "none.json")
+    accept_all = write_decisions(tmp_path / "none.json", report)
     invoke(cli, "apply-review", "--decisions", accept_all, "--images", images, "--coarse", maps,
            "--refined", refined, "--out", tmp_path / "accepted")
     np.testing.assert_array_equal(read_label_map(tmp_path / "accepted" / "0.png")[0], refined_map)
 
     rejected = max(range(len(regions)), key=lambda index: regions[index][1].sum())
     class_id, region = regions[rejected]
-    decisions = write_decisions(tmp_path / "reject.json", ("0", str(rejected), "reject"))
+    decisions = write_decisions(tmp_path / "reject.json", report, ("0", str(rejected), "reject"))
     invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", maps,
            "--refined", refined, "--out", tmp_path / "final")
     final, _ = read_label_map(tmp_path / "final" / "0.png")
@@ -176,7 +186,7 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     run(CocoDataset(images, coarse, refined), BoxRefiner(), progress=False)
     assert detect_format(coarse, refined) == "coco"
 
-    invoke(cli, "review", "--images", images, "--coarse", coarse, "--refined", refined, "--out", tmp_path / "report")
+    report = review_id(cli, tmp_path / "report", images, coarse, refined)
     entries = all_entries(tmp_path / "report")
     plain = [annotation for annotation in data["annotations"] if not annotation["iscrowd"]]
     assert sorted(entry["object"] for entry in entries) == sorted(str(a["id"]) for a in plain)
@@ -184,7 +194,7 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     assert all(entry["class"] == names[entry["object"]] and entry["name"] == "0.jpg" for entry in entries)
 
     rejected, accepted = plain[0], plain[1]
-    decisions = write_decisions(tmp_path / "d.json", ("10", str(rejected["id"]), "reject"),
+    decisions = write_decisions(tmp_path / "d.json", report, ("10", str(rejected["id"]), "reject"),
                                 ("10", str(accepted["id"]), "accept"))
     invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
            "--refined", refined, "--out", tmp_path / "final.json", "--undecided-coarse")
