@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, SAM_REF
 from io_fakes import BoxRefiner, box_mask, tree_digest
+from PIL import Image
 from test_io_coco import build_coco, decoded
 from test_review import read_chunk, read_manifest
 from typer.testing import CliRunner
@@ -228,3 +229,53 @@ def test_detect_format_without_scores_reads_the_first_png(tmp_path) -> None:
     assert detect_format(tmp_path / "binary", tmp_path / "none") == "masks"
     assert detect_format(tmp_path / "classes", tmp_path / "none") == "label-maps"
     assert detect_format(tmp_path / "x.json", tmp_path / "none") == "coco"
+
+
+def test_objects_refine_kept_coarse_show_first_and_apply(cli, tmp_path) -> None:
+    """A real `samrefiner refine` output where one object kept its coarse mask (an empty coarse
+    mask: null predicted IoU in scores.jsonl) is reviewed and applied like any other."""
+    images, coarse, refined = tmp_path / "images", tmp_path / "coarse", tmp_path / "refined"
+    images.mkdir()
+    (images / "swan.jpg").symlink_to(DAVIS / "JPEGImages/blackswan/00000.jpg")
+    (coarse / "swan").mkdir(parents=True)
+    shutil.copy(DAVIS / "Annotations/blackswan/00000.png", coarse / "swan" / "0.png")
+    Image.fromarray(np.zeros((480, 854), np.uint8)).save(coarse / "swan" / "1.png")
+    cli.invoke(app, ["refine", "--images", str(images), "--masks", str(coarse), "--out", str(refined),
+                     "--model", str(SAM_REF / "reduced_sam.pth"), "--iterations", "1", "--no-progress"])
+    (line,) = (refined / "scores.jsonl").read_text().splitlines()
+    predicted = {item["id"]: item["predicted_iou"] for item in json.loads(line)["objects"]}
+    assert predicted["1.png"] is None and predicted["0.png"] is not None
+
+    report = review_id(cli, tmp_path / "report", images, coarse, refined)
+    first, second = all_entries(tmp_path / "report")
+    assert (first["object"], first["kept"], first["predicted"], first["score"]) == ("1.png", True, None, 0.0)
+    assert (second["object"], second["kept"], second["predicted"]) == ("0.png", False, round(predicted["0.png"], 4))
+    assert read_manifest(tmp_path / "report")["hasPredicted"]
+
+    decisions = write_decisions(tmp_path / "d.json", report, ("swan", "0.png", "reject"), ("swan", "1.png", "accept"))
+    result = invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
+                    "--refined", refined, "--out", tmp_path / "final")
+    assert "1 images written: 1 objects refined, 1 kept coarse; 2 decisions applied" in result.stdout
+    np.testing.assert_array_equal(read_mask(tmp_path / "final/swan/0.png"), read_mask(coarse / "swan/0.png"))
+    assert not read_mask(tmp_path / "final/swan/1.png").any()
+
+
+def test_apply_review_refuses_decisions_from_another_report(cli, davis, tmp_path) -> None:
+    """Decisions exported from the review of another refine output would apply to nothing: refused."""
+    report = review_id(cli, tmp_path / "report", davis["images"], davis["coarse"], davis["refined"])
+    other_refined = tmp_path / "other"
+    run(MaskFolders(davis["images"], davis["coarse"], other_refined), BoxRefiner(), limit=2, progress=False)
+    other = review_id(cli, tmp_path / "other-report", davis["images"], davis["coarse"], other_refined)
+    assert other != report
+    foreign = write_decisions(tmp_path / "foreign.json", other, ("blackswan/00000", "00000.png", "reject"))
+    arguments = ("--images", davis["images"], "--coarse", davis["coarse"], "--refined", davis["refined"])
+    message = input_error(cli, "apply-review", "--decisions", foreign, *arguments, "--out", tmp_path / "final")
+    assert message.startswith(f"{foreign}: exported from review report {other}") and report in message
+    assert not (tmp_path / "final").exists()
+    anonymous = write_decisions(tmp_path / "anonymous.json", None, ("blackswan/00000", "00000.png", "reject"))
+    assert "names no review report" in input_error(
+        cli, "apply-review", "--decisions", anonymous, *arguments, "--out", tmp_path / "final"
+    )
+    own = write_decisions(tmp_path / "own.json", report, ("blackswan/00000", "00000.png", "reject"))
+    result = invoke(cli, "apply-review", "--decisions", own, *arguments, "--out", tmp_path / "final")
+    assert "1 decisions applied" in result.stdout
