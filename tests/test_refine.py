@@ -104,6 +104,7 @@ def test_five_iterations_match_reference(case, reduced_sam, encoded, first_itera
     result = Refiner(reduced_sam, RefinerConfig(iterations=4)).refine_encoded(encoding, first.masks)
     assert pixel_agreement(result.masks, expected, case["case"]).min() >= 0.995
     np.testing.assert_allclose(result.candidate_scores, expected["refined_iou_predictions"], atol=1e-2)
+    np.testing.assert_array_equal(result.chosen, expected["refined_iou_predictions"].argmax(axis=1))
 
 
 def test_refine_from_an_image_array_end_to_end(reduced_sam) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from samrefiner.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.groundtruth import AUTO, Truth, read_truth
 from samrefiner.io.datasets import Sample
 from samrefiner.io.masks import MaskFolders
 from samrefiner.metrics import MaskScores
@@ -39,12 +40,14 @@ PROMPT_SETTINGS: dict[str, dict[str, bool]] = {
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One image with its ground-truth and coarse masks (N x H x W bool each, same objects)."""
+    """One image with its ground-truth and coarse masks (N x H x W bool each, same objects) and
+    each object's void pixels (None: none), as `samrefiner eval` leaves them out."""
 
     name: str
     image: np.ndarray
     gt: np.ndarray
     coarse: np.ndarray
+    void: list[np.ndarray | None]
 
 
 @dataclass
@@ -85,15 +88,17 @@ def labelled_images(
     for ref in truth.refs()[:limit]:
         try:
             sample = truth.load(ref)
-            masks = _coarse_masks(sample, flawed, coarse_refs, coarse) if flawed else _corrupted(sample, seed)
+            truths = [read_truth(path, AUTO) for path, _ in sample.context]
+            masks = _coarse_masks(sample, flawed, coarse_refs, coarse) if flawed else _corrupted(sample, seed, truths)
         except SamRefinerError as error:
             yield error
             continue
-        yield LabelledImage(ref.key, sample.image, sample.masks, masks)
+        gt = np.stack([item.mask for item in truths])
+        yield LabelledImage(ref.key, sample.image, gt, masks, [item.void for item in truths])
 
 
-def _corrupted(sample: Sample, seed: int) -> np.ndarray:
-    return np.stack([corruption.mask for corruption in corrupt_sample(sample, seed)])
+def _corrupted(sample: Sample, seed: int, truths: list[Truth]) -> np.ndarray:
+    return np.stack([corruption.mask for corruption in corrupt_sample(sample, seed, truths)])
 
 
 def _coarse_masks(sample: Sample, flawed: MaskFolders, refs: dict, folder: Path) -> np.ndarray:
@@ -123,8 +128,8 @@ def run_bench(
         if isinstance(item, SamRefinerError):
             failures.append(str(item))
             continue
-        for gt, coarse in zip(item.gt, item.coarse):
-            rows[COARSE].scores.add(gt, coarse)
+        for gt, coarse, void in zip(item.gt, item.coarse, item.void):
+            rows[COARSE].scores.add(gt, coarse, void)
         rows[COARSE].images += 1
         started = time.perf_counter()
         encoding = model.encode(item.image)
@@ -135,8 +140,8 @@ def run_bench(
             refined = refiner.refine_encoded(encoding, item.coarse).masks
             rows[name].seconds += encoded + _seconds_since(started, model)
             rows[name].images += 1
-            for gt, mask in zip(item.gt, refined):
-                rows[name].scores.add(gt, mask)
+            for gt, mask, void in zip(item.gt, refined, item.void):
+                rows[name].scores.add(gt, mask, void)
     images = rows[COARSE].images
     return BenchReport(list(rows.values()), encode_seconds / images if images else 0.0, failures)
 
