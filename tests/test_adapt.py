@@ -274,7 +274,8 @@ def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path, monkeypat
         result = CliRunner().invoke(app, ["refine", *data, "--out", str(refined), *extra, *box_only])
         assert result.exit_code == 0, result.output
         lines = (refined / "scores.jsonl").read_text().splitlines()
-        chosen[name] = {(e["image"], o["id"]): (o["chosen"], o["predicted_iou"]) for e in map(json.loads, lines) for o in e["objects"]}
+        records = [(entry["image"], item) for entry in map(json.loads, lines) for item in entry["objects"]]
+        chosen[name] = {(image, item["id"]): (item["chosen"], item["predicted_iou"]) for image, item in records}
     plain, adapted_run = chosen["plain"], chosen["adapted"]
     assert plain.keys() == adapted_run.keys() and len(plain) > 1
     # the adapter rescored every object and changed which candidate some of them keep

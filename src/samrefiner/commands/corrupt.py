@@ -40,7 +40,8 @@ def corrupt_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the flawed masks (apart from --gt and --images).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
     void: Annotated[
-        str, typer.Option("--void", help="Ground-truth value left out of IoUs: a value, none, or auto (128 in 0/128/255 masks).")
+        str,
+        typer.Option("--void", help="Ground-truth value left out of IoUs: a value, none, or auto (128 in 0/128/255 masks)."),
     ] = AUTO,
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""

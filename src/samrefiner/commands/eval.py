@@ -160,7 +160,11 @@ def evaluate_label_maps(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
 
 def _evaluate_pngs(
-    gt: Path, pred: Path, layout: Format, add: Callable[[Path, Path, EvalReport], None], totals: MaskScores | ConfusionMatrix
+    gt: Path,
+    pred: Path,
+    layout: Format,
+    add: Callable[[Path, Path, EvalReport], None],
+    totals: MaskScores | ConfusionMatrix,
 ) -> EvalReport:
     """`add` every PNG under `gt` with the one at the same relative path under `pred` (a missing or
     unusable prediction counts as all zeros), then summarize `totals`; InputError when `pred` holds

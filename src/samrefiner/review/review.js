@@ -349,7 +349,7 @@
     document.title = manifest.title + " \u2013 samrefiner review";
     $("title").textContent = manifest.title;
     $("order-note").textContent = manifest.hasPredicted
-      ? "worth a look first: objects the refiner kept coarse, then lowest of predicted IoU and change IoU (coarse vs refined)"
+      ? "worth a look first: objects kept coarse, then lowest of predicted IoU and change IoU (coarse vs refined)"
       : "no predicted IoU in this run: largest change (lowest IoU coarse vs refined) first";
     const select = $("view");
     manifest.views.forEach((view, index) => {
