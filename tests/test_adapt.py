@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -157,6 +158,7 @@ def test_refiner_rescores_with_an_adapter_file(model, training_images, encodings
     assert np.allclose(plain.candidate_scores, predicted_scores(model, samples, None)[:2], atol=1e-5)
     assert np.allclose(adapted_result.candidate_scores, predicted_scores(model, samples, trained.adapter)[:2], atol=1e-5)
     assert adapted_result.chosen.tolist() == adapted_result.candidate_scores.argmax(axis=1).tolist()
+    assert adapted_result.chosen.tolist() != plain.chosen.tolist()  # the adapter changes the choice here
 
 
 def test_adapter_for_another_base_model_is_refused(model, trained):
@@ -255,7 +257,8 @@ def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path, monkeypat
         "--model", str(REDUCED), "--images", str(DATA / "coco_stuff" / "imgs"),
         "--label-maps", str(DATA / "coco_stuff" / "pngs"), "--limit", "1", "--device", "cpu", "--no-progress",
     ]
-    arguments = ["adapt", *data, "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "2"]
+    # 10 epochs: enough for the adapter to change the chosen candidate of some object below
+    arguments = ["adapt", *data, "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "10"]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert "top-1 agreement with coarse-mask IoU" in result.output
@@ -264,7 +267,17 @@ def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path, monkeypat
     assert adapter.lora_b.abs().max() > 0
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
 
-    refined = tmp_path / "refined"
-    result = CliRunner().invoke(app, ["refine", *data, "--out", str(refined), "--adapter", str(out), "--iterations", "1"])
-    assert result.exit_code == 0, result.output
-    assert (refined / "scores.jsonl").is_file()
+    chosen = {}
+    box_only = ["--iterations", "1", "--no-use-points", "--no-use-mask"]  # the prompt the adapter learned on
+    for name, extra in (("plain", []), ("adapted", ["--adapter", str(out)])):
+        refined = tmp_path / name
+        result = CliRunner().invoke(app, ["refine", *data, "--out", str(refined), *extra, *box_only])
+        assert result.exit_code == 0, result.output
+        lines = (refined / "scores.jsonl").read_text().splitlines()
+        records = [(entry["image"], item) for entry in map(json.loads, lines) for item in entry["objects"]]
+        chosen[name] = {(image, item["id"]): (item["chosen"], item["predicted_iou"]) for image, item in records}
+    plain, adapted_run = chosen["plain"], chosen["adapted"]
+    assert plain.keys() == adapted_run.keys() and len(plain) > 1
+    # the adapter rescored every object and changed which candidate some of them keep
+    assert all(plain[key][1] != adapted_run[key][1] for key in plain)
+    assert any(plain[key][0] != adapted_run[key][0] for key in plain)

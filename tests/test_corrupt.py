@@ -95,3 +95,23 @@ def test_cli_refuses_output_inside_the_inputs(runner, tmp_path):
     result = runner.invoke(app, ["corrupt", "--images", str(tmp_path), "--gt", str(gt), "--out", str(gt / "flawed")])
     assert result.exit_code != 0
     assert "overlap" in str(result.exception)
+
+
+def test_grabcut_band_is_void_for_the_iou_targets(runner, tmp_path):
+    """GrabCut's 128 band is void: the object is the certain one and IoUs leave the band out."""
+    from PIL import Image
+
+    images, gt = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    gt.mkdir()
+    (images / "fullmoon.png").symlink_to(DATA / "grabcut/images/fullmoon.png")
+    (gt / "fullmoon.png").symlink_to(DATA / "grabcut/gt/fullmoon.png")
+    result = runner.invoke(app, ["corrupt", "--images", str(images), "--gt", str(gt), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    values = np.asarray(Image.open(gt / "fullmoon.png"))
+    certain, void = values == 255, values == 128
+    flawed = read_mask(tmp_path / "out" / "fullmoon.png")
+    record = json.loads((tmp_path / "out" / "corrupt.json").read_text())["objects"]["fullmoon/fullmoon.png"]
+    iou = mask_iou(certain, flawed, void)
+    assert record["iou"] == pytest.approx(iou, abs=1e-6) and IOU_BAND[0] <= iou <= IOU_BAND[1]
+    assert iou != pytest.approx(mask_iou(values >= 128, flawed), abs=1e-3)

@@ -148,3 +148,108 @@ def test_unusable_coco_prediction_is_listed(runner, tmp_path):
     scores = run_eval(runner, tmp_path, gt, pred, exit_code=1)
     assert scores["ap"] == 0.0
     assert scores["unusable"] == [f"{pred}: annotation #0: has no 'category_id'"]
+
+
+GRABCUT = DATA / "grabcut"
+
+
+def grabcut_predictions(folder: Path, lowest: int) -> Path:
+    """Every GrabCut ground truth as a 0/255 prediction of its pixels >= `lowest`."""
+    from PIL import Image
+
+    for path in sorted((GRABCUT / "gt").glob("*.png")):
+        values = np.asarray(Image.open(path))
+        write_png(folder / path.name, np.where(values >= lowest, 255, 0).astype(np.uint8))
+    return folder
+
+
+def test_grabcut_uncertain_band_is_void_so_the_certain_object_scores_one(runner, tmp_path):
+    """RITM's GrabCut protocol and CascadePSP: 128 is "don't know", left out of every score."""
+    certain = grabcut_predictions(tmp_path / "certain", 255)
+    scores = run_eval(runner, tmp_path, GRABCUT / "gt", certain, "--format", "masks")
+    assert scores["count"] == 20
+    assert {key: scores[key] for key in ("iou", "mean_iou", "boundary_iou", "mba")} == dict.fromkeys(
+        ("iou", "mean_iou", "boundary_iou", "mba"), 1.0
+    )
+    with_band = grabcut_predictions(tmp_path / "with_band", 128)  # the band is void: no pixel counts
+    scores = run_eval(runner, tmp_path, GRABCUT / "gt", with_band, "--format", "masks")
+    assert scores["iou"] == 1.0 and scores["mean_iou"] == 1.0
+
+
+def test_explicit_void_value_by_hand(runner, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    truth = square(2, 2, 4)  # 16 px object
+    truth[1, 2:6] = 100  # a 4-px void row above it
+    write_png(gt / "a" / "0.png", truth)
+    write_png(pred / "a" / "0.png", square(1, 2, 5))  # 25 px: the object, the void row and 5 px more
+    scores = run_eval(runner, tmp_path, gt, pred, "--format", "masks", "--void", "100")
+    assert scores["iou"] == pytest.approx(16 / 21)
+    result = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(pred), "--void", "grey"])
+    assert isinstance(result.exception, InputError) and "--void grey" in str(result.exception)
+
+
+def test_void_none_makes_255_a_class_of_label_maps(runner, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    write_label_map(gt / "m.png", np.array([[0, 0, 1, 255]], dtype=np.uint8))
+    write_label_map(pred / "m.png", np.array([[0, 1, 1, 1]], dtype=np.uint8))
+    # default void 255: class 0 1/2, class 1 1/2; none: class 0 1/2, class 1 1/3, class 255 0
+    assert run_eval(runner, tmp_path, gt, pred)["miou"] == pytest.approx(1 / 2)
+    assert run_eval(runner, tmp_path, gt, pred, "--void", "none")["miou"] == pytest.approx((1 / 2 + 1 / 3 + 0) / 3)
+
+
+def test_masks_non_trivial_scores_by_hand(runner, tmp_path):
+    """The shifted block of test_metrics (IoU 90/110, boundary IoU 18/54, mBA 56/76) through files."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    write_png(gt / "img" / "0.png", square(5, 5, 10, shape=(20, 20)))
+    write_png(pred / "img" / "0.png", square(5, 6, 10, shape=(20, 20)))
+    scores = run_eval(runner, tmp_path, gt, pred)
+    assert scores["iou"] == pytest.approx(90 / 110)
+    assert scores["boundary_iou"] == pytest.approx(18 / 54)
+    assert scores["mba"] == pytest.approx(56 / 76)
+
+
+def test_coco_non_trivial_scores_by_hand(runner, tmp_path):
+    """One column too many (test_metrics' AP case): mask AP 0.9, boundary AP 0.3, IoU 100/110."""
+    gt = coco_file(tmp_path / "gt.json", [square(5, 5, 10, (20, 20))], [3])
+    wide = square(5, 5, 10, (20, 20))
+    wide[5:15, 15] = 255
+    pred = coco_file(tmp_path / "pred.json", [wide], [3])
+    scores = run_eval(runner, tmp_path, gt, pred)
+    assert scores["ap"] == pytest.approx(0.9) and scores["boundary_ap"] == pytest.approx(0.3)
+    assert scores["iou"] == pytest.approx(100 / 110) and scores["boundary_iou"] == pytest.approx(28 / 46)
+    result = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(pred), "--void", "0"])
+    assert isinstance(result.exception, InputError) and "no void" in str(result.exception)
+
+
+def eval_error(runner: CliRunner, *args: str) -> str:
+    result = runner.invoke(app, ["eval", *args])
+    assert isinstance(result.exception, InputError), result.output
+    assert "\n" not in str(result.exception)
+    return str(result.exception)
+
+
+def test_flat_binary_masks_without_format_ask_for_it(runner, tmp_path):
+    flat = DATA / "davis2016" / "Annotations" / "blackswan"
+    assert "--format masks or --format label-maps" in eval_error(runner, "--gt", str(flat), "--pred", str(flat))
+    assert "--format" in eval_error(runner, "--gt", str(GRABCUT / "gt"), "--pred", str(GRABCUT / "gt"))
+    nested_soft = tmp_path / "soft"
+    write_png(nested_soft / "img" / "0.png", np.array([[0, 60, 200]], np.uint8))  # soft mask or label map?
+    assert "--format" in eval_error(runner, "--gt", str(nested_soft), "--pred", str(nested_soft))
+
+
+@pytest.mark.parametrize("layout", ["masks", "label-maps"])
+def test_prediction_folder_without_the_ground_truths_files_is_an_error(runner, tmp_path, layout):
+    gt = tmp_path / "gt"
+    write_png(gt / "img" / "0.png", square(0, 0, 4))
+    missing = tmp_path / "typo"
+    assert f"{missing}: prediction folder not found" == eval_error(
+        runner, "--gt", str(gt), "--pred", str(missing), "--format", layout
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds none of the 1 ground-truth files (e.g. img/0.png)" in eval_error(
+        runner, "--gt", str(gt), "--pred", str(empty), "--format", layout
+    )
+    other = tmp_path / "other"
+    write_png(other / "elsewhere" / "0.png", square(0, 0, 4))
+    assert str(other) in eval_error(runner, "--gt", str(gt), "--pred", str(other), "--format", layout)

@@ -139,6 +139,13 @@ def per_object_agreement(masks: np.ndarray, reference: np.ndarray) -> np.ndarray
     return (masks == reference).reshape(len(masks), -1).mean(axis=1)
 
 
+def per_object_iou(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """IoU with the reference per object: a small object cannot hide its errors in the background."""
+    shared = (masks & reference).reshape(len(masks), -1).sum(axis=1)
+    union = (masks | reference).reshape(len(masks), -1).sum(axis=1)
+    return np.where(union == 0, 1.0, shared / np.maximum(union, 1))
+
+
 def test_loads_as_hq_backend(hq_model):
     assert hq_model.kind == "sam_hq"
     assert isinstance(hq_model.model, SamHQModel)
@@ -173,6 +180,7 @@ def test_matches_reference_hq_one_iteration(case, hq_model, encodings, first_pas
     assert per_object_agreement(result.masks, decoder_masks).min() >= 0.999
     refined = unpack(run["refined_bits"], run["refined_shape"])
     assert per_object_agreement(result.masks, refined).min() >= 0.999
+    assert per_object_iou(result.masks, refined).min() >= 0.999
 
 
 @pytest.mark.parametrize("case", FIVE_ITERATION_CASES, ids=lambda case: case["case"])

@@ -211,3 +211,54 @@ def test_boundary_ap_is_below_mask_ap_on_thick_shifted_objects():
         detections.append([(pred, 1.0)])
     dataset, results = coco_case(gt_masks, detections)
     assert coco_boundary_ap(dataset, results) < coco_mask_ap(dataset, results)
+
+
+def test_shifted_block_by_hand():
+    """A 10x10 block in a 20x20 image (d = 1, every mBA radius 1) against it shifted one column right."""
+    gt = block((20, 20), (5, 15), (5, 15))
+    pred = block((20, 20), (5, 15), (6, 16))
+    scores = MaskScores()
+    scores.add(gt, pred)
+    # rings of 36 px share the top and bottom rows at columns 6..14: 18 / (36 + 36 - 18)
+    # mBA band (3x3 cross): the 36-px inner ring plus 40 px outside; wrong: column 5 and column 15
+    assert scores.summary() == pytest.approx(
+        {"iou": 90 / 110, "mean_iou": 90 / 110, "boundary_iou": 18 / 54, "mba": 56 / 76, "count": 1}
+    )
+
+
+def test_void_pixels_leave_every_score_by_hand():
+    """GrabCut-like: a 3x3 certain object inside a 1-px void ring (5x5 block minus the object)."""
+    certain = block((7, 7), (2, 5), (2, 5))
+    void = block((7, 7), (1, 6), (1, 6)) & ~certain  # 16 px
+    covering = block((7, 7), (1, 6), (1, 6))  # the object and all of the void
+    assert mask_iou(certain, covering) == pytest.approx(9 / 25)
+    assert mask_iou(certain, covering, void) == 1.0
+    assert mask_iou(certain, certain, void) == 1.0
+    # mBA band (3x3 cross): the 8-px inner ring and 12 px outside it, all void: 8 / 8 right
+    assert boundary_accuracy(certain, covering) == pytest.approx(8 / 20)
+    assert boundary_accuracy(certain, covering, void) == 1.0
+    missing_corner = certain & ~block((7, 7), (2, 3), (2, 3))
+    assert boundary_accuracy(certain, missing_corner, void) == pytest.approx(7 / 8)
+    # boundary bands: the prediction's band is all void, the object's 8-px ring is not; without
+    # its corner the prediction erodes to nothing, so its band is all 8 px: 7 shared of 9
+    assert boundary_iou(certain, covering, void=void) == 0.0
+    assert boundary_iou(certain, missing_corner, void=void) == pytest.approx(7 / 9)
+    # a prediction leaking outside the void still counts there: I 9, U 9 + 2
+    leaking = covering.copy()
+    leaking[0, 0:2] = True
+    assert mask_iou(certain, leaking, void) == pytest.approx(9 / 11)
+    scores = MaskScores()
+    scores.add(certain, covering, void)
+    scores.add(certain, leaking, void)
+    assert scores.summary()["iou"] == pytest.approx(18 / 20)
+
+
+def test_confusion_matrix_void_label_is_a_setting():
+    gt, pred = np.array([[0, 0, 1, 255]]), np.array([[0, 1, 1, 1]])
+    without = ConfusionMatrix(void=None)  # 255 is a class: TP 0, FN 1
+    without.add(gt, pred)
+    # class 0: TP 1, FN 1; class 1: TP 1, FP 2
+    assert without.class_ious() == pytest.approx({0: 1 / 2, 1: 1 / 3, 255: 0.0})
+    zero_void = ConfusionMatrix(void=0)
+    zero_void.add(gt, pred)
+    assert zero_void.class_ious() == pytest.approx({1: 1 / 2, 255: 0.0})

@@ -76,6 +76,17 @@ def pixel_agreement(masks: np.ndarray, expected, case: str) -> np.ndarray:
     return agreement
 
 
+def object_iou(masks: np.ndarray, expected, case: str) -> np.ndarray:
+    """Per object, IoU with the reference's refined mask: unlike agreement over the whole image,
+    a small object cannot hide its errors among the background pixels."""
+    reference = unpack(expected["refined_bits"], expected["refined_shape"])
+    shared = (masks & reference).reshape(len(reference), -1).sum(axis=1)
+    union = (masks | reference).reshape(len(reference), -1).sum(axis=1)
+    iou = np.where(union == 0, 1.0, shared / np.maximum(union, 1))
+    print(f"{case}: {len(iou)} objects, IoU with the reference min {iou.min():.4%}")
+    return iou
+
+
 @pytest.mark.parametrize("case", ONE_ITERATION, ids=[case["case"] for case in ONE_ITERATION])
 def test_one_iteration_matches_reference(case, reduced_sam, encoded, first_iterations) -> None:
     expected = np.load(SAM_REF / f"{case['case']}.npz")
@@ -87,6 +98,7 @@ def test_one_iteration_matches_reference(case, reduced_sam, encoded, first_itera
         result = Refiner(reduced_sam, config).refine_encoded(encoding, coarse)
     assert_prompts_match(result.prompts, expected)
     assert pixel_agreement(result.masks, expected, case["case"]).min() >= 0.999
+    assert object_iou(result.masks, expected, case["case"]).min() >= 0.999
     np.testing.assert_allclose(result.candidate_scores, expected["iou_predictions"], atol=1e-3)
     np.testing.assert_array_equal(result.chosen, expected["iou_predictions"].argmax(axis=1))
     np.testing.assert_allclose(result.scores, expected["iou_predictions"].max(axis=1), atol=1e-3)
@@ -102,8 +114,12 @@ def test_five_iterations_match_reference(case, reduced_sam, encoded, first_itera
     assert_prompts_match(first.prompts, expected)
     encoding, _ = encoded(case["image_arrays"])
     result = Refiner(reduced_sam, RefinerConfig(iterations=4)).refine_encoded(encoding, first.masks)
+    # four more iterations carry float-level differences on: bars of 99.5 % (measured worst: 99.94 %
+    # agreement, 99.81 % IoU, coco_stuff_3); the chosen candidates are the reference's exactly
     assert pixel_agreement(result.masks, expected, case["case"]).min() >= 0.995
+    assert object_iou(result.masks, expected, case["case"]).min() >= 0.995
     np.testing.assert_allclose(result.candidate_scores, expected["refined_iou_predictions"], atol=1e-2)
+    np.testing.assert_array_equal(result.chosen, expected["refined_iou_predictions"].argmax(axis=1))
 
 
 def test_refine_from_an_image_array_end_to_end(reduced_sam) -> None:
@@ -113,6 +129,7 @@ def test_refine_from_an_image_array_end_to_end(reduced_sam) -> None:
     result = Refiner(reduced_sam, RefinerConfig(iterations=1)).refine(arrays["image_rgb"], coarse.astype(np.uint8) * 255)
     assert_prompts_match(result.prompts, expected)
     assert pixel_agreement(result.masks, expected, "voc_example, end to end").min() >= 0.999
+    assert object_iou(result.masks, expected, "voc_example, end to end").min() >= 0.999
 
 
 # --- the loop's rules, on a stand-in model ---

@@ -15,11 +15,12 @@ from conftest import DATA, SAM_REF
 from io_fakes import tree_digest
 from PIL import Image
 from pycocotools.coco import COCO
-from test_io_coco import build_coco
+from test_io_coco import build_coco, decoded
 
 import samrefiner.models
 from samrefiner.cli import main
 from samrefiner.commands.refine import CONFIG_HELP, config_fields
+from samrefiner.io.images import read_mask
 
 MODEL = str(SAM_REF / "reduced_sam.pth")
 FAST = ["--model", MODEL, "--iterations", "1", "--no-progress"]
@@ -35,6 +36,14 @@ def load_the_model_once():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(samrefiner.models, "load_model", functools.lru_cache(samrefiner.models.load_model))
         yield
+
+
+@functools.lru_cache(maxsize=1)
+def api_refiner():
+    """The Python API's refiner with the options of FAST: what the CLI must have written."""
+    from samrefiner import Refiner, RefinerConfig
+
+    return Refiner(samrefiner.models.load_model(MODEL), RefinerConfig(iterations=1))
 
 
 def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
@@ -63,6 +72,11 @@ def test_mask_folders_with_overlays(tmp_path, capsys, monkeypatch):
     assert code == 0 and out.startswith("1 images, 1 objects refined") and "0 failed" in out
     refined = Image.open(tmp_path / "out" / "blackswan" / "00000.png")
     assert refined.size == (854, 480) and set(np.unique(np.asarray(refined))) <= {0, 255}
+    # the written mask is the model's refinement, which differs from the coarse input
+    coarse = read_mask(DAVIS / "Annotations" / "blackswan" / "00000.png")
+    expected = api_refiner().refine(DAVIS / "JPEGImages" / "blackswan" / "00000.jpg", coarse[None]).masks[0]
+    np.testing.assert_array_equal(np.asarray(refined) > 0, expected)
+    assert (expected != coarse).sum() > 100
     assert Image.open(tmp_path / "overlays" / "blackswan" / "00000.png").width > 2 * 854 // 2
     (line,) = (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
     record = json.loads(line)
@@ -86,6 +100,12 @@ def test_label_maps_keep_name_size_and_mode(tmp_path, capsys, monkeypatch):
     original, refined = Image.open(STUFF / "pngs" / "5.png"), Image.open(tmp_path / "out" / "5.png")
     assert (refined.mode, refined.size) == (original.mode, original.size)
     assert set(np.unique(np.asarray(refined))) <= set(np.unique(np.asarray(original))) | {0}
+    # the written map is the model's refinement; every class changed where the model changed it
+    coarse = np.asarray(original)
+    expected = api_refiner().refine_label_map(STUFF / "imgs" / "5.jpg", coarse)
+    np.testing.assert_array_equal(np.asarray(refined), expected)
+    for class_id in set(np.unique(coarse).tolist()) - {0, 255}:
+        assert ((expected == class_id) != (coarse == class_id)).sum() > 100, class_id
 
 
 def test_coco_json_in_and_out(tmp_path, capsys, monkeypatch):
@@ -97,6 +117,12 @@ def test_coco_json_in_and_out(tmp_path, capsys, monkeypatch):
     assert code == 0 and "0 failed" in stdout
     refined = COCO(str(out))
     assert sorted(refined.getAnnIds()) == sorted(a["id"] for a in data["annotations"])
+    height, width = data["images"][0]["height"], data["images"][0]["width"]
+    for annotation in data["annotations"]:  # every object the model refined changed
+        if not annotation["iscrowd"]:
+            before = decoded(annotation, height, width)
+            after = refined.annToMask(refined.anns[annotation["id"]]).astype(bool)
+            assert (before != after).sum() > 100, annotation["id"]
     assert all(isinstance(a["segmentation"]["counts"], str) for a in refined.dataset["annotations"] if not a["iscrowd"])
     scores = json.loads((tmp_path / "out" / "refined.scores.jsonl").read_text())
     assert sorted(obj["id"] for obj in scores["objects"]) == sorted(

@@ -277,3 +277,24 @@ def test_twenty_thousand_objects_stay_responsive(browser, page, tmp_path: Path, 
           f"{chunk_files} data files loaded of {SYNTHETIC_OBJECTS * 2 // 60 + 6}")
     assert load_seconds < 10 and max(flips) < 3  # generous: the CPU here is shared
     assert chunk_files <= 20  # the pages shown, their prefetches and the last page of each filter
+
+
+def test_objects_kept_coarse_come_first_and_say_so(page, tmp_path: Path) -> None:
+    """An object whose refinement was skipped (null predicted IoU) heads the page, marked as such."""
+    out = tmp_path / "report"
+    prepare_report_dir(out)
+    Image.new("RGB", (2 * PANEL_SIZE + PANEL_GAP, PANEL_SIZE), (90, 90, 90)).save(out / THUMBNAIL_DIR / "0.jpg")
+    thumb = f"{THUMBNAIL_DIR}/0.jpg"
+    write_page(
+        [
+            ObjectSummary("a.jpg", "0", "", 0.2, 0.3, thumb),
+            ObjectSummary("a.jpg", "1", "", None, 1.0, thumb, kept_coarse=True),
+            ObjectSummary("b.jpg", "0", "", 0.9, 0.95, thumb),
+        ],
+        out, title="kept", source="kept",
+    )
+    open_report(page, out)
+    cards = page.locator(".card")
+    assert [cards.nth(index).get_attribute("data-id") for index in range(3)] == ["a.jpg#1", "a.jpg#0", "b.jpg#0"]
+    assert cards.nth(0).locator(".scores").inner_text().startswith("kept coarse")
+    assert cards.nth(1).locator("b.predicted").inner_text() == "0.200"

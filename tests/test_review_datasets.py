@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, SAM_REF
 from io_fakes import BoxRefiner, box_mask, tree_digest
+from PIL import Image
 from test_io_coco import build_coco, decoded
 from test_review import read_chunk, read_manifest
 from typer.testing import CliRunner
@@ -53,10 +54,18 @@ def input_error(cli: CliRunner, *args: object) -> str:
     return str(result.exception)
 
 
-def write_decisions(path: Path, *entries: tuple[str, str, str]) -> Path:
+def write_decisions(path: Path, report: str | None, *entries: tuple[str, str, str]) -> Path:
+    """A decisions file as the page exports it, from the report with id `report`."""
     decisions = [{"image": image, "object": key, "decision": decision} for image, key, decision in entries]
-    path.write_text(json.dumps({"format": "samrefiner-review-decisions", "version": 1, "decisions": decisions}))
+    document = {"format": "samrefiner-review-decisions", "version": 1, "report": report, "decisions": decisions}
+    path.write_text(json.dumps({key: value for key, value in document.items() if value is not None}))
     return path
+
+
+def review_id(cli: CliRunner, out: Path, images: Path, coarse: Path, refined: Path) -> str:
+    """Run `samrefiner review` into `out`; the report id its page carries."""
+    invoke(cli, "review", "--images", images, "--coarse", coarse, "--refined", refined, "--out", out)
+    return read_manifest(out)["reportId"]
 
 
 def all_entries(report: Path) -> list[dict]:
@@ -96,8 +105,10 @@ def test_masks_review_scores_every_refined_object(cli, davis, tmp_path) -> None:
 
 
 def test_masks_apply_review_takes_refined_unless_rejected(cli, davis, tmp_path) -> None:
+    report = review_id(cli, tmp_path / "report", davis["images"], davis["coarse"], davis["refined"])
     decisions = write_decisions(
-        tmp_path / "decisions.json", ("blackswan/00000", "00000.png", "reject"), ("blackswan/00010", "00010.png", "accept")
+        tmp_path / "decisions.json", report,
+        ("blackswan/00000", "00000.png", "reject"), ("blackswan/00010", "00010.png", "accept"),
     )
     before = tree_digest(*davis.values(), decisions)
     for flag, undecided in (((), "refined"), (("--undecided-coarse",), "coarse")):
@@ -117,7 +128,7 @@ def test_masks_apply_review_takes_refined_unless_rejected(cli, davis, tmp_path) 
 
 
 def test_apply_review_never_writes_into_its_inputs(cli, davis, tmp_path) -> None:
-    decisions = write_decisions(tmp_path / "decisions.json")
+    decisions = write_decisions(tmp_path / "decisions.json", None)
     before = tree_digest(*davis.values())
     assert "would overlap the input" in input_error(
         cli, "apply-review", "--decisions", decisions, "--images", davis["images"],
@@ -141,21 +152,21 @@ def test_label_maps_review_and_apply_per_region(cli, tmp_path) -> None:
     regions = split_then_merge(coarse_map)
     assert detect_format(maps, refined) == "label-maps"
 
-    invoke(cli, "review", "--images", images, "--coarse", maps, "--refined", refined, "--out", tmp_path / "report")
+    report = review_id(cli, tmp_path / "report", images, maps, refined)
     entries = all_entries(tmp_path / "report")
     assert sorted(int(entry["object"]) for entry in entries) == list(range(len(regions)))
     assert {entry["class"] for entry in entries} == {f"class {class_id}" for class_id, _ in regions}
     manifest = read_manifest(tmp_path / "report")
     assert len(manifest["views"]) == 1 + len({class_id for class_id, _ in regions})
 
-    accept_all = write_decisions(tmp_path / "none.json")
+    accept_all = write_decisions(tmp_path / "none.json", report)
     invoke(cli, "apply-review", "--decisions", accept_all, "--images", images, "--coarse", maps,
            "--refined", refined, "--out", tmp_path / "accepted")
     np.testing.assert_array_equal(read_label_map(tmp_path / "accepted" / "0.png")[0], refined_map)
 
     rejected = max(range(len(regions)), key=lambda index: regions[index][1].sum())
     class_id, region = regions[rejected]
-    decisions = write_decisions(tmp_path / "reject.json", ("0", str(rejected), "reject"))
+    decisions = write_decisions(tmp_path / "reject.json", report, ("0", str(rejected), "reject"))
     invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", maps,
            "--refined", refined, "--out", tmp_path / "final")
     final, _ = read_label_map(tmp_path / "final" / "0.png")
@@ -176,7 +187,7 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     run(CocoDataset(images, coarse, refined), BoxRefiner(), progress=False)
     assert detect_format(coarse, refined) == "coco"
 
-    invoke(cli, "review", "--images", images, "--coarse", coarse, "--refined", refined, "--out", tmp_path / "report")
+    report = review_id(cli, tmp_path / "report", images, coarse, refined)
     entries = all_entries(tmp_path / "report")
     plain = [annotation for annotation in data["annotations"] if not annotation["iscrowd"]]
     assert sorted(entry["object"] for entry in entries) == sorted(str(a["id"]) for a in plain)
@@ -184,7 +195,7 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     assert all(entry["class"] == names[entry["object"]] and entry["name"] == "0.jpg" for entry in entries)
 
     rejected, accepted = plain[0], plain[1]
-    decisions = write_decisions(tmp_path / "d.json", ("10", str(rejected["id"]), "reject"),
+    decisions = write_decisions(tmp_path / "d.json", report, ("10", str(rejected["id"]), "reject"),
                                 ("10", str(accepted["id"]), "accept"))
     invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
            "--refined", refined, "--out", tmp_path / "final.json", "--undecided-coarse")
@@ -218,3 +229,53 @@ def test_detect_format_without_scores_reads_the_first_png(tmp_path) -> None:
     assert detect_format(tmp_path / "binary", tmp_path / "none") == "masks"
     assert detect_format(tmp_path / "classes", tmp_path / "none") == "label-maps"
     assert detect_format(tmp_path / "x.json", tmp_path / "none") == "coco"
+
+
+def test_objects_refine_kept_coarse_show_first_and_apply(cli, tmp_path) -> None:
+    """A real `samrefiner refine` output where one object kept its coarse mask (an empty coarse
+    mask: null predicted IoU in scores.jsonl) is reviewed and applied like any other."""
+    images, coarse, refined = tmp_path / "images", tmp_path / "coarse", tmp_path / "refined"
+    images.mkdir()
+    (images / "swan.jpg").symlink_to(DAVIS / "JPEGImages/blackswan/00000.jpg")
+    (coarse / "swan").mkdir(parents=True)
+    shutil.copy(DAVIS / "Annotations/blackswan/00000.png", coarse / "swan" / "0.png")
+    Image.fromarray(np.zeros((480, 854), np.uint8)).save(coarse / "swan" / "1.png")
+    cli.invoke(app, ["refine", "--images", str(images), "--masks", str(coarse), "--out", str(refined),
+                     "--model", str(SAM_REF / "reduced_sam.pth"), "--iterations", "1", "--no-progress"])
+    (line,) = (refined / "scores.jsonl").read_text().splitlines()
+    predicted = {item["id"]: item["predicted_iou"] for item in json.loads(line)["objects"]}
+    assert predicted["1.png"] is None and predicted["0.png"] is not None
+
+    report = review_id(cli, tmp_path / "report", images, coarse, refined)
+    first, second = all_entries(tmp_path / "report")
+    assert (first["object"], first["kept"], first["predicted"], first["score"]) == ("1.png", True, None, 0.0)
+    assert (second["object"], second["kept"], second["predicted"]) == ("0.png", False, round(predicted["0.png"], 4))
+    assert read_manifest(tmp_path / "report")["hasPredicted"]
+
+    decisions = write_decisions(tmp_path / "d.json", report, ("swan", "0.png", "reject"), ("swan", "1.png", "accept"))
+    result = invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
+                    "--refined", refined, "--out", tmp_path / "final")
+    assert "1 images written: 1 objects refined, 1 kept coarse; 2 decisions applied" in result.stdout
+    np.testing.assert_array_equal(read_mask(tmp_path / "final/swan/0.png"), read_mask(coarse / "swan/0.png"))
+    assert not read_mask(tmp_path / "final/swan/1.png").any()
+
+
+def test_apply_review_refuses_decisions_from_another_report(cli, davis, tmp_path) -> None:
+    """Decisions exported from the review of another refine output would apply to nothing: refused."""
+    report = review_id(cli, tmp_path / "report", davis["images"], davis["coarse"], davis["refined"])
+    other_refined = tmp_path / "other"
+    run(MaskFolders(davis["images"], davis["coarse"], other_refined), BoxRefiner(), limit=2, progress=False)
+    other = review_id(cli, tmp_path / "other-report", davis["images"], davis["coarse"], other_refined)
+    assert other != report
+    foreign = write_decisions(tmp_path / "foreign.json", other, ("blackswan/00000", "00000.png", "reject"))
+    arguments = ("--images", davis["images"], "--coarse", davis["coarse"], "--refined", davis["refined"])
+    message = input_error(cli, "apply-review", "--decisions", foreign, *arguments, "--out", tmp_path / "final")
+    assert message.startswith(f"{foreign}: exported from review report {other}") and report in message
+    assert not (tmp_path / "final").exists()
+    anonymous = write_decisions(tmp_path / "anonymous.json", None, ("blackswan/00000", "00000.png", "reject"))
+    assert "names no review report" in input_error(
+        cli, "apply-review", "--decisions", anonymous, *arguments, "--out", tmp_path / "final"
+    )
+    own = write_decisions(tmp_path / "own.json", report, ("blackswan/00000", "00000.png", "reject"))
+    result = invoke(cli, "apply-review", "--decisions", own, *arguments, "--out", tmp_path / "final")
+    assert "1 decisions applied" in result.stdout

@@ -3,6 +3,7 @@ per decoder call, stage timing, the background loader, threaded mining, and boun
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -97,15 +98,40 @@ def test_cli_options_reach_the_backend_and_bf16_stays_close(sam) -> None:
     fp32, bf16 = sam.encode(image), refiner.model.encode(image)
     assert bf16.embeddings.dtype == torch.float32  # outputs stay float32 under autocast
     assert torch.nn.functional.cosine_similarity(fp32.embeddings.flatten(), bf16.embeddings.flatten(), dim=0) > 0.99
-    decoded = refiner.model.decode(fp32, None, None, np.array([[10.0, 10.0, 60.0, 50.0]]), None)
+    boxes = np.array([[10.0, 10.0, 60.0, 50.0], [0.0, 40.0, 120.0, 90.0]])
+    decoded = refiner.model.decode(fp32, None, None, boxes, None)
     assert decoded.low_res_logits.dtype == decoded.iou_scores.dtype == torch.float32
+    # the decoder ran in bf16: close to fp32, yet not bit-equal
+    reference = sam.decode(fp32, None, None, boxes, None)
+    logits, expected = decoded.low_res_logits.flatten(1), reference.low_res_logits.flatten(1)
+    assert not torch.equal(logits, expected)
+    assert torch.nn.functional.cosine_similarity(logits, expected, dim=1).min() > 0.99
+    assert ((logits > 0) == (expected > 0)).float().mean(dim=1).min() > 0.98
+    assert (decoded.iou_scores - reference.iou_scores).abs().max() < 0.05
 
 
-def test_compile_option_compiles_the_encoder_and_the_decoder() -> None:
+def test_compile_option_compiles_and_runs_the_encoder_and_the_decoder(sam, monkeypatch) -> None:
+    """Both compiled modules run through TorchDynamo and give the uncompiled outputs. Dynamo's
+    eager backend stands in for inductor here: inductor's C++ code generation alone took over
+    six minutes for the decoder on the shared test CPU."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
     refiner = build_refiner(str(SAM_REF / "reduced_sam.pth"), "cpu", {}, compile_model=True)
     model = refiner.model
     assert model.model.vision_encoder._compiled_call_impl is not None
-    assert model._fused._compiled_call_impl is not None  # compiled lazily: nothing has run yet
+    assert model._fused._compiled_call_impl is not None
+    image = np.asarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3)), dtype=np.uint8)
+    encoding = model.encode(image)
+    expected = sam.encode(image)
+    assert torch.equal(encoding.embeddings, expected.embeddings)
+    boxes = np.array([[10.0, 10.0, 60.0, 50.0]])
+    decoded, reference = model.decode(expected, None, None, boxes, None), sam.decode(expected, None, None, boxes, None)
+    assert torch.equal(decoded.low_res_logits, reference.low_res_logits)
+    assert torch.equal(decoded.iou_scores, reference.iou_scores)
+    assert counters["stats"]["unique_graphs"] >= 2  # the encoder's and the decoder's graphs were captured
+    torch._dynamo.reset()
 
 
 def test_objects_per_decoder_call_follow_the_device(monkeypatch) -> None:

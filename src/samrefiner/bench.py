@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from samrefiner.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.groundtruth import AUTO, Truth, read_truth
 from samrefiner.io.datasets import Sample
 from samrefiner.io.masks import MaskFolders
 from samrefiner.metrics import MaskScores
@@ -41,12 +42,14 @@ PROMPT_SETTINGS: dict[str, dict[str, bool]] = {
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One image with its ground-truth and coarse masks (N x H x W bool each, same objects)."""
+    """One image with its ground-truth and coarse masks (N x H x W bool each, same objects) and
+    each object's void pixels (None: none), as `samrefiner eval` leaves them out."""
 
     name: str
     image: np.ndarray
     gt: np.ndarray
     coarse: np.ndarray
+    void: list[np.ndarray | None]
 
 
 @dataclass
@@ -76,7 +79,8 @@ class LabelledImages:
     """Images with ground truth (the `--masks` layout of `samrefiner refine`) and coarse masks:
     read from `coarse` (same layout and file names as `gt`), or made from the ground truth by
     `samrefiner corrupt` with `seed` (the same masks it would write). Iterating loads them one by
-    one; an image that cannot be used is yielded as its error. `len()` is the number of images."""
+    one; an image that cannot be used is yielded as its error. `len()` is the number of images.
+    Ground truth is read with its void pixels (`samrefiner.groundtruth`, the `auto` rule)."""
 
     def __init__(
         self, images: Path, gt: Path, coarse: Path | None = None, seed: int | None = None, limit: int | None = None
@@ -96,21 +100,23 @@ class LabelledImages:
         for ref in self.refs:
             try:
                 sample = self.truth.load(ref)
+                truths = [read_truth(path, AUTO) for path, _ in sample.context]
                 if self.flawed is not None:
                     masks = _coarse_masks(sample, self.flawed, coarse_refs, self.coarse)
                 else:
-                    masks = _corrupted(sample, self.seed)
+                    masks = _corrupted(sample, self.seed, truths)
             except SamRefinerError as error:
                 yield error
                 continue
-            yield LabelledImage(ref.key, sample.image, sample.masks, masks)
+            gt = np.stack([item.mask for item in truths])
+            yield LabelledImage(ref.key, sample.image, gt, masks, [item.void for item in truths])
 
 
 labelled_images = LabelledImages  # the name `samrefiner bench` and the tests call it by
 
 
-def _corrupted(sample: Sample, seed: int) -> np.ndarray:
-    return np.stack([corruption.mask for corruption in corrupt_sample(sample, seed)])
+def _corrupted(sample: Sample, seed: int, truths: list[Truth]) -> np.ndarray:
+    return np.stack([corruption.mask for corruption in corrupt_sample(sample, seed, truths)])
 
 
 def _coarse_masks(sample: Sample, flawed: MaskFolders, refs: dict, folder: Path) -> np.ndarray:
@@ -147,8 +153,8 @@ def run_bench(
                 bar.update(len(refiners))
                 continue
             bar.set_postfix_str(item.name, refresh=False)
-            for gt, coarse in zip(item.gt, item.coarse):
-                rows[COARSE].scores.add(gt, coarse)
+            for gt, coarse, void in zip(item.gt, item.coarse, item.void):
+                rows[COARSE].scores.add(gt, coarse, void)
             rows[COARSE].images += 1
             started = time.perf_counter()
             encoding = model.encode(item.image)
@@ -159,8 +165,8 @@ def run_bench(
                 refined = refiner.refine_encoded(encoding, item.coarse).masks
                 rows[name].seconds += encoded + _seconds_since(started, model)
                 rows[name].images += 1
-                for gt, mask in zip(item.gt, refined):
-                    rows[name].scores.add(gt, mask)
+                for gt, mask, void in zip(item.gt, refined, item.void):
+                    rows[name].scores.add(gt, mask, void)
                 bar.update(1)
     images = rows[COARSE].images
     return BenchReport(list(rows.values()), encode_seconds / images if images else 0.0, failures)

@@ -7,7 +7,8 @@ boundary does either (even odds). Defects then grow superpixel by superpixel int
 until the IoU with the ground truth falls below a target drawn uniformly from [0.75, 0.85]; a
 superpixel that would take it below the band is skipped. When an attempt cannot land in the
 band, finer superpixels are tried; the closest mask any attempt reached is returned, flagged as
-outside the band.
+outside the band. Void pixels (GrabCut's 128 band, `samrefiner.groundtruth`) are left out of
+every IoU, as `samrefiner eval` does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.segmentation import slic
 
+from samrefiner.groundtruth import Truth
 from samrefiner.io.datasets import Sample
 from samrefiner.metrics import mask_iou
 
@@ -46,30 +48,37 @@ def object_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
-def corrupt_sample(sample: Sample, seed: int) -> list[Corruption]:
+def corrupt_sample(sample: Sample, seed: int, truths: list[Truth] | None = None) -> list[Corruption]:
     """Flawed masks for every object of a dataset sample; object k's generator is seeded with
-    `seed` and the name `<image key>/<object id>`, so results do not depend on the other files."""
+    `seed` and the name `<image key>/<object id>`, so results do not depend on the other files.
+    `truths` (one per object) replace the sample's masks and bring their void pixels."""
+    truths = truths or [Truth(mask, None) for mask in sample.masks]
     return [
-        corrupt_mask(sample.image, mask, object_rng(seed, f"{sample.ref.key}/{item['id']}"))
-        for mask, item in zip(sample.masks, sample.objects)
+        corrupt_mask(sample.image, truth.mask, object_rng(seed, f"{sample.ref.key}/{item['id']}"), void=truth.void)
+        for truth, item in zip(truths, sample.objects)
     ]
 
 
 def corrupt_mask(
-    image: np.ndarray, gt: np.ndarray, rng: np.random.Generator, band: tuple[float, float] = IOU_BAND
+    image: np.ndarray,
+    gt: np.ndarray,
+    rng: np.random.Generator,
+    band: tuple[float, float] = IOU_BAND,
+    void: np.ndarray | None = None,
 ) -> Corruption:
-    """A flawed copy of `gt` (H x W bool) whose IoU with it lies in `band` when reachable."""
+    """A flawed copy of `gt` (H x W bool) whose IoU with it outside `void` lies in `band` when reachable."""
     if gt.shape != image.shape[:2]:
         raise ValueError(f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}")
     gt = gt.astype(bool)
+    kept = np.ones(gt.shape, bool) if void is None else ~void.astype(bool)
     best: Corruption | None = None
     for attempt in range(ATTEMPTS):
         low_count = SEGMENT_RANGE[0] + (SEGMENT_RANGE[1] - SEGMENT_RANGE[0]) * attempt // ATTEMPTS
         n_segments = int(rng.integers(low_count, SEGMENT_RANGE[1] + 1))
         labels = slic(image, n_segments=n_segments, compactness=SLIC_COMPACTNESS, start_label=0)
-        state, defects = _grow_defects(_Superpixels(labels, gt), rng, band)
+        state, defects = _grow_defects(_Superpixels(labels, gt & kept, kept), rng, band)
         mask = np.where(state[labels] < 0, gt, state[labels] == 1)
-        iou = mask_iou(gt, mask)
+        iou = mask_iou(gt, mask, void)
         result = Corruption(mask, iou, int(labels.max()) + 1, defects, _distance(iou, band) == 0)
         if best is None or _distance(result.iou, band) < _distance(best.iou, band):
             best = result
@@ -79,11 +88,12 @@ def corrupt_mask(
 
 
 class _Superpixels:
-    """Areas, ground-truth overlap, location class and neighbours of each superpixel."""
+    """Areas, ground-truth overlap, location class and neighbours of each superpixel (pixels
+    outside `kept`, the void, count for nothing)."""
 
-    def __init__(self, labels: np.ndarray, gt: np.ndarray) -> None:
+    def __init__(self, labels: np.ndarray, gt: np.ndarray, kept: np.ndarray) -> None:
         count = int(labels.max()) + 1
-        self.area = np.bincount(labels.ravel(), minlength=count)
+        self.area = np.bincount(labels[kept], minlength=count)
         self.foreground = np.bincount(labels[gt], minlength=count)
         self.gt_area = int(gt.sum())
         location = np.full(count, LOCATIONS.index("boundary"))

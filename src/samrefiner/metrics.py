@@ -5,9 +5,14 @@ Over a dataset: `MaskScores` pools intersections and unions (IoU = sum(I) / sum(
 per-object values; `ConfusionMatrix` gives the semantic mIoU; `coco_mask_ap` / `coco_boundary_ap`
 run pycocotools' COCOeval (the boundary variant takes min(mask IoU, boundary IoU) per pair).
 
+Void: every per-object metric takes an optional `void` mask (pixels of unknown truth, e.g.
+GrabCut's 128 "uncertain" band). Void pixels are left out of the intersection, the union, both
+boundary bands and the mBA bands, as in RITM's GrabCut protocol (ignore label) and CascadePSP's
+evaluation; `ConfusionMatrix` ignores a void label (255 by default) the same way.
+
 Conventions for degenerate cases: an empty prediction of an empty ground truth scores 1 (IoU,
-boundary IoU); a ground truth without any boundary (empty or filling the image) gives mBA 1 when
-the prediction equals it and 0 otherwise.
+boundary IoU); a ground truth without any boundary outside void (empty or filling the image)
+gives mBA 1 when the prediction equals it outside void and 0 otherwise.
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ MBA_STEPS = 5
 VOID_LABEL = 255
 
 
-def intersection_union(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
-    """Pixel counts |gt & pred| and |gt | pred| of two boolean masks of the same shape."""
+def intersection_union(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> tuple[int, int]:
+    """Pixel counts |gt & pred| and |gt | pred| of two boolean masks of the same shape, outside `void`."""
     gt, pred = _as_bool_pair(gt, pred)
-    return int(np.count_nonzero(gt & pred)), int(np.count_nonzero(gt | pred))
+    intersection, union = gt & pred, gt | pred
+    if void is not None:
+        kept = ~_void_of(void, gt.shape)
+        intersection, union = intersection & kept, union & kept
+    return int(np.count_nonzero(intersection)), int(np.count_nonzero(union))
 
 
-def mask_iou(gt: np.ndarray, pred: np.ndarray) -> float:
-    """|gt & pred| / |gt | pred|; 1 when both masks are empty."""
-    intersection, union = intersection_union(gt, pred)
+def mask_iou(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> float:
+    """|gt & pred| / |gt | pred| outside `void`; 1 when both are empty there."""
+    intersection, union = intersection_union(gt, pred, void)
     return _ratio(intersection, union)
 
 
@@ -52,10 +61,12 @@ def boundary_band(mask: np.ndarray, dilation_ratio: float = BOUNDARY_DILATION_RA
     return mask.astype(bool) & ~eroded[1:-1, 1:-1].astype(bool)
 
 
-def boundary_iou(gt: np.ndarray, pred: np.ndarray, dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> float:
-    """IoU of the two masks' boundary bands (`boundary_band`); 1 when both bands are empty."""
+def boundary_iou(
+    gt: np.ndarray, pred: np.ndarray, dilation_ratio: float = BOUNDARY_DILATION_RATIO, void: np.ndarray | None = None
+) -> float:
+    """IoU of the two masks' boundary bands (`boundary_band`) outside `void`; 1 when both are empty there."""
     gt, pred = _as_bool_pair(gt, pred)
-    return mask_iou(boundary_band(gt, dilation_ratio), boundary_band(pred, dilation_ratio))
+    return mask_iou(boundary_band(gt, dilation_ratio), boundary_band(pred, dilation_ratio), void)
 
 
 def mba_radii(height: int, width: int) -> list[int]:
@@ -64,20 +75,21 @@ def mba_radii(height: int, width: int) -> list[int]:
     return [1 + int((max_radius - 1) / MBA_STEPS * step) for step in range(MBA_STEPS)]
 
 
-def boundary_accuracy(gt: np.ndarray, pred: np.ndarray) -> float:
+def boundary_accuracy(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> float:
     """mBA of one object: pixel accuracy of `pred` inside GT's morphological-gradient bands.
 
-    One band per radius of `mba_radii` (elliptical kernel of side 2r + 1); the result is the mean
-    accuracy over the radii.
+    One band per radius of `mba_radii` (elliptical kernel of side 2r + 1), less the `void` pixels;
+    the result is the mean accuracy over the radii.
     """
     gt, pred = _as_bool_pair(gt, pred)
+    kept = np.ones(gt.shape, bool) if void is None else ~_void_of(void, gt.shape)
     gt_u8 = gt.astype(np.uint8)
     accuracies = []
     for radius in mba_radii(*gt.shape):
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        band = cv2.morphologyEx(gt_u8, cv2.MORPH_GRADIENT, kernel) > 0
+        band = (cv2.morphologyEx(gt_u8, cv2.MORPH_GRADIENT, kernel) > 0) & kept
         if not band.any():
-            accuracies.append(float(np.array_equal(gt, pred)))
+            accuracies.append(float(np.array_equal(gt[kept], pred[kept])))
             continue
         accuracies.append(float(np.count_nonzero(gt[band] == pred[band]) / np.count_nonzero(band)))
     return float(np.mean(accuracies))
@@ -93,15 +105,15 @@ class MaskScores:
     boundary_ious: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
 
-    def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        """Score one object and add it to the totals."""
+    def add(self, gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> None:
+        """Score one object (outside `void`) and add it to the totals."""
         gt, pred = _as_bool_pair(gt, pred)
-        intersection, union = intersection_union(gt, pred)
+        intersection, union = intersection_union(gt, pred, void)
         self.intersection += intersection
         self.union += union
         self.ious.append(_ratio(intersection, union))
-        self.boundary_ious.append(boundary_iou(gt, pred))
-        self.accuracies.append(boundary_accuracy(gt, pred))
+        self.boundary_ious.append(boundary_iou(gt, pred, void=void))
+        self.accuracies.append(boundary_accuracy(gt, pred, void))
 
     @property
     def count(self) -> int:
@@ -119,20 +131,22 @@ class MaskScores:
 
 
 class ConfusionMatrix:
-    """One confusion matrix over a dataset of label maps; ground-truth 255 (void) is ignored.
+    """One confusion matrix over a dataset of label maps; ground-truth `void` (255; None: no void
+    label) is ignored.
 
-    A predicted 255 on a labelled pixel is a miss for the true class and counts for no class.
+    A predicted void label on a labelled pixel is a miss for the true class and counts for no class.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, void: int | None = VOID_LABEL) -> None:
         self.matrix = np.zeros((0, 0), dtype=np.int64)
         self.count = 0
+        self.void = void
 
     def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
         """Add one (ground truth, prediction) pair of integer label maps of the same shape."""
         if gt.shape != pred.shape:
             raise ValueError(f"label maps differ in shape: {gt.shape} vs {pred.shape}")
-        valid = gt != VOID_LABEL
+        valid = np.ones(gt.shape, bool) if self.void is None else gt != self.void
         gt_labels = gt[valid].astype(np.int64)
         pred_labels = pred[valid].astype(np.int64)
         size = max(self.matrix.shape[0], VOID_LABEL + 1, int(gt.max(initial=0)) + 1, int(pred.max(initial=0)) + 1)
@@ -142,7 +156,7 @@ class ConfusionMatrix:
         self.count += 1
 
     def class_ious(self) -> dict[int, float]:
-        """TP / (TP + FP + FN) for every class (not 255) that occurs in the GT or the prediction."""
+        """TP / (TP + FP + FN) for every class (not void) that occurs in the GT or the prediction."""
         true_positive = np.diag(self.matrix)
         false_positive = self.matrix.sum(axis=0) - true_positive
         false_negative = self.matrix.sum(axis=1) - true_positive
@@ -150,7 +164,7 @@ class ConfusionMatrix:
         return {
             label: float(true_positive[label] / union[label])
             for label in range(self.matrix.shape[0])
-            if label != VOID_LABEL and union[label] > 0
+            if label != self.void and union[label] > 0
         }
 
     def miou(self) -> float:
@@ -232,6 +246,12 @@ def _coco_ground_truth(ground_truth: dict) -> COCO:
         if "area" not in annotation:
             annotation["area"] = float(mask_utils.area(coco.annToRLE(annotation)))
     return coco
+
+
+def _void_of(void: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if void.shape != shape:
+        raise ValueError(f"void mask is {void.shape}, the masks {shape}")
+    return void.astype(bool, copy=False)
 
 
 def _as_bool_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,11 @@ Ground truth is read like `samrefiner refine --masks`: `<gt>/<key>/<object>.png`
 image) or `<gt>/<key>.png` (one object per image, e.g. GrabCut or DAVIS `Annotations/<seq>/<frame>.png`),
 paired with the image `<images>/<key>.<ext>`; or a YOLO segmentation dataset (a `--gt` folder with
 data.yaml; `--images` the folder holding its images, usually the same), written as a YOLO
-dataset under `--out`. Masks split at 128, so GrabCut's 128 "uncertain"
-band counts as object. The flawed masks mirror that layout under `--out` (same relative paths,
-same foreground value), with `corrupt.json` recording, per object, the IoU reached, the superpixel
-count and the number of defects.
+dataset under `--out`. Void pixels follow `--void` as in `samrefiner eval` (by default GrabCut's
+128 "uncertain" band in masks of exactly 0/128/255; YOLO polygons have none): the object is the
+certain one and IoUs leave void out. The flawed masks mirror that layout under `--out` (same
+relative paths, same foreground value, binary), with `corrupt.json` recording, per object, the
+IoU reached, the superpixel count and the number of defects.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import numpy as np
 import typer
 
 from samrefiner.cli import app
-from samrefiner.io.datasets import check_apart
 from samrefiner.errors import SamRefinerError
+from samrefiner.groundtruth import AUTO, Truth, parse_void, read_truth
+from samrefiner.io.datasets import check_apart
 from samrefiner.io.images import atomic_write
 
 if TYPE_CHECKING:
@@ -39,12 +41,17 @@ def corrupt_command(
     gt: Annotated[Path, typer.Option("--gt", help="Ground-truth masks: per-image folders or one PNG per image.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the flawed masks (apart from --gt and --images).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
+    void: Annotated[
+        str,
+        typer.Option("--void", help="Ground-truth value left out of IoUs: a value, none, or auto (128 in 0/128/255 masks)."),
+    ] = AUTO,
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
     from samrefiner.corrupt import IOU_BAND, corrupt_sample
     from samrefiner.io.masks import MaskFolders
     from samrefiner.io.yolo import YoloDataset
 
+    void_value = parse_void(void)
     check_apart([gt, images], [out])
     dataset = YoloDataset(gt, out, image_root=images) if (gt / "data.yaml").is_file() else MaskFolders(images, gt, out)
     written = {}
@@ -54,11 +61,16 @@ def corrupt_command(
     for ref in dataset.refs():
         try:
             sample = dataset.load(ref)
+            truths = (
+                [read_truth(path, void_value) for path, _ in sample.context]
+                if isinstance(dataset, MaskFolders)
+                else [Truth(mask, None) for mask in sample.masks]  # YOLO polygons have no void
+            )
         except SamRefinerError as error:
             failures.append(str(error))
             print(f"samrefiner: skipped: {error}", file=sys.stderr)
             continue
-        corruptions = corrupt_sample(sample, seed)
+        corruptions = corrupt_sample(sample, seed, truths)
         written[ref.key] = dataset.write(sample, SimpleNamespace(masks=np.stack([c.mask for c in corruptions])))
         for item, corruption in zip(sample.objects, corruptions):
             objects[f"{ref.key}/{item['id']}"] = _record(corruption)

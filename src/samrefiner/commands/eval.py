@@ -13,9 +13,19 @@ Three layouts, detected from `--gt` unless `--format` is given:
   order. Scores: `iou`, `mean_iou`, `boundary_iou`, `mba`. A label file with another number of
   lines or other class ids than the ground truth's is unusable.
 
+Detection: a .json file is COCO; a folder whose PNGs all lie in subfolders and each hold one
+object value is `masks`; a flat folder where some PNG holds several values is `label-maps`;
+any other folder (e.g. flat binary masks, which could be one-class label maps) is refused with
+a line asking for `--format`.
+
+Void (`--void`, `samrefiner.groundtruth`): ground-truth pixels of the void value are left out of
+every score; by default 128 in masks whose values are exactly {0, 128, 255} (GrabCut), 255 in
+label maps.
+
 A missing prediction is scored as an empty mask (all background for label maps); an unreadable
 or wrongly sized one as well, and both are listed (exit code 1 when any prediction file was
-unusable). Unusable ground truth stops the run with one error line.
+unusable). A `--pred` folder that holds none of the ground truth's files, and unusable ground
+truth, stop the run with one error line.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.errors import InputError
+from samrefiner.groundtruth import AUTO, Void, label_map_void, parse_void, read_truth
 from samrefiner.io.images import atomic_write, read_mask
 from samrefiner.io.labelmaps import read_label_map
 
@@ -40,6 +51,7 @@ if TYPE_CHECKING:
     from samrefiner.metrics import ConfusionMatrix, MaskScores
 
 LISTED_PROBLEMS = 10
+DETECTION_SAMPLE = 50  # PNGs whose values `detect_format` looks at
 
 
 class Format(str, Enum):
@@ -67,9 +79,18 @@ def eval_command(
         Format | None, typer.Option("--format", help="Layout of both; detected from --gt when omitted.")
     ] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")] = None,
+    void: Annotated[
+        str,
+        typer.Option(
+            "--void",
+            help="Ground-truth value left out of the scores: a value, none, or auto "
+            "(128 in masks of exactly 0/128/255, e.g. GrabCut; 255 in label maps).",
+        ),
+    ] = AUTO,
 ) -> None:
     """Score predictions against ground truth: IoU, boundary IoU, mBA, mIoU or COCO (boundary) AP."""
-    report = evaluate(gt, pred, format or detect_format(gt))
+    void_value = parse_void(void)
+    report = evaluate(gt, pred, format or detect_format(gt), void_value)
     print_report(report)
     if json_file is not None:
         write_json(json_file, report)
@@ -77,61 +98,112 @@ def eval_command(
         raise typer.Exit(1)
 
 
-def evaluate(gt: Path, pred: Path, layout: Format) -> EvalReport:
-    """Score `pred` against `gt`, both in `layout`."""
-    evaluators = {
-        Format.masks: evaluate_masks, Format.label_maps: evaluate_label_maps, Format.coco: evaluate_coco, Format.yolo: evaluate_yolo
-    }
-    return evaluators[layout](gt, pred)
+def evaluate(gt: Path, pred: Path, layout: Format, void: Void = AUTO) -> EvalReport:
+    """Score `pred` against `gt`, both in `layout`, leaving ground-truth `void` pixels out (YOLO polygons have none)."""
+    if layout is Format.yolo:
+        return evaluate_yolo(gt, pred)
+    evaluators = {Format.masks: evaluate_masks, Format.label_maps: evaluate_label_maps, Format.coco: evaluate_coco}
+    return evaluators[layout](gt, pred, void)
 
 
 def detect_format(gt: Path) -> Format:
-    """A .json file: COCO; a folder with subfolders: per-object masks; a folder of PNGs: label maps."""
+    """COCO for a .json file; for a folder, `masks` or `label-maps` from its layout and values
+    (module docstring); InputError asking for --format when the folder could be either."""
     if gt.is_file() and gt.suffix.lower() == ".json":
         return Format.coco
     if not gt.is_dir():
         raise InputError(f"{gt}: neither a folder nor a COCO .json file")
     if (gt / "data.yaml").is_file():
         return Format.yolo
-    if any(child.is_dir() and not child.name.startswith(".") for child in gt.iterdir()):
+    files = _png_files(gt)
+    nested = all(len(relative.parts) > 1 for relative in files)
+    several = next((relative for relative in files[:DETECTION_SAMPLE] if _holds_several_values(gt / relative)), None)
+    if nested and several is None:
         return Format.masks
-    if any(child.suffix.lower() == ".png" for child in gt.iterdir()):
+    if not nested and several is not None:
         return Format.label_maps
-    raise InputError(f"{gt}: no PNG files or per-image folders to evaluate")
+    reason = (
+        f"{several} holds several values, yet the PNGs lie in subfolders"
+        if several is not None
+        else "its PNGs each hold one object value, so they may be binary masks or one-class label maps"
+    )
+    raise InputError(f"{gt}: cannot tell masks from label maps ({reason}): give --format masks or --format label-maps")
 
 
-def evaluate_masks(gt: Path, pred: Path) -> EvalReport:
-    """Binary masks paired by relative path: pooled and mean IoU, boundary IoU, mBA."""
+def _holds_several_values(path: Path) -> bool:
+    """Whether a single-channel PNG holds more than one nonzero value (GrabCut's 128/255 pair
+    counts as one object value); other files, and unreadable ones, do not."""
+    try:
+        values, _ = read_label_map(path)
+    except InputError:
+        return False
+    nonzero = set(np.unique(values).tolist()) - {0}
+    return len(nonzero) > 1 and nonzero != {128, 255}
+
+
+def evaluate_masks(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
+    """Binary masks paired by relative path: pooled and mean IoU, boundary IoU, mBA (outside void)."""
     from samrefiner.metrics import MaskScores
 
-    return _evaluate_pngs(gt, pred, Format.masks, read_mask, MaskScores())
+    scores = MaskScores()
+
+    def add(truth_path: Path, prediction_path: Path, report: EvalReport) -> None:
+        truth = read_truth(truth_path, void)
+        prediction = _prediction(report, prediction_path, truth.mask.shape, read_mask, np.zeros_like(truth.mask))
+        scores.add(truth.mask, prediction, truth.void)
+
+    return _evaluate_pngs(gt, pred, Format.masks, add, scores)
 
 
-def evaluate_label_maps(gt: Path, pred: Path) -> EvalReport:
-    """Label maps paired by relative path: mIoU from one confusion matrix (GT 255 ignored)."""
+def evaluate_label_maps(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
+    """Label maps paired by relative path: mIoU from one confusion matrix (GT void, 255 by default, ignored)."""
     from samrefiner.metrics import ConfusionMatrix
 
-    return _evaluate_pngs(gt, pred, Format.label_maps, _read_labels, ConfusionMatrix())
+    matrix = ConfusionMatrix(label_map_void(void))
+
+    def add(truth_path: Path, prediction_path: Path, report: EvalReport) -> None:
+        truth = _read_labels(truth_path)
+        matrix.add(truth, _prediction(report, prediction_path, truth.shape, _read_labels, np.zeros_like(truth)))
+
+    return _evaluate_pngs(gt, pred, Format.label_maps, add, matrix)
 
 
 def _evaluate_pngs(
-    gt: Path, pred: Path, layout: Format, read: Callable[[Path], np.ndarray], totals: MaskScores | ConfusionMatrix
+    gt: Path,
+    pred: Path,
+    layout: Format,
+    add: Callable[[Path, Path, EvalReport], None],
+    totals: MaskScores | ConfusionMatrix,
 ) -> EvalReport:
-    """Every PNG under `gt` against the one at the same relative path under `pred`, added to
-    `totals`; a missing or unusable prediction counts as all zeros."""
+    """`add` every PNG under `gt` with the one at the same relative path under `pred` (a missing or
+    unusable prediction counts as all zeros), then summarize `totals`; InputError when `pred` holds
+    none of them."""
+    files = _png_files(gt)
+    _check_prediction_folder(pred, files)
     report = EvalReport(layout, {})
-    for relative in _png_files(gt):
-        truth = read(gt / relative)
-        totals.add(truth, _prediction(report, pred / relative, truth.shape, read, np.zeros_like(truth)))
+    for relative in files:
+        add(gt / relative, pred / relative, report)
     report.scores = totals.summary()
     return report
 
 
-def evaluate_coco(gt: Path, pred: Path) -> EvalReport:
+def _check_prediction_folder(pred: Path, files: list[Path]) -> None:
+    """A mistyped or empty --pred is an error, not a dataset of empty predictions."""
+    if not pred.exists():
+        raise InputError(f"{pred}: prediction folder not found")
+    if not pred.is_dir():
+        raise InputError(f"{pred}: predictions must be a folder like the ground truth")
+    if not any((pred / relative).is_file() for relative in files):
+        raise InputError(f"{pred}: holds none of the {len(files)} ground-truth files (e.g. {files[0].as_posix()})")
+
+
+def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
     from samrefiner.io.coco import load_json
     from samrefiner.metrics import coco_boundary_ap, coco_mask_ap
 
+    if void != AUTO:
+        raise InputError(f"--void {'none' if void is None else void}: COCO ground truth has no void value")
     truth = load_json(gt)
     sizes = _checked_ground_truth(truth, gt)
     report = EvalReport(Format.coco, {})

@@ -4,8 +4,9 @@
     samrefiner apply-review --decisions FILE --images DIR --coarse INPUT --refined OUTPUT --out FINAL
 
 INPUT and OUTPUT are the input and the output of `samrefiner refine` (mask folders, label-map
-folders or COCO .json). Exit code 0 when every image was handled, 1 when some were not (one
-line each on stderr), 2 on a usage or input error.
+folders or COCO .json). The page and the decisions it exports carry the report's id;
+`apply-review` refuses decisions exported from another report. Exit code 0 when every image was
+handled, 1 when some were not (one line each on stderr), 2 on a usage or input error.
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ def review_command(
     """Write a static page showing every object's coarse and refined mask, worth-a-look first."""
     from samrefiner.io.datasets import check_apart
     from samrefiner.review.datasets import ReadLog, open_pair, review_images
+    from samrefiner.review.identity import report_id
     from samrefiner.review.report import build_report
 
     check_apart([images, coarse, refined], [out])
     pair = open_pair(images, coarse, refined, kind=kind)
     log = ReadLog()
     summaries = build_report(
-        review_images(pair, log), out, source=str(refined.resolve()), title=title or str(refined), page_size=page_size
+        review_images(pair, log), out, source=str(refined.resolve()), title=title or str(refined),
+        page_size=page_size, report_id=report_id(pair),
     )
     _report_problems(log)
     typer.echo(f"{len(summaries)} objects ({pair.kind}) -> {out / 'index.html'}")
@@ -74,11 +77,13 @@ def apply_review_command(
     from samrefiner.io.datasets import check_apart
     from samrefiner.review.apply import apply_decisions
     from samrefiner.review.datasets import open_pair
-    from samrefiner.review.decisions import read_decisions
+    from samrefiner.review.decisions import check_report, read_decisions
+    from samrefiner.review.identity import report_id
 
     choices = read_decisions(decisions, undecided_refined=not undecided_coarse)
     pair = open_pair(images, coarse, refined, out, kind)
     check_apart([images, coarse, refined, decisions], pair.coarse.layout.written_paths())
+    check_report(choices, decisions, report_id(pair))
     summary = apply_decisions(pair, choices)
     _report_problems(summary.log)
     typer.echo(str(summary))

@@ -58,7 +58,7 @@ def apply_decisions(pair: DatasetPair, decisions: Decisions) -> ApplySummary:
             ids = [str(meta["id"]) for meta in sample.objects]
             use_refined = np.array([was_refined and decisions.use_refined(ref.key, key) for key in ids], bool)
             masks = np.where(use_refined[:, None, None], refined, sample.masks)
-            scores = np.array([predicted.get((ref.key, key), 0.0) for key in ids], np.float32)
+            scores = np.array([_score(predicted.get((ref.key, key), 0.0)) for key in ids], np.float32)
             records[ref.key] = pair.coarse.write(sample, ChosenMasks(masks, scores))
         except InputError as error:
             summary.log.errors.append(str(error))
@@ -70,3 +70,8 @@ def apply_decisions(pair: DatasetPair, decisions: Decisions) -> ApplySummary:
         summary.matched_decisions += sum((ref.key, key) in decisions.choices for key in ids)
     pair.coarse.finalize(records)
     return summary
+
+
+def _score(predicted_iou: float | None) -> float:
+    """A writer's score: NaN for an object the refine run kept coarse, as `refine` passes it."""
+    return float("nan") if predicted_iou is None else predicted_iou

@@ -144,8 +144,9 @@ def open_pair(
     return DatasetPair(kind, coarse_dataset, refined_dataset, refined)
 
 
-def read_predicted_ious(path: Path) -> dict[tuple[str, str], float]:
-    """(image key, object id) -> predicted IoU from a refine run's scores file ({} when absent)."""
+def read_predicted_ious(path: Path) -> dict[tuple[str, str], float | None]:
+    """(image key, object id) -> predicted IoU from a refine run's scores file ({} when absent);
+    None for an object that kept its coarse mask (null in the file)."""
     if not path.is_file():
         return {}
     scores: dict[tuple[str, str], float] = {}
@@ -154,7 +155,8 @@ def read_predicted_ious(path: Path) -> dict[tuple[str, str], float]:
             try:
                 entry = json.loads(line)
                 for item in entry["objects"]:
-                    scores[(str(entry["image"]), str(item["id"]))] = float(item["predicted_iou"])
+                    value = item["predicted_iou"]
+                    scores[(str(entry["image"]), str(item["id"]))] = None if value is None else float(value)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 raise InputError(f"{path}: line {number} is not a scores line of `samrefiner refine`") from None
     return scores
@@ -189,16 +191,13 @@ def review_images(pair: DatasetPair, log: ReadLog) -> Iterator[ReviewImage]:
         except InputError as error:
             log.errors.append(str(error))
             continue
-        objects = [
-            ReviewObject(
-                key=str(meta["id"]),
-                label=_label(meta.get("category_id"), names),
-                coarse=coarse_mask,
-                refined=refined_mask,
-                predicted_iou=scores.get((ref.key, str(meta["id"]))),
-            )
-            for meta, coarse_mask, refined_mask in zip(coarse.objects, coarse.masks, refined)
-        ]
+        objects = []
+        for meta, coarse_mask, refined_mask in zip(coarse.objects, coarse.masks, refined):
+            key = str(meta["id"])
+            predicted_iou = scores.get((ref.key, key))
+            kept_coarse = (ref.key, key) in scores and predicted_iou is None
+            label = _label(meta.get("category_id"), names)
+            objects.append(ReviewObject(key, label, coarse_mask, refined_mask, predicted_iou, kept_coarse))
         name = Path(coarse.image_path).relative_to(pair.coarse.images).as_posix()
         yield ReviewImage(ref.key, coarse.image_path, objects, name=name, pixels=coarse.image)
 

@@ -14,10 +14,14 @@ ACCEPT, REJECT = "accept", "reject"
 
 @dataclass(frozen=True)
 class Decisions:
-    """Accept/reject per (image id, object key); objects without a decision follow the default."""
+    """Accept/reject per (image id, object key); objects without a decision follow the default.
+
+    `report` is the id of the review report they were exported from (None when the file has none).
+    """
 
     choices: dict[tuple[str, str], str]
     undecided_refined: bool = True
+    report: str | None = None
 
     def use_refined(self, image_id: str, key: str) -> bool:
         """Whether the final dataset takes the refined mask of this object (else the coarse one)."""
@@ -39,6 +43,9 @@ def read_decisions(path: str | Path, undecided_refined: bool = True) -> Decision
     entries = document.get("decisions")
     if not isinstance(entries, list):
         raise InputError(f"{path}: 'decisions' must be a list")
+    report = document.get("report")
+    if report is not None and not isinstance(report, str):
+        raise InputError(f"{path}: 'report' must be the report id string the page exported")
     choices: dict[tuple[str, str], str] = {}
     for number, entry in enumerate(entries):
         if not (
@@ -52,4 +59,15 @@ def read_decisions(path: str | Path, undecided_refined: bool = True) -> Decision
                 f"'{ACCEPT}' or '{REJECT}'"
             )
         choices[(entry["image"], entry["object"])] = entry["decision"]
-    return Decisions(choices, undecided_refined)
+    return Decisions(choices, undecided_refined, report)
+
+
+def check_report(decisions: Decisions, path: str | Path, report_id: str) -> None:
+    """InputError unless `decisions` were exported from the report whose id is `report_id`."""
+    if decisions.report is None:
+        raise InputError(f"{path}: names no review report; export the decisions from the page of `samrefiner review`")
+    if decisions.report != report_id:
+        raise InputError(
+            f"{path}: exported from review report {decisions.report}, but these datasets make report {report_id}; "
+            "export the decisions from the review of this refined output"
+        )

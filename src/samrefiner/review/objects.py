@@ -13,7 +13,8 @@ class ReviewObject:
     """One object: its masks before and after refinement, and the refiner's predicted IoU.
 
     `key` names the object within its image the way the dataset does (PNG stem, COCO annotation
-    id, region number); `label` is its class name ("" when the dataset has no classes).
+    id, region number); `label` is its class name ("" when the dataset has no classes);
+    `kept_coarse` tells that the refine run kept its coarse mask (no predicted IoU then).
     """
 
     key: str
@@ -21,6 +22,7 @@ class ReviewObject:
     coarse: np.ndarray
     refined: np.ndarray
     predicted_iou: float | None = None
+    kept_coarse: bool = False
 
 
 @dataclass
@@ -50,6 +52,7 @@ class ObjectSummary:
     change_iou: float
     thumbnail: str
     image_name: str = ""
+    kept_coarse: bool = False
 
     @property
     def uid(self) -> str:
@@ -58,7 +61,10 @@ class ObjectSummary:
 
     @property
     def attention(self) -> float:
-        """The "worth a look" score, lower first: the lower of predicted IoU and change IoU."""
+        """The "worth a look" score, lower first: the lower of predicted IoU and change IoU;
+        0 for an object that kept its coarse mask (the refiner gave up on it)."""
+        if self.kept_coarse:
+            return 0.0
         if self.predicted_iou is None:
             return self.change_iou
         return min(self.predicted_iou, self.change_iou)

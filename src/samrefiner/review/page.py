@@ -4,7 +4,8 @@ Browsers block fetch() on file:// URLs, so the page loads its data with <script>
 `data/manifest.js` sets `window.REVIEW_MANIFEST`, and `data/v<V>/p<P>.js` calls
 `window.reviewChunk(V, P, objects)` for page P of view V. View 0 holds every object, the
 others one class each; within a view objects are in "worth a look" order (`attention`
-ascending), so a score threshold keeps a prefix of every view.
+ascending, objects that kept their coarse mask first), so a score threshold keeps a prefix of
+every view.
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ def prepare_report_dir(out: Path) -> None:
 
 
 def write_page(
-    summaries: list[ObjectSummary], out: Path, *, title: str, source: str, page_size: int = PAGE_SIZE
+    summaries: list[ObjectSummary],
+    out: Path,
+    *,
+    title: str,
+    source: str,
+    page_size: int = PAGE_SIZE,
+    report_id: str | None = None,
 ) -> None:
     """Write the template, the manifest and the chunked object data of a report into `out`.
 
-    `source` names the reviewed dataset; with the objects it makes the report's id, under which
-    the browser keeps the decisions.
+    `report_id` identifies the report (the browser keeps the decisions under it and writes it into
+    the exported file, which `apply-review` checks); by default it is made from `source`, naming
+    the reviewed dataset, and the objects.
     """
-    ordered = sorted(summaries, key=lambda summary: (summary.attention, summary.image_id, summary.key))
+    ordered = sorted(
+        summaries, key=lambda summary: (not summary.kept_coarse, summary.attention, summary.image_id, summary.key)
+    )
     labels = sorted({summary.label for summary in ordered})
     views = [("All classes", ordered)]
     if len(labels) > 1:
@@ -68,10 +78,10 @@ def write_page(
     manifest = {
         "version": 1,
         "title": title,
-        "reportId": _report_id(source, ordered),
+        "reportId": report_id or _report_id(source, ordered),
         "pageSize": page_size,
         "total": len(ordered),
-        "hasPredicted": any(summary.predicted_iou is not None for summary in ordered),
+        "hasPredicted": any(summary.predicted_iou is not None or summary.kept_coarse for summary in ordered),
         "views": manifest_views,
     }
     (data_dir / "manifest.js").write_text(
@@ -90,6 +100,7 @@ def _page_entry(summary: ObjectSummary) -> dict:
         "object": summary.key,
         "class": summary.label,
         "predicted": None if summary.predicted_iou is None else _rounded(summary.predicted_iou),
+        "kept": summary.kept_coarse,
         "change": _rounded(summary.change_iou),
         "score": _rounded(summary.attention),
         "thumb": summary.thumbnail,

@@ -19,11 +19,18 @@ JPEG_QUALITY = 85
 
 
 def build_report(
-    images: Iterable[ReviewImage], out: str | Path, *, source: str, title: str = "", page_size: int = PAGE_SIZE
+    images: Iterable[ReviewImage],
+    out: str | Path,
+    *,
+    source: str,
+    title: str = "",
+    page_size: int = PAGE_SIZE,
+    report_id: str | None = None,
 ) -> list[ObjectSummary]:
     """Write `out/index.html` and its files for every object of `images`; return their summaries.
 
-    `images` may be a generator: only one image's masks are held at a time.
+    `images` may be a generator: only one image's masks are held at a time. `report_id` (see
+    `write_page`) goes into the page and into every decisions file it exports.
     """
     out = Path(out)
     prepare_report_dir(out)
@@ -37,9 +44,10 @@ def build_report(
                 ObjectSummary(
                     image.image_id, review_object.key, review_object.label,
                     review_object.predicted_iou, change, thumbnail, image.name or image.image_id,
+                    review_object.kept_coarse,
                 )
             )
-    write_page(summaries, out, title=title or source, source=source, page_size=page_size)
+    write_page(summaries, out, title=title or source, source=source, page_size=page_size, report_id=report_id)
     return summaries
 
 

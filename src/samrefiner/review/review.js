@@ -168,7 +168,9 @@
     name.title = object.id;
     meta.append(name, element("span", "label", object.class));
     const scores = element("div", "scores");
-    if (manifest.hasPredicted) {
+    if (object.kept) {
+      scores.append(element("b", "kept", "kept coarse"));
+    } else if (manifest.hasPredicted) {
       const predicted = element("span", null, "predicted IoU ");
       predicted.append(element("b", "predicted", formatScore(object.predicted)));
       scores.append(predicted);
@@ -347,7 +349,7 @@
     document.title = manifest.title + " \u2013 samrefiner review";
     $("title").textContent = manifest.title;
     $("order-note").textContent = manifest.hasPredicted
-      ? "worth a look first: lowest of predicted IoU and change IoU (coarse vs refined)"
+      ? "worth a look first: objects kept coarse, then lowest of predicted IoU and change IoU (coarse vs refined)"
       : "no predicted IoU in this run: largest change (lowest IoU coarse vs refined) first";
     const select = $("view");
     manifest.views.forEach((view, index) => {

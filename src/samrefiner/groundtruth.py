@@ -1,0 +1,67 @@
+"""Ground-truth masks with void pixels, for `samrefiner eval --void` and `samrefiner corrupt`.
+
+A void value marks pixels whose truth is unknown; scores leave them out (`samrefiner.metrics`).
+`--void auto` (the default) is 128 for a mask whose values are exactly {0, 128, 255} (GrabCut's
+"uncertain" band) and no void otherwise; for label maps it is 255. With a void value V the
+object is every nonzero pixel that is not V; a mask without void is read by `read_mask`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from samrefiner.errors import InputError
+from samrefiner.io.images import read_mask
+from samrefiner.io.labelmaps import read_label_map
+
+AUTO = "auto"
+NONE = "none"
+GRABCUT_VALUES = frozenset({0, 128, 255})
+GRABCUT_VOID = 128
+LABEL_MAP_VOID = 255
+MAX_VALUE = 65535  # 16-bit PNG
+
+Void = int | str | None  # a value, AUTO, or None (no void)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One ground-truth object: its mask and the void pixels (None when it has none)."""
+
+    mask: np.ndarray
+    void: np.ndarray | None
+
+
+def parse_void(text: str) -> Void:
+    """`--void` text -> AUTO, None ("none") or a pixel value; InputError for anything else."""
+    if text in (AUTO, NONE):
+        return None if text == NONE else AUTO
+    if not text.isdigit() or int(text) > MAX_VALUE:
+        raise InputError(f"--void {text}: expected auto, none or a pixel value 0-{MAX_VALUE}")
+    return int(text)
+
+
+def label_map_void(void: Void) -> int | None:
+    """The void label of label maps: 255 for AUTO."""
+    return LABEL_MAP_VOID if void == AUTO else void
+
+
+def read_truth(path: str | Path, void: Void) -> Truth:
+    """A ground-truth mask file and its void pixels under the `void` rule."""
+    try:
+        values, _ = read_label_map(path)  # single-channel pixel values, as stored
+    except InputError:
+        mask = read_mask(path)  # raises its own error when the file is unreadable
+        if void not in (AUTO, None):
+            raise InputError(f"{path}: --void {void} needs a single-channel mask") from None
+        return Truth(mask, None)
+    value = void
+    if void == AUTO:
+        value = GRABCUT_VOID if set(np.unique(values).tolist()) == GRABCUT_VALUES else None
+    if value is None or not (values == value).any():
+        return Truth(read_mask(path), None)
+    pixels = values == value
+    return Truth((values != 0) & ~pixels, pixels)
