@@ -10,6 +10,8 @@ import yaml
 from io_fakes import BoxRefiner, box_mask, tree_digest
 from test_io_yolo import build_yolo, iou, read_documented
 from test_refine_cli import run_cli
+from test_review import read_manifest
+from test_review_datasets import write_decisions
 
 from samrefiner.io.yolo import YoloDataset
 from samrefiner.runner import run
@@ -46,8 +48,8 @@ def test_review_and_apply_review_write_a_yolo_dataset(boxed, tmp_path, capsys, m
     source, out = boxed
     code, stdout, _ = run_cli(capsys, monkeypatch, "review", "--images", source, "--coarse", source, "--refined", out, "--out", tmp_path / "report")
     assert code == 0 and "(yolo)" in stdout and (tmp_path / "report" / "index.html").is_file()
-    decisions = {"format": "samrefiner-review-decisions", "decisions": [{"image": "images/val/0", "object": "1", "decision": "reject"}]}
-    (tmp_path / "decisions.json").write_text(json.dumps(decisions))
+    report_id = read_manifest(tmp_path / "report")["reportId"]
+    write_decisions(tmp_path / "decisions.json", report_id, ("images/val/0", "1", "reject"))
     final = tmp_path / "final"
     code, _, _ = run_cli(
         capsys, monkeypatch, "apply-review", "--decisions", tmp_path / "decisions.json",
