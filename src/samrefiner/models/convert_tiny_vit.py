@@ -113,9 +113,10 @@ def tiny_vit_sam_config(shape: TinyViTShape) -> SamConfig:
     )
 
 
-def tiny_vit_sam_model(shape: TinyViTShape) -> SamModel:
-    """A `SamModel` on the meta device whose vision encoder is a TinyViT of this shape."""
-    with torch.device("meta"):
+def tiny_vit_sam_model(shape: TinyViTShape, device: str | torch.device = "meta") -> SamModel:
+    """A `SamModel` whose vision encoder is a TinyViT of this shape (on `device`: the meta device to
+    load a checkpoint into, a real one for random weights)."""
+    with torch.device(device):
         model = SamModel(tiny_vit_sam_config(shape))
         model.vision_encoder = TinyViT(shape)
     return model

@@ -59,7 +59,7 @@ class TinyViTShape:
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm2d in eval mode: the stored running statistics, no update."""
+    """BatchNorm2d's parameters and running statistics (applied in eval mode, folded into `Conv2dBN`)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -68,12 +68,10 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, BATCHNORM_EPS)
-
 
 class Conv2dBN(nn.Module):
-    """Bias-free Conv2d `c` followed by BatchNorm `bn` (the official Conv2d_BN)."""
+    """Bias-free Conv2d `c` followed by BatchNorm `bn` (the official Conv2d_BN), computed as one
+    convolution with the BatchNorm folded into its weight and bias (one pass over the activations)."""
 
     def __init__(self, in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
@@ -81,7 +79,11 @@ class Conv2dBN(nn.Module):
         self.bn = FrozenBatchNorm2d(out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.c(x))
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + BATCHNORM_EPS)
+        weight = self.c.weight * scale[:, None, None, None]
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, self.c.stride, self.c.padding, groups=self.c.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -158,7 +160,13 @@ class Attention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(batch, tokens, self.num_heads, 3 * head_dim).transpose(1, 2)
         query, key, value = qkv.split(head_dim, dim=3)
         bias = self.attention_biases[:, bias_index(self.window).to(x.device)].to(query.dtype)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+        scores = torch.baddbmm(
+            bias.expand(batch, -1, -1, -1).reshape(-1, tokens, tokens),
+            query.reshape(-1, tokens, head_dim),
+            key.reshape(-1, tokens, head_dim).transpose(1, 2),
+            alpha=head_dim**-0.5,
+        )
+        out = torch.bmm(scores.softmax(dim=-1), value.reshape(-1, tokens, head_dim)).view(batch, -1, tokens, head_dim)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))
 
 
@@ -270,7 +278,9 @@ class TinyViT(nn.Module):
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(pixels)
+        # channels-last throughout: the convolutions' native layout on CPU, and (B, C, H, W) views of
+        # the blocks' (B, H, W, C) tokens need no copy
+        x = self.patch_embed(pixels.contiguous(memory_format=torch.channels_last))
         for layer in self.layers:
             x = layer(x)
         return self.neck(x)
