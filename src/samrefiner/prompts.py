@@ -1,10 +1,13 @@
 """Prompt excavation (SPEC section 2): distance-guided points, elastic boxes, Gaussian-style masks.
 
-Everything is computed on each object's bounding crop, which gives exactly the whole-image
-result: distances use the exact Euclidean transform with "outside the image is not background";
-the similarity map of the elastic box (CEBox) is evaluated only on the strips it tests; the mask
-prompt's two bilinear resizes (original -> input size -> padded 1024 -> 256) are evaluated only
-on the 256-grid cells the object reaches, everything else being the constant background value.
+The geometry is the model's (`Geometry`: input frame, embedding grid, mask-prompt grid; SAM's by
+default). Everything is computed on each object's bounding crop, which gives exactly the whole-image
+result (`samrefiner.prompt_reference` computes it literally; the tests hold the two together):
+distances use the exact Euclidean transform with "outside the image is not background"; the
+similarity map of the elastic box (CEBox) is evaluated only on the strips it tests; the mask
+prompt's two bilinear resizes (original -> input size -> padded input frame -> mask-prompt grid)
+are evaluated only on the grid cells the object reaches, everything else being the constant
+background value.
 """
 
 from __future__ import annotations
@@ -21,9 +24,26 @@ import torch
 from samrefiner.config import POINT_STRATEGIES
 
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
-MASK_SIZE = 256  # side of the dense mask prompt
+MASK_SIZE = 256  # side of SAM's dense mask prompt
 _SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
 _EXACT_FLOAT32_DISTANCE = 1448.0  # below this, float32 distances round back to exact squared integers
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A model's prompt geometry (see `PromptableModel`); the defaults are SAM's."""
+
+    image_size: int = 1024  # side of the square padded input frame
+    embedding_size: int = 64  # side of the image-embedding grid
+    mask_input_size: int = MASK_SIZE  # side of the dense mask prompt
+
+    @classmethod
+    def of(cls, model: object) -> Geometry:
+        """The geometry a model states (its `image_size`, `embedding_size`, `mask_input_size`)."""
+        return cls(int(model.image_size), int(model.embedding_size), int(model.mask_input_size))
+
+
+SAM_GEOMETRY = Geometry()
 
 
 @dataclass(frozen=True)
@@ -34,7 +54,8 @@ class Prompts:
     labels: (N, K) int64, 1 positive, 0 negative, -1 padding ("not a point");
     boxes: (N, 4) int64 x1, y1, x2, y2 with x2, y2 the last foreground column/row (after CEBox);
     box_expanded: (N,) bool, whether CEBox moved any side;
-    mask_inputs: (N, 1, 256, 256) float32 dense prompts in the padded input frame, or None.
+    mask_inputs: (N, 1, M, M) float32 dense prompts in the padded input frame (M the model's
+    mask_input_size), or None.
     """
 
     points: np.ndarray
@@ -123,11 +144,13 @@ def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
 
 
 def valid_embedding_size(
-    height: int, width: int, grid: int, input_size: tuple[int, int] | None = None
+    height: int, width: int, grid: int, input_size: tuple[int, int] | None = None, image_size: int | None = None
 ) -> tuple[int, int]:
     """Rows and columns of the embedding grid that cover the resized image (the reference's rule);
-    all of it when the model's input frame is square (SAM 2.1 resizes without keeping the aspect)."""
-    if input_size is not None and input_size[0] == input_size[1]:
+    all of it when the resized image (`input_size`) fills the whole `image_size` input frame (models
+    that resize to the whole frame: SAM 2.1, SAM 3, EdgeTAM; or a square image). `image_size`
+    defaults to the input's longest side (the frame of models that keep the aspect ratio)."""
+    if input_size is not None and tuple(input_size) == (image_size or max(input_size),) * 2:
         return grid, grid
     if height >= width:
         return grid, int(grid * width / height)
@@ -196,10 +219,14 @@ class SimilarityField:
         embeddings: torch.Tensor | np.ndarray,
         original_size: tuple[int, int],
         input_size: tuple[int, int] | None = None,
+        geometry: Geometry = SAM_GEOMETRY,
     ) -> None:
         grid = np.asarray(torch.as_tensor(embeddings).detach().float().cpu())[0]
+        side = geometry.embedding_size
+        if grid.shape[-2:] != (side, side):
+            raise ValueError(f"embeddings are {grid.shape[-2:]}, the model's embedding grid is {side} x {side}")
         height, width = original_size
-        rows, cols = valid_embedding_size(height, width, grid.shape[-1], input_size)
+        rows, cols = valid_embedding_size(height, width, side, input_size, geometry.image_size)
         padded = np.zeros((grid.shape[0], rows + 2, cols + 2))
         padded[:, :rows, :cols] = grid[:, :rows, :cols]
         self.vectors = padded[:, :rows, :cols]
@@ -292,27 +319,32 @@ def elastic_box(
 
 @dataclass(frozen=True)
 class _CellTaps:
-    """Along one axis, for the two input-frame pixels (4a+1, 4a+2) each 256-cell a averages: the
-    two original pixels that each reads, their weights, and whether it lies in the image (else it
-    is padding). Arrays are (256, 2)."""
+    """Along one axis, for the two input-frame pixels each mask-grid cell reads (weights v0, v1;
+    pixels 4a+1 and 4a+2 at 1/2 each for SAM's 1024 -> 256): the two original pixels that each
+    reads, their weights, and whether it lies in the image (else it is padding). Arrays are (M, 2)."""
 
     first: np.ndarray
     second: np.ndarray
     w0: np.ndarray
     w1: np.ndarray
     real: np.ndarray
-    lowest: np.ndarray  # (256,) first original pixel a cell reads (nondecreasing; huge for padding)
-    highest: np.ndarray  # (256,) last original pixel a cell reads (nondecreasing; -1 for padding)
+    v0: np.ndarray  # (M,) the cell's weight of its first input-frame pixel
+    v1: np.ndarray  # (M,) and of its second
+    lowest: np.ndarray  # (M,) first original pixel a cell reads (nondecreasing; huge for padding)
+    highest: np.ndarray  # (M,) last original pixel a cell reads (nondecreasing; huge for padding)
 
     @classmethod
-    def build(cls, size_in: int, size_out: int) -> _CellTaps:
+    def build(cls, size_in: int, size_out: int, frame: int, cells: int) -> _CellTaps:
+        """Taps of original side `size_in` -> input side `size_out`, padded to `frame` -> `cells`."""
         first, second, w0, w1 = linear_taps(size_in, size_out)
-        taps = 4 * np.arange(MASK_SIZE)[:, None] + np.array([1, 2])
+        low, high, v0, v1 = linear_taps(frame, cells)
+        taps = np.stack([low, high], axis=1)
         real = taps < size_out
         clipped = np.minimum(taps, size_out - 1)
-        lowest = np.where(real[:, 0], first[clipped[:, 0]], np.iinfo(np.int64).max)
-        highest = np.where(real[:, 0], second[clipped[:, 1]], -1)
-        return cls(first[clipped], second[clipped], w0[clipped], w1[clipped], real, lowest, highest)
+        beyond = np.iinfo(np.int64).max  # padding cells: after every original pixel (keeps both sorted)
+        lowest = np.where(real[:, 0], first[clipped[:, 0]], beyond)
+        highest = np.where(real[:, 0], second[clipped[:, 1]], beyond)
+        return cls(first[clipped], second[clipped], w0[clipped], w1[clipped], real, v0, v1, lowest, highest)
 
     def window(self, start: int, stop: int) -> slice:
         """The cells that read original pixels in [start, stop)."""
@@ -328,21 +360,28 @@ class _CellTaps:
 class MaskPromptGrid:
     """The reference's resize chain for dense prompts, set up once per image.
 
-    Original size -> input size (bilinear) -> padded to 1024 -> 256 (bilinear: every 256-cell
-    averages input-frame pixels 4a+1 and 4a+2 along each axis), evaluated only on the cells an
-    object's crop reaches, with torch's weights and order of operations.
+    Original size -> input size (bilinear) -> padded to the model's input frame -> its mask-prompt
+    grid (bilinear: each cell reads two input-frame pixels along each axis; SAM: 1024 -> 256, pixels
+    4a+1 and 4a+2), evaluated only on the cells an object's crop reaches, with torch's weights and
+    order of operations.
     """
 
-    def __init__(self, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
-        self.rows, self.cols = (_CellTaps.build(size_in, size_out) for size_in, size_out in zip(original_size, input_size))
+    def __init__(
+        self, original_size: tuple[int, int], input_size: tuple[int, int], geometry: Geometry = SAM_GEOMETRY
+    ) -> None:
+        self.size = geometry.mask_input_size
+        self.rows, self.cols = (
+            _CellTaps.build(size_in, size_out, geometry.image_size, self.size)
+            for size_in, size_out in zip(original_size, input_size)
+        )
 
     def window(self, box: tuple[int, int, int, int]) -> tuple[slice, slice]:
-        """The 256-cells whose value depends on original pixels inside `box` (x1, y1, x2, y2)."""
+        """The grid cells whose value depends on original pixels inside `box` (x1, y1, x2, y2)."""
         x1, y1, x2, y2 = box
         return self.rows.window(y1, y2 + 1), self.cols.window(x1, x2 + 1)
 
     def resize(self, planes: np.ndarray, fills: np.ndarray, origin: tuple[int, int], cells: tuple[slice, slice]) -> np.ndarray:
-        """(P, rows, cols) 256-grid values on `cells` of P images that equal `planes` (P, h, w) on the
+        """(P, rows, cols) mask-grid values on `cells` of P images that equal `planes` (P, h, w) on the
         crop at `origin` (top, left) and `fills[p]` everywhere else."""
         fill = fills.astype(np.float32)[:, None, None]
         padded = np.empty((len(planes), planes.shape[1] + 2, planes.shape[2] + 2), dtype=np.float32)
@@ -354,17 +393,19 @@ class MaskPromptGrid:
         values = a0[:, None] * across[:, r0] + a1[:, None] * across[:, r1]
         values[:, ~real_rows] = fill  # taps in the input frame's padding read the fill value
         values[:, :, ~real_cols] = fill
-        half = np.float32(0.5)
-        return half * (half * values[:, 0::2, 0::2] + half * values[:, 0::2, 1::2]) + half * (
-            half * values[:, 1::2, 0::2] + half * values[:, 1::2, 1::2]
+        v0, v1 = self.rows.v0[cells[0], None], self.rows.v1[cells[0], None]
+        u0, u1 = self.cols.v0[cells[1]], self.cols.v1[cells[1]]
+        return v0 * (u0 * values[:, 0::2, 0::2] + u1 * values[:, 0::2, 1::2]) + v1 * (
+            u0 * values[:, 1::2, 0::2] + u1 * values[:, 1::2, 1::2]
         )
 
 
 class PromptMiner:
     """Mines the prompts of one image's masks; per-image setup is done once, here.
 
-    `embeddings` (1, 256, 64, 64) is needed only for CEBox (`box_expand_threshold` > 0);
-    `rng` only for the "random" point strategy.
+    `embeddings` (1, C, E, E), E the geometry's embedding grid, is needed only for CEBox
+    (`box_expand_threshold` > 0); `rng` only for the "random" point strategy. `geometry` is the
+    model's (`Geometry.of(model)`; SAM's by default).
     """
 
     def __init__(
@@ -381,6 +422,7 @@ class PromptMiner:
         strength: float = 30.0,
         point_strategy: str = "distance",
         rng: np.random.Generator | None = None,
+        geometry: Geometry = SAM_GEOMETRY,
     ) -> None:
         if point_strategy not in POINT_STRATEGIES:
             raise ValueError(f"point_strategy must be one of {', '.join(POINT_STRATEGIES)}, got {point_strategy!r}")
@@ -393,9 +435,9 @@ class PromptMiner:
         self.point_strategy = point_strategy
         self.rng = rng if rng is not None else np.random.default_rng()
         self.similarity = (
-            SimilarityField(embeddings, self.original_size, input_size) if box_expand_threshold > 0 else None
+            SimilarityField(embeddings, self.original_size, input_size, geometry) if box_expand_threshold > 0 else None
         )
-        self.grid = MaskPromptGrid(self.original_size, input_size) if use_mask else None
+        self.grid = MaskPromptGrid(self.original_size, input_size, geometry) if use_mask else None
 
     def mine(self, masks: np.ndarray) -> Prompts:
         """Prompts for N x H x W bool masks. An empty mask gets padding points, a zero box and an
@@ -409,7 +451,8 @@ class PromptMiner:
         expanded = np.zeros(count, dtype=bool)
         mask_inputs = None
         if self.grid is not None:
-            mask_inputs = np.full((count, 1, MASK_SIZE, MASK_SIZE), -self.strength, dtype=np.float32)
+            side = self.grid.size
+            mask_inputs = np.full((count, 1, side, side), -self.strength, dtype=np.float32)
         for index, mask in enumerate(masks):
             box = bounding_box(mask)
             if box is None:
@@ -443,14 +486,15 @@ class PromptMiner:
         return elastic_box(box, count, self.original_size, self.threshold, self.passes)
 
     def _mask_prompt(self, distances: _DistanceCrop, box: tuple[int, int, int, int], expanded: bool) -> np.ndarray:
-        """S * G on the 256 grid: S = +/-strength (+/-1 where the box was expanded), G the resized
-        Gaussian with G = 1 where it is not positive."""
+        """S * G on the mask-prompt grid: S = +/-strength (+/-1 where the box was expanded), G the
+        resized Gaussian with G = 1 where it is not positive."""
         cells = self.grid.window(box)
         planes = np.empty((2, *distances.crop.shape), dtype=np.float32)
         planes[0] = np.where(distances.crop, np.float32(1.0), np.float32(-1.0))
         planes[1] = distances.gaussian(self.gamma)
-        signs = np.full((MASK_SIZE, MASK_SIZE), -1.0, dtype=np.float32)
-        gaussian = np.zeros((MASK_SIZE, MASK_SIZE), dtype=np.float32)
+        side = self.grid.size
+        signs = np.full((side, side), -1.0, dtype=np.float32)
+        gaussian = np.zeros((side, side), dtype=np.float32)
         signs[cells], gaussian[cells] = self.grid.resize(planes, np.array([-1.0, 0.0]), (distances.top, distances.left), cells)
         amplitude = np.float32(1.0 if expanded else self.strength)
         signs = np.where(signs > 0, amplitude, -amplitude)

@@ -16,7 +16,7 @@ from samrefiner.io.images import read_image
 from samrefiner.mining import mine_in_threads
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.config import RefinerConfig
-from samrefiner.prompts import PromptMiner, Prompts
+from samrefiner.prompts import Geometry, PromptMiner, Prompts
 from samrefiner.timing import stage
 
 _UPSCALE_PIXELS = 1 << 26  # logits upscaled at once: bounds the float buffer (256 MiB)
@@ -128,6 +128,7 @@ class Refiner:
             strength=config.strength,
             point_strategy=config.point_strategy,
             rng=np.random.default_rng(config.seed),
+            geometry=Geometry.of(self.model),
         )
 
     def _step(self, encoding: Encoding, prompts: Prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -42,6 +42,9 @@ PRETRAINED_BACKENDS: dict[str, str] = {
     "sam": "samrefiner.models.sam",
     "sam_hq": "samrefiner.models.sam_hq",
     "sam2": "samrefiner.models.sam2",
+    "sam3_tracker": "samrefiner.models.sam3",
+    "sam3_video": "samrefiner.models.sam3",  # facebook/sam3: its tracker is loaded
+    "edgetam": "samrefiner.models.edgetam",
 }
 
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")

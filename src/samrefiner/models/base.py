@@ -1,4 +1,4 @@
-"""The interface every promptable backbone (SAM, HQ-SAM, SAM 2.1) implements for the refiner."""
+"""The interface every promptable backbone (SAM, HQ-SAM, SAM 2.1, ...) implements for the refiner."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ import torch
 class Encoding:
     """One image, encoded once and decoded many times.
 
-    `embeddings` is the (1, 256, 64, 64) float32 embedding the prompts attend to (for SAM 2.1 the
-    lowest-resolution one); `features` holds backbone-specific extras (HQ-SAM's intermediate
-    features, SAM 2.1's high-resolution maps).
+    `embeddings` is the (1, C, E, E) float32 embedding the prompts attend to, E the model's
+    `embedding_size` (for SAM 2.1 the lowest-resolution one); `features` holds backbone-specific
+    extras (HQ-SAM's intermediate features, SAM 2.1's high-resolution maps). `input_size` is where
+    the resized image lies in the padded `image_size` square frame (top-left corner).
     """
 
     embeddings: torch.Tensor
     original_size: tuple[int, int]  # (H, W) of the image given to `encode`
-    input_size: tuple[int, int]  # (h, w) after resizing the longest side to the model's size
+    input_size: tuple[int, int]  # (h, w) after resizing (longest side to image_size, or the whole frame)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -28,7 +29,7 @@ class Encoding:
 class Decoded:
     """Decoder output for N objects: C candidate masks each (3 for SAM in multimask mode)."""
 
-    low_res_logits: torch.Tensor  # (N, C, 256, 256) float32
+    low_res_logits: torch.Tensor  # (N, C, M, M) float32, M the model's mask_input_size
     iou_scores: torch.Tensor  # (N, C) float32
 
 
@@ -38,14 +39,21 @@ class PromptableModel(ABC):
     Prompt conventions (all in the ORIGINAL image frame; the backend maps them to its input frame):
     points (N, K, 2) float (x, y); labels (N, K) int: 1 positive, 0 negative, -1 "not a point"
     (the embedding official SAM uses for its padding point); boxes (N, 4) float x1, y1, x2, y2;
-    mask_inputs (N, 1, 256, 256) float32 logits in the padded input frame. Any of them may be None.
+    mask_inputs (N, 1, M, M) float32 logits in the padded input frame. Any of them may be None.
+
+    Geometry (the prompt miner and the upscaling read it; defaults are SAM's): the longest image
+    side is resized to `image_size` (or the image to the whole frame, as `Encoding.input_size`
+    says) and zero-padded to an `image_size` square; the image embedding is an `embedding_size`
+    grid over that frame; the dense mask prompt and the low-res logits are `mask_input_size`
+    squares over it (M above).
     """
 
-    kind: str  # "sam", "sam_hq" or "sam2"
+    kind: str  # "sam", "sam_hq", "sam2", ...
     name: str  # registry name or file it was loaded from
     device: torch.device
-    image_size: int = 1024
-    mask_input_size: int = 256
+    image_size: int = 1024  # side of the square padded input frame
+    embedding_size: int = 64  # side of the image-embedding grid
+    mask_input_size: int = 256  # side of the dense mask prompt and of the low-res logits
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> Encoding:
@@ -65,7 +73,7 @@ class PromptableModel(ABC):
 
     @abstractmethod
     def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """(N, C, 256, 256) low-res logits -> (N, C, H, W) logits at the original size."""
+        """(N, C, M, M) low-res logits -> (N, C, H, W) logits at the original size."""
 
     @property
     @abstractmethod

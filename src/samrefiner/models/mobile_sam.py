@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from transformers import SamModel
-
 from samrefiner.models.convert_tiny_vit import build_tiny_vit_sam, is_tiny_vit_state_dict, patch_kernel
 from samrefiner.models.sam import SamBackend
 
@@ -21,12 +19,6 @@ class MobileSamBackend(SamBackend):
     """MobileSAM (or any official-layout TinyViT SAM with 3x3 patch embedding); three candidates per object."""
 
     kind = "mobile_sam"
-
-    def __init__(self, model: SamModel, name: str, device: str | torch.device = "cpu") -> None:
-        super().__init__(model, name, device)
-        prompt_config = model.config.prompt_encoder_config
-        self.image_size = prompt_config.image_size
-        self.embedding_size = prompt_config.image_embedding_size
 
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.model.vision_encoder(pixels), {}

@@ -1,8 +1,9 @@
 """SAM backend: transformers' `SamModel` behind the `PromptableModel` interface.
 
 Pre- and postprocessing follow the official segment-anything code (SPEC section 1): PIL bilinear
-resize of the longest side to 1024, normalisation, zero padding bottom/right; logits are upscaled
-256 -> 1024, cropped to the resized image and resized to the original size.
+resize of the longest side to `image_size` (1024), normalisation, zero padding bottom/right; logits
+are upscaled mask_input_size -> image_size (256 -> 1024), cropped to the resized image and resized
+to the original size.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def count_objects(
         counts.add(len(boxes))
     if mask_inputs is not None:
         if mask_inputs.ndim != 4 or mask_inputs.shape[1] != 1:
-            raise ValueError(f"mask_inputs must be (N, 1, 256, 256), got {tuple(mask_inputs.shape)}")
+            raise ValueError(f"mask_inputs must be (N, 1, M, M), got {tuple(mask_inputs.shape)}")
         counts.add(mask_inputs.shape[0])
     if len(counts) != 1:
         raise ValueError(f"prompts must be given for the same objects, got counts {sorted(counts) or 'none'}")
@@ -101,6 +102,7 @@ class SamBackend(PromptableModel):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.name = name
+        self._read_geometry()
         with torch.inference_mode():
             self._image_pe = self.model.get_image_wide_positional_embeddings()
         plain_sam = type(self.model.mask_decoder) is SamMaskDecoder
@@ -108,6 +110,13 @@ class SamBackend(PromptableModel):
         self._fused = FusedSamDecoder(self.model, self._image_pe) if fusable else None
         self.autocast_dtype = autocast_dtype("auto", self.device)
         self.cpu_decode_batch = CPU_DECODE_BATCH
+
+    def _read_geometry(self) -> None:
+        """`image_size`, `embedding_size` and `mask_input_size` as the model's config states them."""
+        config = self.model.config.prompt_encoder_config
+        self.image_size = int(config.image_size)
+        self.embedding_size = int(config.image_embedding_size)
+        self.mask_input_size = 4 * self.embedding_size  # the mask embedding's two stride-2 convolutions
 
     def speed_up(self, precision: str = "auto", compile: bool = False) -> None:
         """Autocast precision of the model calls ("auto": bf16 on CUDA, fp32 elsewhere; see
@@ -152,6 +161,9 @@ class SamBackend(PromptableModel):
         chunk_size: int = 64,
     ) -> Decoded:
         count = count_objects(points, labels, boxes, mask_inputs)
+        side = self.mask_input_size
+        if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != (side, side):
+            raise ValueError(f"mask_inputs must be (N, 1, {side}, {side}) for this model, got {tuple(mask_inputs.shape)}")
         points, boxes = self._to_input_frame(points, boxes, encoding)
         point_t = None if points is None else torch.as_tensor(points, dtype=torch.float32, device=self.device)
         label_t = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
@@ -209,13 +221,14 @@ class SamBackend(PromptableModel):
         return logits[:, 0], scores[:, 0]
 
     def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """256 -> 1024 (bilinear), crop to the input size, bilinear to the original size.
+        """mask_input_size -> image_size (bilinear; SAM: 256 -> 1024), crop to the input size,
+        bilinear to the original size.
 
-        Only the low-res rows/columns that reach the crop are upsampled: with the fixed 4x scale
-        this gives exactly the values of upsampling the whole map and cropping.
+        Only the low-res rows/columns that reach the crop are upsampled: with the fixed whole-number
+        scale (4 for SAM) this gives exactly the values of upsampling the whole map and cropping.
         """
         height, width = encoding.input_size
-        factor = self.image_size // low_res_logits.shape[-1]
+        factor = self.image_size // self.mask_input_size
         rows = min(low_res_logits.shape[-2], math.ceil(height / factor) + 1)
         cols = min(low_res_logits.shape[-1], math.ceil(width / factor) + 1)
         with torch.inference_mode():

@@ -1,8 +1,8 @@
 """SAM 2.1 backend: transformers' `Sam2Model` (image mode) behind the `PromptableModel` interface.
 
-As in the official SAM 2 image predictor: the image is resized to 1024 x 1024 without keeping the
-aspect ratio (so the input frame is 1024 x 1024), normalised with ImageNet statistics, and the
-256 x 256 logits are resized straight to the original size. The decoder also uses the encoder's two
+As in the official SAM 2 image predictor: the image is resized to image_size x image_size (1024)
+without keeping the aspect ratio (so the input frame is all image), normalised with ImageNet
+statistics, and the mask_input_size (256) logits are resized straight to the original size. The decoder also uses the encoder's two
 high-resolution feature maps, kept in `Encoding.features`.
 """
 
@@ -31,11 +31,24 @@ class Sam2Backend(SamBackend):
     pixel_mean = IMAGENET_MEAN
     pixel_std = IMAGENET_STD
 
+    def _read_geometry(self) -> None:
+        """The input frame from the prompt encoder's config; the embedding and mask-prompt grids as
+        its prompt encoder computes them."""
+        encoder = self.model.prompt_encoder
+        self.image_size = int(self.model.config.prompt_encoder_config.image_size)
+        self.embedding_size = int(encoder.image_embedding_size[0])
+        self.mask_input_size = int(encoder.mask_input_size[0])
+
+    def _pixels(self, image: np.ndarray) -> torch.Tensor:
+        """The (1, 3, image_size, image_size) normalised input (PIL bilinear resize to the whole frame)."""
+        input_size = (self.image_size, self.image_size)
+        return normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
+
     def encode(self, image: np.ndarray) -> Encoding:
         check_image(image)
         original = (int(image.shape[0]), int(image.shape[1]))
         input_size = (self.image_size, self.image_size)
-        pixels = normalized_pixels(image, input_size, self.pixel_mean, self.pixel_std, self.image_size)
+        pixels = self._pixels(image)
         with torch.inference_mode(), self._autocast():
             *high_res, lowest = self.model.get_image_embeddings(pixels.to(self.device))
         features = {f"high_res_{level}": feature.float() for level, feature in enumerate(high_res)}
@@ -46,7 +59,7 @@ class Sam2Backend(SamBackend):
         return {"high_resolution_features": [encoding.features[f"high_res_{level}"].to(self.device) for level in range(2)]}
 
     def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """256 x 256 logits straight to the original size (bilinear, align_corners=False)."""
+        """Low-res logits straight to the original size (bilinear, align_corners=False)."""
         with torch.inference_mode():
             return F.interpolate(
                 low_res_logits.float(), size=encoding.original_size, mode="bilinear", align_corners=False
