@@ -9,11 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import DATA, FIXTURES
+from PIL import Image
 from reference_runs import as_float, per_object_agreement, unpack
+from test_refine_cli import run_cli
 
-from samrefiner import load_model
+from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.errors import CheckpointError
+from samrefiner.io.images import read_image, read_mask
 from samrefiner.models import lite_medsam
 from samrefiner.models.download import sha256_of
 from samrefiner.models.lite_medsam import LiteMedSamBackend, min_max_pixels
@@ -118,3 +121,34 @@ def test_decoder_outputs_and_masks_match(case, prompt_set, lite_model, encoded):
     masks = (model.upscale(chosen, encoding)[:, 0] > 0).numpy()
     expected = unpack(arrays[f"{prompt_set}__mask_bits"], arrays[f"{prompt_set}__mask_shape"])
     assert per_object_agreement(masks, expected).min() >= 0.999
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case["case"])
+def test_refine_loop_box_prompt_matches_the_official_single_mask_call(case, lite_model, encoded):
+    """The Refiner mines the fixture's box and positive point from its coarse masks (the model's
+    64 x 64 grid and 256 frame) and, with the box alone, returns the official single-mask masks."""
+    arrays, encoding = encoded(case)
+    coarse = unpack(arrays["coarse_bits"], arrays["coarse_shape"])
+    config = RefinerConfig(iterations=1, use_points=False, use_mask=False)
+    result = Refiner(lite_model, config).refine_encoded(encoding, coarse)
+    np.testing.assert_array_equal(result.prompts.boxes, arrays["boxes"])
+    np.testing.assert_array_equal(result.prompts.points[:, 0], arrays["points"][:, 0])  # the positive point
+    assert result.candidate_scores.shape == (len(coarse), 1)  # one candidate per object
+    expected = unpack(arrays["box_single__mask_bits"], arrays["box_single__mask_shape"])
+    assert per_object_agreement(result.masks, expected).min() >= 0.999
+
+
+def test_registry_name_through_the_cli(lite_model, tmp_path, capsys, monkeypatch):
+    """`samrefiner refine --model lite_medsam` refines as the Python API does."""
+    davis = DATA / "davis2016"
+    code, out, err = run_cli(
+        capsys, monkeypatch, "refine", "--model", "lite_medsam", "--iterations", "1", "--images", davis / "JPEGImages",
+        "--masks", davis / "Annotations", "--out", tmp_path / "out", "--limit", "1", "--no-progress",
+    )
+    assert code == 0, err
+    assert out.startswith("1 images, 1 objects refined")
+    image = read_image(davis / "JPEGImages" / "blackswan" / "00000.jpg")
+    coarse = read_mask(davis / "Annotations" / "blackswan" / "00000.png")
+    expected = Refiner(lite_model, RefinerConfig(iterations=1)).refine(image, coarse[None])
+    written = np.asarray(Image.open(tmp_path / "out" / "blackswan" / "00000.png")) > 0
+    np.testing.assert_array_equal(written, expected.masks[0])
