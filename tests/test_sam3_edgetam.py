@@ -27,6 +27,7 @@ DAVIS = DATA / "davis2016"
 FRAME = "dog/00010"
 CONFIG = RefinerConfig(iterations=2, box_expand_threshold=0.1)
 WIDTH = 32  # hidden size of every part of the tiny models
+TINY_DECODER = {"hidden_size": WIDTH, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": WIDTH}
 
 
 def tiny_sam3() -> Sam3TrackerModel:
@@ -41,7 +42,7 @@ def tiny_sam3() -> Sam3TrackerModel:
             },
         },
         prompt_encoder_config={"hidden_size": WIDTH},
-        mask_decoder_config={"hidden_size": WIDTH, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": WIDTH},
+        mask_decoder_config=TINY_DECODER,
     )
     torch.manual_seed(0)
     return Sam3TrackerModel(config).eval()
@@ -176,7 +177,7 @@ def tiny_edgetam():
 
     config = EdgeTamConfig(
         prompt_encoder_config={"hidden_size": WIDTH},
-        mask_decoder_config={"hidden_size": WIDTH, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": WIDTH},
+        mask_decoder_config=TINY_DECODER,
         vision_config={"fpn_hidden_size": WIDTH},
     )
     torch.manual_seed(0)

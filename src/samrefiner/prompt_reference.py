@@ -18,14 +18,12 @@ from samrefiner.prompts import (
     NOT_A_POINT,
     POSITIVE,
     SAM_GEOMETRY,
+    SIMILARITY_THRESHOLD,
     Geometry,
     Prompts,
     elastic_box,
     valid_embedding_size,
 )
-
-_SIMILARITY_THRESHOLD = 0.5
-
 
 def positive_point(mask: np.ndarray) -> tuple[int, int]:
     """(x, y) of the first mask pixel (row-major) farthest from the background."""
@@ -54,18 +52,24 @@ def negative_point(mask: np.ndarray) -> tuple[int, int] | None:
     return int(cols[0]), int(rows[0])
 
 
-def similar_pixels(
-    embeddings: torch.Tensor, mask: np.ndarray, input_size: tuple[int, int], geometry: Geometry = SAM_GEOMETRY
-) -> np.ndarray:
-    """CEBox's similarity map: the valid embedding grid upsampled (bilinear) to the image, each pixel's
-    cosine similarity with the mask's mean embedding (mask resized nearest to the grid) > 0.5."""
-    height, width = mask.shape
-    rows, cols = valid_embedding_size(height, width, geometry.embedding_size, input_size, geometry.image_size)
-    grid = torch.as_tensor(embeddings).float()[:, :, :rows, :cols]
-    pixels = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-    small = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=(rows, cols), mode="nearest")
-    query = ((grid * small).sum(dim=(-2, -1)) / small.sum())[0]
-    return ((pixels @ query) / (pixels.norm(dim=-1) * query.norm()) > _SIMILARITY_THRESHOLD).numpy()
+class SimilarityMap:
+    """CEBox's similarity test on every pixel: the valid embedding grid upsampled (bilinear) to the
+    image and L2-normalised, compared with a mask's mean embedding (mask resized nearest to the grid)."""
+
+    def __init__(
+        self, embeddings: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int], geometry: Geometry
+    ) -> None:
+        height, width = original_size
+        rows, cols = valid_embedding_size(height, width, geometry.embedding_size, input_size, geometry.image_size)
+        self.grid = torch.as_tensor(embeddings).float()[:, :, :rows, :cols]
+        pixels = F.interpolate(self.grid, size=(height, width), mode="bilinear", align_corners=False)[0]
+        self.pixels = (pixels / pixels.norm(dim=0, keepdim=True)).permute(1, 2, 0)
+
+    def similar(self, mask: np.ndarray) -> np.ndarray:
+        """H x W bool: cosine similarity with the mask's mean embedding > 0.5."""
+        small = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=self.grid.shape[-2:], mode="nearest")
+        query = ((self.grid * small).sum(dim=(-2, -1)) / small.sum())[0]
+        return (self.pixels @ (query / query.norm()) > SIMILARITY_THRESHOLD).numpy()
 
 
 def cebox(mask: np.ndarray, similar: np.ndarray, threshold: float, passes: int = 1) -> tuple[tuple[int, ...], bool]:
@@ -122,13 +126,14 @@ def reference_prompts(
 ) -> Prompts:
     """All prompts of N non-empty masks, as `PromptMiner(...).mine` gives them (distance points,
     negative point, CEBox when `threshold` > 0, mask prompt)."""
+    similarity = SimilarityMap(embeddings, masks.shape[1:], input_size, geometry) if threshold > 0 else None
     points, labels, boxes, expanded = [], [], [], []
     for mask in masks:
         negative = negative_point(mask)
         points.append([positive_point(mask), negative if negative is not None else (0, 0)])
         labels.append([POSITIVE, NEGATIVE if negative is not None else NOT_A_POINT])
         if threshold > 0:
-            box, moved = cebox(mask, similar_pixels(embeddings, mask, input_size, geometry), threshold, passes)
+            box, moved = cebox(mask, similarity.similar(mask), threshold, passes)
         else:
             box, moved = tight_box(mask), False
         boxes.append(box)

@@ -25,7 +25,7 @@ from samrefiner.config import POINT_STRATEGIES
 
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
 MASK_SIZE = 256  # side of SAM's dense mask prompt
-_SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
+SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
 _EXACT_FLOAT32_DISTANCE = 1448.0  # below this, float32 distances round back to exact squared integers
 
 
@@ -264,7 +264,7 @@ class SimilarityField:
                 b0 * b0 * self.downward[r0, c0] + b1 * b1 * self.downward[r0, c1] + b0 * b1 * self.diagonals[r0, c0]
             )
         )
-        return int(np.count_nonzero(dot > _SIMILARITY_THRESHOLD * np.sqrt(np.maximum(norm2, 0.0))))
+        return int(np.count_nonzero(dot > SIMILARITY_THRESHOLD * np.sqrt(np.maximum(norm2, 0.0))))
 
 
 def _folded_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

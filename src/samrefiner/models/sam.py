@@ -144,7 +144,7 @@ class SamBackend(PromptableModel):
         return Encoding(embeddings=embeddings.float(), original_size=original, input_size=input_size, features=features)
 
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The image embedding (1, 256, 64, 64) and the backend's extra features for `Encoding.features`."""
+        """The image embedding (1, C, E, E) and the backend's extra features for `Encoding.features`."""
         return self.model.get_image_embeddings(pixels), {}
 
     def _decoder_inputs(self, encoding: Encoding) -> dict[str, object]:
@@ -199,7 +199,7 @@ class SamBackend(PromptableModel):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decoder call, objects in the batch dimension: (B, C, 256, 256) logits, (B, C) IoU (C = 3
+        """One decoder call, objects in the batch dimension: (B, C, M, M) logits, (B, C) IoU (C = 3
         candidates in multimask mode, else 1)."""
         if self._fused is not None:
             return self._fused(encoding.embeddings.to(self.device), points, labels, boxes, masks)

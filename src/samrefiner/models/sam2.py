@@ -2,8 +2,9 @@
 
 As in the official SAM 2 image predictor: the image is resized to image_size x image_size (1024)
 without keeping the aspect ratio (so the input frame is all image), normalised with ImageNet
-statistics, and the mask_input_size (256) logits are resized straight to the original size. The decoder also uses the encoder's two
-high-resolution feature maps, kept in `Encoding.features`.
+statistics, and the mask_input_size (256) logits are resized straight to the original size. The
+decoder also uses the encoder's two high-resolution feature maps, kept in `Encoding.features`.
+The geometry is read from the prompt encoder (SAM 3's tracker and EdgeTAM subclass this backend).
 """
 
 from __future__ import annotations
