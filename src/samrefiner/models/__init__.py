@@ -32,7 +32,13 @@ from samrefiner.models.registry import REGISTRY, ModelEntry
 __all__ = ["load_model", "read_state_dict"]
 
 # Checked in order; a family whose keys extend SAM's (HQ-SAM) must come before "samrefiner.models.sam".
-STATE_DICT_BACKENDS: list[str] = ["samrefiner.models.sam_hq", "samrefiner.models.sam", "samrefiner.models.sam2"]
+STATE_DICT_BACKENDS: list[str] = [
+    "samrefiner.models.sam_hq",
+    "samrefiner.models.sam",
+    "samrefiner.models.sam2",
+    "samrefiner.models.mobile_sam",
+    "samrefiner.models.lite_medsam",
+]
 
 # transformers config `model_type` -> backend module.
 PRETRAINED_BACKENDS: dict[str, str] = {
@@ -167,6 +173,9 @@ def _proxy_for(scheme: str, host: str) -> SplitResult | None:
 
 
 def _from_registry(entry: ModelEntry, device: str | torch.device) -> PromptableModel:
+    if entry.installed_with is not None:
+        path = importlib.import_module(entry.installed_with).weights_path()
+        return from_state_dict(read_state_dict(path), str(path), device)
     if entry.url is None:
         return from_pretrained(entry.hf_id, device)
     from samrefiner.models.download import fetch

