@@ -37,7 +37,7 @@ def one_error_line(text: str) -> str:
     [
         (["refine", "--images", "i", "--out", "o", "--limit", "0"], "--limit 0"),
         (["refine", "--images", "i", "--out", "o", "--limit", "many"], "--limit many"),
-        (["refine", "--out", "o"], "--images"),
+        (["refine", "--images", "i"], "--out"),
         (["refine", "--images", "i", "--out", "o", "--resume", "true"], "true"),
         (["refine", "--images", "i", "--out", "o", "--bogus"], "--bogus"),
         (["bench", "--images", "i", "--gt", "g", "--limit", "0"], "--limit 0"),

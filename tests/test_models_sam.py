@@ -179,3 +179,19 @@ def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError) as error:
         load_model(path)
     check_one_line(error, str(path), "no such file")
+
+
+@pytest.mark.parametrize("checkpoint", [SAM_REF / "reduced_sam.pth", FIXTURES / "hq_reference" / "reduced_sam.pth"])
+def test_decoder_layer_norms_use_the_official_eps(checkpoint):
+    """segment_anything's TwoWayAttentionBlock norms are nn.LayerNorm(eps=1e-5); transformers'
+    SamMaskDecoderConfig default is 1e-6. The upscaling and mask-embedding norms keep 1e-6."""
+    model = load_model(checkpoint).model
+    decoder = model.mask_decoder
+    two_way = [
+        module.eps
+        for layer in decoder.transformer.layers
+        for module in (layer.layer_norm1, layer.layer_norm2, layer.layer_norm3, layer.layer_norm4)
+    ]
+    assert two_way == [1e-5] * len(two_way) and decoder.transformer.layer_norm_final_attn.eps == 1e-5
+    assert decoder.upscale_layer_norm.eps == 1e-6
+    assert model.prompt_encoder.mask_embed.layer_norm1.eps == 1e-6

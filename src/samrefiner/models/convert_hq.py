@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from transformers import SamHQConfig
 
-from samrefiner.models.convert_sam import convert_state_dict
+from samrefiner.models.convert_sam import OFFICIAL_DECODER_LAYER_NORM_EPS, convert_state_dict
 
 # The HQ output token: present in every HQ-SAM checkpoint, absent from SAM.
 HQ_SIGNATURE = "mask_decoder.hf_token.weight"
@@ -62,6 +62,6 @@ def convert_hq_state_dict(
     config = SamHQConfig(
         vision_config=vision.to_dict(),
         # the fused early ViT features have the encoder's width
-        mask_decoder_config={"vit_dim": vision.hidden_size},
+        mask_decoder_config={"vit_dim": vision.hidden_size, "layer_norm_eps": OFFICIAL_DECODER_LAYER_NORM_EPS},
     )
     return converted, config

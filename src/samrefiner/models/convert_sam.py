@@ -24,6 +24,9 @@ SAM_SIGNATURE = (
 )
 
 EMBEDDING_GRID = 64  # 1024 / 16: a global-attention block's rel_pos has 2 * 64 - 1 rows
+# segment_anything's TwoWayAttentionBlock uses nn.LayerNorm's default eps, 1e-5; transformers'
+# SamMaskDecoderConfig defaults to 1e-6 (it moves trained logits by up to 2e-2: LiteMedSAM, measured).
+OFFICIAL_DECODER_LAYER_NORM_EPS = 1e-5
 
 # (official regex, transformers replacement), applied in order; the first match wins.
 _RENAMES: tuple[tuple[str, str], ...] = (
@@ -107,7 +110,8 @@ def read_encoder_shape(state_dict: Mapping[str, torch.Tensor]) -> EncoderShape:
 
 
 def sam_config(shape: EncoderShape) -> SamConfig:
-    """A transformers `SamConfig` for an encoder of this shape (prompt encoder and decoder standard)."""
+    """A transformers `SamConfig` for an encoder of this shape (prompt encoder and decoder standard,
+    with the official LayerNorm eps in the decoder's two-way attention blocks)."""
     return SamConfig(
         vision_config={
             "hidden_size": shape.width,
@@ -116,7 +120,8 @@ def sam_config(shape: EncoderShape) -> SamConfig:
             "mlp_dim": shape.mlp_dim,
             "global_attn_indexes": list(shape.global_blocks),
             "window_size": shape.window_size,
-        }
+        },
+        mask_decoder_config={"layer_norm_eps": OFFICIAL_DECODER_LAYER_NORM_EPS},
     )
 
 

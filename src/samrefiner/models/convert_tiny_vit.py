@@ -17,7 +17,13 @@ import torch
 from transformers import SamConfig, SamModel
 
 from samrefiner.errors import CheckpointError
-from samrefiner.models.convert_sam import _POSITIONAL, layout_mismatches, rename_key, rename_tensors
+from samrefiner.models.convert_sam import (
+    _POSITIONAL,
+    OFFICIAL_DECODER_LAYER_NORM_EPS,
+    layout_mismatches,
+    rename_key,
+    rename_tensors,
+)
 from samrefiner.models.tiny_vit import TinyViT, TinyViTShape
 
 # Keys whose presence marks a state dict as an official TinyViT-SAM (MobileSAM, LiteMedSAM) checkpoint.
@@ -27,7 +33,6 @@ TINY_VIT_SIGNATURE = (
     "mask_decoder.iou_token.weight",
 )
 EMBEDDING_SIZE = 64  # side of the prompt encoder's image-embedding grid (both released models)
-OFFICIAL_DECODER_LAYER_NORM_EPS = 1e-5  # segment_anything's TwoWayAttentionBlock: nn.LayerNorm defaults
 _PREFIX = "image_encoder."
 _UNUSED = re.compile(r"(^image_encoder\.(norm_head|head)\.|\.num_batches_tracked$)")
 
