@@ -4,6 +4,8 @@ LiteMedSAM) and the registry entry."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 
@@ -32,6 +34,7 @@ from samrefiner.models.convert_tiny_vit import (
     rename_tiny_vit_key,
 )
 from samrefiner.models.mobile_sam import MobileSamBackend
+from samrefiner.models.download import sha256_of
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.tiny_vit import TinyViT
 from samrefiner.refine import Refiner
@@ -160,5 +163,7 @@ def test_registry_name_loads_the_cached_file(tmp_path, monkeypatch):
     cache.mkdir()
     (cache / "mobile_sam.pt").symlink_to(MOBILE_REF / "reduced_mobile_sam.pth")
     monkeypatch.setenv("SAMREFINER_CACHE", str(cache))
+    stand_in = dataclasses.replace(REGISTRY["mobile_sam"], sha256=sha256_of(MOBILE_REF / "reduced_mobile_sam.pth"))
+    monkeypatch.setitem(REGISTRY, "mobile_sam", stand_in)  # cached files are sha256-checked on use
     model = load_model("mobile_sam")
     assert isinstance(model, MobileSamBackend) and model.name == str(cache / "mobile_sam.pt")
