@@ -42,7 +42,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,17 +158,35 @@ class RecordStore:
     def drop(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def read(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The records of those keys that have one, in the order given."""
+    def read(self, keys: Iterable[str], part: str) -> Records:
+        """`part` ("output" or "scores") of the records of those keys that have one, in the order
+        given; each read from its file when it is looked up, so a merge holds one at a time."""
         finished = self.finished()
-        return {
-            key: json.loads(self._path(key).read_text(encoding="utf-8"))
-            for key in keys
-            if key in finished
-        }
+        return Records(self, [key for key in keys if key in finished], part)
+
+    def load(self, key: str) -> dict[str, Any]:
+        return json.loads(self._path(key).read_text(encoding="utf-8"))
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{quote(key, safe='')}.json"
+
+
+class Records(Mapping[str, Any]):
+    """Image key -> one part of its record, read from disk on each lookup (nothing is kept)."""
+
+    def __init__(self, store: RecordStore, keys: list[str], part: str) -> None:
+        self.store, self._keys, self._known, self.part = store, keys, set(keys), part
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._known:
+            raise KeyError(key)
+        return self.store.load(key)[self.part]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass
@@ -403,10 +421,10 @@ def merge_outputs(dataset: Dataset) -> None:
     """Merge every finished image's record (from this and earlier runs, all shards) into the
     dataset's output and the scores file."""
     store = RecordStore(dataset.layout.work_dir)
-    records = store.read([ref.key for ref in dataset.refs()])
-    dataset.finalize({key: record["output"] for key, record in records.items()})
-    lines = "".join(json.dumps(record["scores"]) + "\n" for record in records.values())
-    atomic_write(dataset.layout.scores_path, lambda handle: handle.write(lines.encode("utf-8")))
+    keys = [ref.key for ref in dataset.refs()]
+    dataset.finalize(store.read(keys, "output"))
+    lines = ((json.dumps(scores) + "\n").encode("utf-8") for scores in store.read(keys, "scores").values())
+    atomic_write(dataset.layout.scores_path, lambda handle: handle.writelines(lines))
 
 
 def shard_path(path: Path, shard: Shard) -> Path:

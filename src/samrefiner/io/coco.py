@@ -31,7 +31,7 @@ import json
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ class CocoDataset(Dataset):
         ]
         return {"annotations": refined, "kept_rle": _kept_rle(annotations, refined, self.segmentation_kind)}
 
-    def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
+    def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
         """Write the output JSON (streamed): the input with every refined annotation replaced."""
         refined = ((index, annotation) for output in outputs.values() for index, annotation in output["annotations"])
         atomic_write(self.layout.out, lambda handle: self.index.write_json(handle, refined))

@@ -10,7 +10,8 @@ location in the same format. The runner only sees this interface:
 - `write(sample, result)`: writes the refined result of one image, each file atomically, and
   returns what the resume record must keep beyond the scores (COCO: the refined annotations).
 - `finalize(outputs)`: called once at the end of a run with what `write` returned for every
-  finished image, of this run and earlier ones (COCO: merges them into the output JSON).
+  finished image, of this run and earlier ones (COCO: merges them into the output JSON), as a
+  mapping that reads each image's part of its record from disk when it is looked up.
 
 Output locations: a folder output keeps its bookkeeping in `<out>/.samrefiner/`, the per-object
 scores in `<out>/scores.jsonl` and errors in `<out>/errors.txt`; a file output (`refined.json`)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +102,7 @@ class Dataset(ABC):
         Returns what `finalize` will need of this image (kept in its resume record).
         """
 
-    def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
+    def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
         """Called at the end of a run with `write`'s return value for every finished image."""
 
 

@@ -27,6 +27,7 @@ over objects, divided by the refined masks' total area.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ class YoloDataset(Dataset):
         atomic_write(self.layout.out / label_path(relative), lambda handle: handle.write(text.encode("utf-8")))
         return {"polygons": stats, "image": relative.as_posix()}
 
-    def finalize(self, outputs: dict[str, dict[str, Any]]) -> None:
+    def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
         """Write data.yaml (path: the output), polygons.json and, with copy_images, the images."""
         out = self.layout.out
         document = yaml.safe_dump({**self.config, "path": str(out.resolve())}, sort_keys=False, allow_unicode=True)
