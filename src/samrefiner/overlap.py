@@ -24,8 +24,9 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from samrefiner.io.datasets import Sample, SampleRef
@@ -47,8 +48,16 @@ class _Crashed:
         self.error = error
 
 
+@dataclass
+class _Taken:
+    """How many images the threads took from the loader, and how taking ended (if it has)."""
+
+    count: int = 0
+    end: StopIteration | _Crashed | None = None
+
+
 class ModelTurns:
-    """`turns()` is a context that holds the model for one call; one thread at a time."""
+    """Calling it gives a context that holds the model for one call, one thread at a time."""
 
     def __init__(self, stop: threading.Event) -> None:
         self._lock = threading.Lock()
@@ -72,7 +81,7 @@ class ModelTurns:
 
 def refine_overlapped(
     refiner: Any, loaded: Loaded, depth: int = DEPTH
-) -> Iterator[tuple[SampleRef, Sample | Exception, Any]]:
+) -> Generator[tuple[SampleRef, Sample | Exception, Any], None, None]:
     """`runner.refine_in_order`, with `depth` images refined at once, one of them at the model."""
     stop = threading.Event()
     own = copy.copy(refiner)
@@ -81,31 +90,32 @@ def refine_overlapped(
     taking = threading.Lock()  # one thread at a time takes from the loader
     slots = threading.Semaphore(depth)  # images taken but not yet handed to the consumer
     ready = threading.Condition()
-    done: dict[int, Any] = {}  # index -> (ref, sample, outcome) or _Crashed
-    taken = {"count": 0, "end": None}  # images taken; "end": None, or a _Crashed / StopIteration
+    done: dict[int, tuple[SampleRef, Sample | Exception, Any] | _Crashed] = {}  # by the index taken
+    taken = _Taken()
 
     def take() -> tuple[int, SampleRef, Sample | Exception] | None:
         while not slots.acquire(timeout=_POLL_SECONDS):
             if stop.is_set():
                 return None
         with taking:
-            if stop.is_set() or taken["end"] is not None:
+            if stop.is_set() or taken.end is not None:
                 return None
             try:
                 ref, sample = next(source)
             except BaseException as error:  # noqa: BLE001  (StopIteration ends the run; others raise there)
                 with ready:
-                    taken["end"] = error if isinstance(error, StopIteration) else _Crashed(error)
+                    taken.end = error if isinstance(error, StopIteration) else _Crashed(error)
                     ready.notify_all()
                 return None
-            index, taken["count"] = taken["count"], taken["count"] + 1
+            index, taken.count = taken.count, taken.count + 1
         return index, ref, sample
 
     def work() -> None:
         while (item := take()) is not None:
             index, ref, sample = item
+            outcome: tuple[SampleRef, Sample | Exception, Any] | _Crashed
             try:
-                outcome: Any = (ref, sample, refine_one(own, sample))
+                outcome = (ref, sample, refine_one(own, sample))
             except _Stopped:
                 return
             except BaseException as error:  # noqa: BLE001  (raised in the consumer)
@@ -121,9 +131,9 @@ def refine_overlapped(
         index = 0
         while True:
             with ready:
-                ready.wait_for(lambda: index in done or (index >= taken["count"] and taken["end"] is not None))
-                item = done.pop(index, None) or taken["end"]
-            if isinstance(item, StopIteration):
+                ready.wait_for(lambda: index in done or (index >= taken.count and taken.end is not None))
+                item = done.pop(index) if index in done else taken.end
+            if item is None or isinstance(item, StopIteration):
                 return
             if isinstance(item, _Crashed):
                 raise item.error

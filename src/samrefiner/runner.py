@@ -48,7 +48,7 @@ from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 from tqdm import tqdm
@@ -238,7 +238,7 @@ def refine_one(refiner: Any, loaded: Sample | Exception) -> Any:
         return error
 
 
-def refine_in_order(refiner: Any, loaded: Loaded) -> Iterator[tuple[SampleRef, Sample | Exception, Any]]:
+def refine_in_order(refiner: Any, loaded: Loaded) -> Generator[tuple[SampleRef, Sample | Exception, Any], None, None]:
     """(ref, sample or its load failure, result or failure) of each image, refined in turn."""
     for ref, sample in loaded:
         yield ref, sample, refine_one(refiner, sample)
@@ -365,7 +365,7 @@ def run(
                 try:
                     if isinstance(outcome, Exception):
                         raise outcome
-                    writes.submit(loaded, outcome)
+                    writes.submit(cast(Sample, loaded), outcome)  # loaded, since refined
                 except Exception as error:  # noqa: BLE001  (recorded; the failure policy decides)
                     writes.fail(ref, error)
                 settle(writes.settled())
