@@ -1,23 +1,33 @@
-"""`refine --workers N`: reading and writing in worker processes leave the same bytes as without;
-the summary gives the share of the time the model waited, by cause."""
+"""`refine --workers N`: reading and writing in worker processes, and two images in flight around
+the model (samrefiner.overlap), leave the same bytes as without; the summary gives the share of the
+time the model waited, by cause."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DATA
-from io_fakes import BoxRefiner
+from io_fakes import BoxRefiner, IdentityRefiner, fake_result
 from test_distributed import coco_ground_truth
 from test_io_coco import build_coco
-from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
+from test_io_runner import make_dataset
+from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
 
+import samrefiner.models
+from samrefiner import Refiner, RefinerConfig
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.datasets import LabelMaps
+from samrefiner.io.masks import MaskFolders
 from samrefiner.loader import Workers
-from samrefiner.runner import Summary, run
-from samrefiner.timing import StageTimes, idle_shares
+from samrefiner.overlap import ModelTurns, refine_overlapped
+from samrefiner.runner import Shard, Summary, refine_in_order, run
+from samrefiner.timing import StageTimes, idle_shares, recording, stage
 
 STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -45,16 +55,50 @@ def _journaled(work_dir: Path) -> set[str]:
     return {line for journal in work_dir.glob("written*.txt") for line in journal.read_text().split()}
 
 
-def _run_both_ways(make_dataset, out0: Path, out2: Path, workers: int) -> None:
-    plain = run(make_dataset(out0), BoxRefiner(), progress=False)
+def _run_both_ways(make_dataset, out0: Path, out2: Path, workers: int, refiner=None, refining=refine_in_order, **options) -> None:
+    refiner = refiner or BoxRefiner()
+    plain = run(make_dataset(out0), refiner, progress=False, **options)
     dataset = make_dataset(out2)
     pool = Workers(dataset, workers)
     try:
-        parallel = run(dataset, BoxRefiner(), progress=False, loader=pool.loader, writer=pool.writer)
+        parallel = run(dataset, refiner, progress=False, loader=pool.loader, writer=pool.writer, refining=refining, **options)
     finally:
         pool.close()
     assert (plain.images, plain.objects, plain.failures) == (parallel.images, parallel.objects, parallel.failures)
     assert plain.images >= 2 and plain.failures == 0
+
+
+@pytest.fixture
+def turns(monkeypatch) -> list[str]:
+    """The thread that held the model, turn by turn (samrefiner.overlap's model lock); checks
+    that no two turns overlap."""
+    taken: list[str] = []
+    holders: list[str] = []
+    original = ModelTurns.__call__
+
+    @contextmanager
+    def logged(self):
+        with original(self):
+            assert not holders, f"{threading.current_thread().name} entered the model while {holders} held it"
+            holders.append(threading.current_thread().name)
+            taken.append(holders[0])
+            time.sleep(0.001)  # a turn long enough for an unlocked second thread to enter
+            try:
+                yield
+            finally:
+                holders.pop()
+
+    monkeypatch.setattr(ModelTurns, "__call__", logged)
+    return taken
+
+
+def _switches(turns: list[str]) -> int:
+    return sum(before != after for before, after in zip(turns, turns[1:]))
+
+
+def _reduced_sam() -> Refiner:
+    """The reduced model with two cascade passes: mining between model calls of each image."""
+    return Refiner(samrefiner.models.load_model(MODEL), RefinerConfig(iterations=2))
 
 
 def test_label_maps_written_by_workers_are_byte_identical(tmp_path) -> None:
@@ -77,6 +121,98 @@ def test_coco_written_by_workers_is_byte_identical(tmp_path) -> None:
     _run_both_ways(make, tmp_path / "a.json", tmp_path / "b.json", workers=2)
     files = _files(tmp_path / "a.json")
     assert files == _files(tmp_path / "b.json") and ".json" in files and ".scores.jsonl" in files
+
+
+def test_label_maps_refined_two_at_a_time_are_byte_identical(tmp_path, turns) -> None:
+    """The reduced SAM, two passes: the two threads' model calls interleave (one image's turn
+    between another's), and every written byte equals the one-at-a-time run's."""
+
+    def make(out: Path) -> LabelMaps:
+        return LabelMaps(STUFF / "imgs", STUFF / "pngs", out)
+
+    _run_both_ways(make, tmp_path / "a", tmp_path / "b", 1, _reduced_sam(), refine_overlapped, shard=Shard(0, 5))
+    files = _files(tmp_path / "a")
+    assert files == _files(tmp_path / "b") and len(files) == 2 + 2 + 1  # maps (images 0 and 5), records, scores
+    assert len(set(turns)) == 2 and _switches(turns) > 1  # one image at a time would switch once
+
+
+def test_coco_refined_two_at_a_time_is_byte_identical(tmp_path, turns) -> None:
+    images, path, _ = build_coco(tmp_path / "in", stems=("0", "5"))
+
+    def make(out: Path) -> CocoDataset:
+        return CocoDataset(images, path, out)
+
+    _run_both_ways(make, tmp_path / "a.json", tmp_path / "b.json", 2, _reduced_sam(), refine_overlapped)
+    files = _files(tmp_path / "a.json")
+    assert files == _files(tmp_path / "b.json") and ".json" in files and ".scores.jsonl" in files
+    assert len(set(turns)) == 2 and _switches(turns) > 1
+
+
+class TurnTaker(IdentityRefiner):
+    """Like the Refiner: 3 model calls (500 for the images in `slow`), each under `model_turn`, with
+    mining in between; fails the images in `failing` (by index, read from the mask's column, see
+    make_dataset)."""
+
+    def __init__(self, failing: tuple[int, ...] = (), slow: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.failing, self.slow, self.model_turn = failing, slow, nullcontext
+
+    def refine(self, image, masks):
+        index = int(np.flatnonzero(masks[0].any(axis=0))[0]) - 4
+        for _ in range(500 if index in self.slow else 3):
+            with self.model_turn(), stage("decode"):
+                time.sleep(0.01)
+            with stage("mine"):
+                time.sleep(0.01)
+        if index in self.failing:
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        return fake_result(masks)
+
+
+def test_the_failure_policy_stops_at_the_same_image_two_at_a_time(tmp_path) -> None:
+    """Images 2..7 fail: the run stops after the fifth failure in a row (image 6) either way; the
+    image in flight beside it (7) is dropped, not written."""
+    images, masks = make_dataset(tmp_path, count=9)
+    summaries = [
+        run(MaskFolders(images, masks, tmp_path / name), TurnTaker(failing=tuple(range(2, 8))), progress=False, refining=refining)
+        for name, refining in (("a", refine_in_order), ("b", refine_overlapped))
+    ]
+    plain, overlapped = summaries
+    assert plain.stopped and plain.stopped == overlapped.stopped and "img6" in plain.stopped
+    assert (overlapped.images, overlapped.failures, overlapped.failed) == (plain.images, plain.failures, plain.failed)
+    assert (plain.images, plain.failures) == (2, 5)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_an_interrupt_two_at_a_time_stops_the_threads(tmp_path, monkeypatch) -> None:
+    """Ctrl-C in the consumer (here: while writing the first image) ends the run at once: the
+    image in flight (a slow one) stops at its next model turn, no thread is left."""
+    images, masks = make_dataset(tmp_path, count=6)
+
+    def interrupted(self, sample, result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("samrefiner.runner.InlineWrites.submit", interrupted)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run(MaskFolders(images, masks, tmp_path / "out"), TurnTaker(slow=(1, 2)), progress=False, refining=refine_overlapped)
+    assert time.perf_counter() - start < 5  # 500 turns of 20 ms would take 10 s per slow image
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("samrefiner-refine")]
+
+
+def test_idle_two_at_a_time_is_charged_to_what_the_model_waited_for(tmp_path) -> None:
+    """Model stages never overlap (the sum of their seconds stays under the wall time), and the
+    model's free time is charged to mining, what each thread did before its next turn."""
+    images, masks = make_dataset(tmp_path, count=4)
+    times = StageTimes()
+    start = time.perf_counter()
+    with recording(times):
+        run(MaskFolders(images, masks, tmp_path / "out"), TurnTaker(), progress=False, refining=refine_overlapped)
+    wall = time.perf_counter() - start
+    assert times.calls["decode"] == 4 * 3 and times.model_seconds() < wall
+    assert times.idle["mine"] > 0 and times.calls["wait for model"] == 4 * 3
+    shares = idle_shares(times, wall)
+    assert shares["mining"] == pytest.approx(times.idle["mine"] / wall) and shares["mining"] < times.seconds["mine"] / wall
 
 
 def test_failures_come_back_in_dataset_order_with_workers(tmp_path) -> None:

@@ -11,8 +11,8 @@ place; anything else that stops the thread is raised in the consumer. Closing th
 images there (up to 2 n ahead) and its `writer` writes each image's outputs and resume record
 there (up to 2 n pending). Both keep the run's order: samples and failures come back in dataset
 order, so outputs, records, scores and errors are those of a run without workers. The model, and
-prompt mining, stay in the main process: mining of every pass after the first needs the masks the
-model just returned, so it cannot run ahead of the model.
+prompt mining, stay in the main process (where samrefiner.overlap mines one image while the model
+works on another).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ candidate, and repeat with the refined masks as the new coarse masks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -101,6 +102,8 @@ class Refiner:
 
     `adapter` is the optional SAMRefiner++ IoU adapter (an `IoUAdapter` or its .safetensors file,
     refused when made for another model); it only re-scores the candidates.
+    `model_turn` is entered around every model call (encode, decode, upscale): samrefiner.overlap
+    sets it to let one thread at a time use the model.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class Refiner:
         self.model = model
         self.config = config if config is not None else RefinerConfig()
         self.adapter = resolve_adapter(adapter, model)
+        self.model_turn: Callable[[], AbstractContextManager] = nullcontext
 
     def refine(self, image: np.ndarray | str | Path, masks: MaskInput) -> RefineResult:
         """Refine N coarse masks (N x H x W array or list of H x W; bool, 0/1 or 0/255) of an
@@ -118,7 +122,7 @@ class Refiner:
         coarse = as_masks(masks, pixels.shape[:2], source)
         if len(coarse) == 0:
             return _no_objects(pixels.shape[:2], self.config)
-        with stage("encode"):
+        with self.model_turn(), stage("encode"):
             encoding = self.model.encode(pixels)
         return self.refine_encoded(encoding, coarse)
 
@@ -187,11 +191,11 @@ class Refiner:
         ious, bests = [], []
         for start in range(0, len(prompts), _DECODED_OBJECTS):
             part = slice(start, start + _DECODED_OBJECTS)
-            with stage("decode"):
+            with self.model_turn(), stage("decode"):
                 decoded = self._decode(encoding, prompts.select(part))
                 iou = decoded.iou_scores.float().cpu().numpy()
             best = iou.argmax(axis=1)
-            with stage("upscale"):
+            with self.model_turn(), stage("upscale"):
                 masks[part] = self._chosen_masks(decoded, best, encoding)
             ious.append(iou)
             bests.append(best)

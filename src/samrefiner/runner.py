@@ -21,8 +21,9 @@ regions (label maps, `category_id` its class) or the annotation id (COCO, `categ
 coarse mask), `chosen` its index among the three candidates (-1 then); `empty_input`/`empty_output` flag an empty coarse mask and an empty refined output
 (the coarse mask was kept); `box_expanded` tells whether the elastic box grew.
 
-Sharding (`Shard`) and the loader are parameters so that several processes (SLURM arrays,
-torchrun ranks) can split one dataset, and reading can move to a background loader.
+Sharding (`Shard`), the loader and `refining` are parameters so that several processes (SLURM
+arrays, torchrun ranks) can split one dataset, reading can move to a background loader, and two
+images can be refined at once (samrefiner.overlap), results still taken in dataset order.
 
 Run identity: given a `manifest` (see samrefiner.manifest), the run first claims the output: an
 output of another run is refused (or removed with `overwrite`), so output never mixes two runs;
@@ -42,11 +43,12 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 from tqdm import tqdm
@@ -59,6 +61,8 @@ from samrefiner.manifest import Journal, claim
 from samrefiner.timing import stage
 
 Loader = Callable[[Dataset, list[SampleRef]], Iterable[tuple[SampleRef, "Sample | Exception"]]]
+Loaded = Iterable[tuple[SampleRef, "Sample | Exception"]]
+Refining = Callable[[Any, Loaded], Generator[tuple[SampleRef, "Sample | Exception", Any], None, None]]
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,22 @@ def load_one(dataset: Dataset, ref: SampleRef) -> Sample | Exception:
             return error
 
 
+def refine_one(refiner: Any, loaded: Sample | Exception) -> Any:
+    """The refiner's result for a loaded sample, or the exception that loading or refining raised."""
+    if isinstance(loaded, Exception):
+        return loaded
+    try:
+        return refiner.refine(loaded.image, loaded.masks)
+    except Exception as error:  # noqa: BLE001  (recorded; the failure policy decides)
+        return error
+
+
+def refine_in_order(refiner: Any, loaded: Loaded) -> Generator[tuple[SampleRef, Sample | Exception, Any], None, None]:
+    """(ref, sample or its load failure, result or failure) of each image, refined in turn."""
+    for ref, sample in loaded:
+        yield ref, sample, refine_one(refiner, sample)
+
+
 def write_and_record(dataset: Dataset, store: RecordStore, sample: Sample, result: Any, overlays: Path | None) -> None:
     """Write one image's outputs, then its record (the mark of a finished image)."""
     store.put(sample.ref.key, _write_one(dataset, sample, result, overlays))
@@ -311,6 +331,7 @@ def run(
     overwrite: bool = False,
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE,
     stop_flag: Path | None = None,
+    refining: Refining = refine_in_order,
 ) -> Summary:
     """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`).
 
@@ -319,6 +340,8 @@ def run(
     finished records into the output to a later `merge_outputs` (several processes writing one output
     merge once, after all of them are done). `stop_flag`: a file shared by the processes of one run;
     a process that stops writes its cause there, the others stop after their current image.
+    `refining`: how loaded images become results (`refine_in_order`, or samrefiner.overlap's two at a
+    time); an image still in flight when the run stops is dropped (no output, no record).
     """
     policy = FailurePolicy(max_consecutive_failures)
     if manifest is not None:
@@ -355,12 +378,12 @@ def run(
                     atomic_write(stop_flag, lambda handle: handle.write(cause.encode("utf-8")))
 
     try:
-        with announcing_writes(journal.add):
-            for ref, loaded in loader(dataset, todo):
+        with announcing_writes(journal.add), closing(refining(refiner, loader(dataset, todo))) as outcomes:
+            for ref, loaded, outcome in outcomes:
                 try:
-                    if isinstance(loaded, Exception):
-                        raise loaded
-                    writes.submit(loaded, refiner.refine(loaded.image, loaded.masks))
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    writes.submit(cast(Sample, loaded), outcome)  # loaded, since refined
                 except Exception as error:  # noqa: BLE001  (recorded; the failure policy decides)
                     writes.fail(ref, error)
                 settle(writes.settled())

@@ -12,6 +12,12 @@ Model stages (encode, decode, upscale) call `synchronize` (e.g. `torch.cuda.sync
 and exit so that asynchronous GPU work is charged to the stage that queued it. Stages may run in
 several threads at once (the background loader reads while the model works): their seconds add up
 to more than the wall time then.
+
+Two images in flight (samrefiner.overlap): model stages stay serialized (one thread holds the model
+at a time), so their sum is still the model's busy time and "idle" is the wall time the model was
+free. Each free interval is charged (`charge_idle`) to the stage that the thread taking the model
+next finished last (mining, waiting for input, ...): what the model was waiting for.
+`idle_shares` splits idle time by those charges when there are any.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ MODEL_STAGES = ("encode", "decode", "upscale")  # the model calls; everything el
 IDLE_CAUSES = {"reading": "wait for input", "mining": "mine", "writing": "write"}  # cause -> stage
 
 _active: StageTimes | None = None
+_finished = threading.local()  # .name: the stage this thread finished last (while recording)
 
 
 class StageTimes:
@@ -36,6 +43,7 @@ class StageTimes:
         self.seconds: dict[str, float] = defaultdict(float)
         self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.idle: dict[str, float] = defaultdict(float)  # model-free seconds by charged stage (charge_idle)
         self.synchronize = synchronize
         self._lock = threading.Lock()
 
@@ -44,6 +52,10 @@ class StageTimes:
             self.seconds[name] += seconds
             self.cpu_seconds[name] += cpu_seconds
             self.calls[name] += 1
+
+    def add_idle(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.idle[name] += seconds
 
     def model_seconds(self) -> float:
         """Seconds inside the model calls (MODEL_STAGES)."""
@@ -67,6 +79,18 @@ def stage(name: str) -> Iterator[None]:
         if synchronize is not None:
             synchronize()
         times.add(name, time.perf_counter() - start, time.process_time() - cpu_start)
+        _finished.name = name
+
+
+def last_stage() -> str | None:
+    """The stage this thread finished last (None before any, or when nothing is recorded)."""
+    return getattr(_finished, "name", None)
+
+
+def charge_idle(name: str | None, seconds: float) -> None:
+    """Charge `seconds` the model was free to stage `name` (see the module docstring)."""
+    if _active is not None and name is not None:
+        _active.add_idle(name, seconds)
 
 
 @contextmanager
@@ -82,9 +106,11 @@ def recording(times: StageTimes) -> Iterator[StageTimes]:
 
 def idle_shares(times: StageTimes, wall: float) -> dict[str, float]:
     """Shares of `wall` seconds: "total" the model was idle (not in MODEL_STAGES), and of that the
-    main thread's waiting for input ("reading"), mining and writing (IDLE_CAUSES), and "other"."""
+    main thread's waiting for input ("reading"), mining and writing (IDLE_CAUSES), and "other".
+    With idle charges (two images in flight), the causes are the charged seconds of those stages."""
     if wall <= 0:
         return {}
     total = max(0.0, 1.0 - times.model_seconds() / wall)
-    parts = {cause: times.seconds.get(name, 0.0) / wall for cause, name in IDLE_CAUSES.items()}
+    spent = times.idle if times.idle else times.seconds
+    parts = {cause: spent.get(name, 0.0) / wall for cause, name in IDLE_CAUSES.items()}
     return {"total": total, **parts, "other": max(0.0, total - sum(parts.values()))}

@@ -217,7 +217,7 @@ def refine_command(
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
     workers: Annotated[
-        int, typer.Option("--workers", min=0, help="Processes that read and write images beside the model (0: a thread reads).")
+        int, typer.Option("--workers", min=0, help="Processes that read and write images beside the model, and two images in flight (0: a thread reads).")
     ] = 0,
     config_values: dict[str, Any] | None = None,
 ) -> None:
@@ -227,7 +227,8 @@ def refine_command(
     output, the same as a single process leaves (see samrefiner.distributed)."""
     from samrefiner.distributed import Ranks, run_ranks
     from samrefiner.loader import Workers, load_in_background
-    from samrefiner.runner import InlineWrites
+    from samrefiner.overlap import refine_overlapped
+    from samrefiner.runner import InlineWrites, refine_in_order
     from samrefiner.timing import StageTimes, idle_shares, recording
     from samrefiner.manifest import claim, model_fields, new_manifest, settings_fields
 
@@ -288,6 +289,7 @@ def refine_command(
                 progress=progress,
                 loader=pool.loader if pool else load_in_background,
                 writer=pool.writer if pool else InlineWrites,
+                refining=refine_overlapped if pool else refine_in_order,
                 manifest=manifest,
                 overwrite=overwrite,
                 max_consecutive_failures=max_consecutive_failures,
