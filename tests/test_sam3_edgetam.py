@@ -13,7 +13,16 @@ import torch
 from conftest import DATA
 from PIL import Image
 from test_refine_cli import run_cli
-from transformers import EdgeTamConfig, Sam3TrackerConfig, Sam3TrackerModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    EdgeTamConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Sam3TrackerConfig,
+    Sam3TrackerModel,
+)
+from transformers.modeling_outputs import BaseModelOutput
 
 from samrefiner import load_model
 from samrefiner.io.images import read_image, read_mask
@@ -129,12 +138,18 @@ def test_a_mask_prompt_of_another_geometry_is_refused(backend, encoding):
         backend.decode(encoding, None, None, np.array([[10.0, 10.0, 50.0, 50.0]]), torch.zeros(1, 1, 256, 256))
 
 
-def test_cli_refines_with_a_sam3_folder(saved_sam3, backend, frame, tmp_path, capsys, monkeypatch):
-    image, coarse = frame
-    images, masks = tmp_path / "images", tmp_path / "masks"
+def one_image_dataset(folder, image, coarse):
+    """`folder/images/dog.png` and its one coarse mask `folder/masks/dog.png` (a --masks dataset)."""
+    images, masks = folder / "images", folder / "masks"
     images.mkdir(), masks.mkdir()
     Image.fromarray(image).save(images / "dog.png")
     Image.fromarray(coarse[0].astype(np.uint8) * 255).save(masks / "dog.png")
+    return images, masks
+
+
+def test_cli_refines_with_a_sam3_folder(saved_sam3, backend, frame, tmp_path, capsys, monkeypatch):
+    image, coarse = frame
+    images, masks = one_image_dataset(tmp_path, image, coarse)
     code, out, err = run_cli(
         capsys, monkeypatch, "refine", "--model", saved_sam3, "--iterations", "2", "--box-expand-threshold", "0.1",
         "--images", images, "--masks", masks, "--out", tmp_path / "out", "--no-progress",
@@ -170,21 +185,62 @@ def test_registry_names_and_model_types():
     assert PRETRAINED_BACKENDS[EdgeTamConfig.model_type] == "samrefiner.models.edgetam"
 
 
+class PyramidConfig(PreTrainedConfig):
+    """A stand-in for EdgeTAM's timm RepViT backbone (timm needs torchvision, which we may not
+    install): four random conv stages at strides 4, 8, 16, 32, the feature pyramid EdgeTAM's neck
+    takes. Everything past the backbone is transformers' EdgeTAM."""
+
+    model_type = "samrefiner_test_pyramid"
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 24, 32), **kwargs) -> None:
+        self.channels = list(channels)
+        super().__init__(**kwargs)
+
+
+class Pyramid(PreTrainedModel):
+    config_class = PyramidConfig
+    base_model_prefix = "pyramid"
+
+    def __init__(self, config: PyramidConfig) -> None:
+        super().__init__(config)
+        widths, strides = [3, *config.channels], (4, 2, 2, 2)
+        self.stages = torch.nn.ModuleList(
+            torch.nn.Conv2d(inputs, outputs, stride, stride=stride)
+            for inputs, outputs, stride in zip(widths, widths[1:], strides)
+        )
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutput:
+        features, hidden = [], pixel_values
+        for stage in self.stages:
+            hidden = torch.relu(stage(hidden))
+            features.append(hidden)
+        return BaseModelOutput(last_hidden_state=features)
+
+
+AutoConfig.register(PyramidConfig.model_type, PyramidConfig)
+AutoModel.register(PyramidConfig, Pyramid)
+
+
 def tiny_edgetam():
-    """A random EdgeTAM with a small timm RepViT (only where timm is installed)."""
-    pytest.importorskip("timm", reason="EdgeTAM's encoder is timm's RepViT")
+    """A random EdgeTAM (transformers' prompt encoder, mask decoder and FPN neck) on the stand-in backbone."""
     from transformers import EdgeTamModel
 
+    backbone = PyramidConfig()
     config = EdgeTamConfig(
         prompt_encoder_config={"hidden_size": WIDTH},
         mask_decoder_config=TINY_DECODER,
-        vision_config={"fpn_hidden_size": WIDTH},
+        vision_config={
+            "fpn_hidden_size": WIDTH,
+            "backbone_config": backbone.to_dict(),
+            "backbone_channel_list": backbone.channels[::-1],
+        },
     )
     torch.manual_seed(0)
     return EdgeTamModel(config).eval()
 
 
-def test_edgetam_folder_refines_with_every_prompt(frame, tmp_path):
+def test_edgetam_folder_refines_with_every_prompt(frame, tmp_path, capsys, monkeypatch):
     model = tiny_edgetam()
     model.save_pretrained(tmp_path / "edgetam")
     backend = load_model(str(tmp_path / "edgetam"))
@@ -198,3 +254,12 @@ def test_edgetam_folder_refines_with_every_prompt(frame, tmp_path):
     with_mask = backend.decode(encoding, prompts.points, prompts.labels, prompts.boxes, masks)
     flipped = backend.decode(encoding, prompts.points, prompts.labels, prompts.boxes, -masks)
     assert (with_mask.low_res_logits - flipped.low_res_logits).abs().max() > 0.1 * with_mask.low_res_logits.abs().max()
+    image_dir, mask_dir = one_image_dataset(tmp_path, image, coarse)
+    code, out, err = run_cli(
+        capsys, monkeypatch, "refine", "--model", tmp_path / "edgetam", "--iterations", "2",
+        "--box-expand-threshold", "0.1", "--images", image_dir, "--masks", mask_dir, "--out", tmp_path / "out",
+        "--no-progress",
+    )
+    assert code == 0, err
+    written = np.asarray(Image.open(tmp_path / "out" / "dog.png")) > 0
+    np.testing.assert_array_equal(written, result.masks[0])
