@@ -253,3 +253,18 @@ def test_prediction_folder_without_the_ground_truths_files_is_an_error(runner, t
     other = tmp_path / "other"
     write_png(other / "elsewhere" / "0.png", square(0, 0, 4))
     assert str(other) in eval_error(runner, "--gt", str(gt), "--pred", str(other), "--format", layout)
+
+
+def test_coco_ground_truth_without_annotations_is_an_error(runner, tmp_path):
+    """It printed AP 0.0000 and count 0 with exit 0: AP of nothing is undefined, not zero."""
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 10, "width": 10}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": [[0, 0, 5, 0, 5, 5]]}],
+        "categories": [{"id": 1, "name": "x"}],
+    }))
+    pred = tmp_path / "pred.json"
+    pred.write_text("[]")
+    result = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(pred)])
+    assert isinstance(result.exception, InputError) and str(gt) in str(result.exception)
+    assert "no (non-crowd) annotations" in str(result.exception)

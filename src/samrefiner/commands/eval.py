@@ -206,10 +206,12 @@ def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
         raise InputError(f"--void {'none' if void is None else void}: COCO ground truth has no void value")
     truth = load_json(gt)
     sizes = _checked_ground_truth(truth, gt)
+    objects = [annotation for annotation in truth["annotations"] if not annotation.get("iscrowd")]
+    if not objects:
+        raise InputError(f"{gt}: no (non-crowd) annotations to score: AP is undefined")
     report = EvalReport(Format.coco, {})
     results = _coco_results(load_json(pred), pred, sizes, report)
     report.scores = {"ap": coco_mask_ap(truth, results), "boundary_ap": coco_boundary_ap(truth, results)}
-    objects = [annotation for annotation in truth["annotations"] if not annotation.get("iscrowd")]
     by_id = {result["id"]: result for result in results if "id" in result}
     if any(annotation["id"] in by_id for annotation in objects):
         report.scores.update(_scores_by_id(objects, by_id, sizes, gt, pred, report).summary())
