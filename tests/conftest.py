@@ -28,3 +28,14 @@ def reduced_model():
     from samrefiner import load_model
 
     return load_model(str(SAM_REF / "reduced_sam.pth"))
+
+
+@pytest.fixture()
+def one_image(tmp_path):
+    """GrabCut's fullmoon (symlinks): images/fullmoon.png, masks/fullmoon.png."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    (images / "fullmoon.png").symlink_to(DATA / "grabcut/images/fullmoon.png")
+    (masks / "fullmoon.png").symlink_to(DATA / "grabcut/gt/fullmoon.png")
+    return images, masks

@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import pytest
-from conftest import DATA, SAM_REF
+from conftest import SAM_REF
 from typer.testing import CliRunner
 
 from samrefiner import load_model
@@ -72,17 +72,6 @@ def test_version(runner):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"samrefiner {version('samrefiner')}"
-
-
-@pytest.fixture()
-def one_image(tmp_path):
-    """GrabCut's fullmoon (symlinks): images/fullmoon.png, masks/fullmoon.png."""
-    images, masks = tmp_path / "images", tmp_path / "masks"
-    images.mkdir()
-    masks.mkdir()
-    (images / "fullmoon.png").symlink_to(DATA / "grabcut/images/fullmoon.png")
-    (masks / "fullmoon.png").symlink_to(DATA / "grabcut/gt/fullmoon.png")
-    return images, masks
 
 
 def run_main(capsys, args: list[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DATA, SAM_REF
+from conftest import SAM_REF
 
 from samrefiner import load_model
 from samrefiner.cli import main
@@ -61,17 +61,6 @@ def test_cpu_is_accepted():
     assert load_model(MODEL, device="cpu").device == torch.device("cpu")
 
 
-@pytest.fixture()
-def dataset(tmp_path):
-    """GrabCut's fullmoon (symlinks): images/fullmoon.png, masks/fullmoon.png."""
-    images, masks = tmp_path / "images", tmp_path / "masks"
-    images.mkdir()
-    masks.mkdir()
-    (images / "fullmoon.png").symlink_to(DATA / "grabcut/images/fullmoon.png")
-    (masks / "fullmoon.png").symlink_to(DATA / "grabcut/gt/fullmoon.png")
-    return images, masks
-
-
 COMMANDS = {
     "refine": lambda images, masks, out: ["refine", "--images", images, "--masks", masks, "--out", out],
     "bench": lambda images, masks, out: ["bench", "--images", images, "--gt", masks, "--coarse", masks, "--json", out],
@@ -81,8 +70,8 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "gpu"])
-def test_cli_device_error_is_one_line(no_cuda, capsys, dataset, tmp_path, command, device):
-    images, masks = dataset
+def test_cli_device_error_is_one_line(no_cuda, capsys, one_image, tmp_path, command, device):
+    images, masks = one_image
     out = tmp_path / "out.safetensors"
     args = [str(part) for part in COMMANDS[command](images, masks, out)]
     with pytest.raises(SystemExit) as stop:
