@@ -4,29 +4,25 @@ encoder and mask decoder), image mode.
 Preprocessing is transformers' `Sam2Processor` for EdgeTAM (its `Sam2ImageProcessor`): resize to
 image_size x image_size (1024) without keeping the aspect ratio, bilinear with antialiasing as
 torchvision does it, ImageNet normalisation; 64 x 64 embedding, 256 x 256 mask prompts and logits
-(read from the config), logits resized straight to the original size. The encoder needs `timm`.
+(read from the config), logits resized straight to the original size. The encoder needs `timm`
+(the tests use a random stand-in backbone registered with transformers: timm needs torchvision).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from transformers import EdgeTamModel
 
-from samrefiner.models.sam2 import IMAGENET_MEAN, IMAGENET_STD, Sam2Backend
-from samrefiner.models.sam3 import processor_pixels
+from samrefiner.models.sam2 import IMAGENET_MEAN, IMAGENET_STD
+from samrefiner.models.sam3 import WholeFrameBackend
 
 
-class EdgeTamBackend(Sam2Backend):
+class EdgeTamBackend(WholeFrameBackend):
     """EdgeTAM for single images: SAM 2.1's prompts and decoding on EdgeTAM's encoder."""
 
     kind = "edgetam"
     model_class = EdgeTamModel
     pixel_mean = IMAGENET_MEAN
     pixel_std = IMAGENET_STD
-
-    def _pixels(self, image: np.ndarray) -> torch.Tensor:
-        return processor_pixels(image, self.image_size, self.pixel_mean, self.pixel_std)
 
 
 Backend = EdgeTamBackend

@@ -35,15 +35,23 @@ def processor_pixels(image: np.ndarray, side: int, mean: np.ndarray, std: np.nda
     return ((resized.float() - mean_t) / std_t).contiguous()
 
 
-class Sam3Backend(Sam2Backend):
+class WholeFrameBackend(Sam2Backend):
+    """A SAM 2 style backend whose processor resizes the whole image to the square input frame
+    (`processor_pixels`) with its own normalisation (`pixel_mean`, `pixel_std`, 0-255 scale)."""
+
+    pixel_mean: np.ndarray
+    pixel_std: np.ndarray
+
+    def _pixels(self, image: np.ndarray) -> torch.Tensor:
+        return processor_pixels(image, self.image_size, self.pixel_mean, self.pixel_std)
+
+
+class Sam3Backend(WholeFrameBackend):
     """SAM 3's tracker (ViT + FPN encoder, SAM 2 style prompt encoder and mask decoder)."""
 
     kind = "sam3"
     model_class = Sam3TrackerModel
     pixel_mean = HALF
     pixel_std = HALF
-
-    def _pixels(self, image: np.ndarray) -> torch.Tensor:
-        return processor_pixels(image, self.image_size, self.pixel_mean, self.pixel_std)
 
 Backend = Sam3Backend
