@@ -279,3 +279,21 @@ def test_apply_review_refuses_decisions_from_another_report(cli, davis, tmp_path
     own = write_decisions(tmp_path / "own.json", report, ("blackswan/00000", "00000.png", "reject"))
     result = invoke(cli, "apply-review", "--decisions", own, *arguments, "--out", tmp_path / "final")
     assert "1 decisions applied" in result.stdout
+
+
+def test_jpeg_coarse_masks_pair_with_their_png_outputs(cli, tmp_path) -> None:
+    """refine writes a JPEG mask `00000.jpg` as `00000.png`; review found "no refined mask" for it."""
+    images, coarse = tmp_path / "images", tmp_path / "masks"
+    (images / "blackswan").mkdir(parents=True)
+    (coarse / "blackswan").mkdir(parents=True)
+    shutil.copy(DAVIS / "JPEGImages" / "blackswan" / "00000.jpg", images / "blackswan")
+    mask = read_mask(DAVIS / "Annotations" / "blackswan" / "00000.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(coarse / "blackswan" / "00000.jpg", quality=95)
+    with pytest.warns(UserWarning, match="JPEG"):
+        run(MaskFolders(images, coarse, tmp_path / "refined"), BoxRefiner(), progress=False)
+    assert (tmp_path / "refined" / "blackswan" / "00000.png").is_file()
+    result = invoke(cli, "review", "--images", images, "--coarse", coarse, "--refined", tmp_path / "refined",
+                    "--out", tmp_path / "report")
+    assert "1 objects (masks)" in result.stdout
+    (entry,) = all_entries(tmp_path / "report")
+    assert entry["object"] == "00000.jpg" and entry["change"] < 1.0

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from samrefiner import __version__
-from samrefiner.errors import SamRefinerError
+from samrefiner.errors import SamRefinerError, show_input_warnings
 
 ERROR_PREFIX = "samrefiner: error: "
 
@@ -119,6 +119,7 @@ def _options(
     ] = False,
 ) -> None:
     """Refine coarse segmentation masks with the Segment Anything Model (SAMRefiner)."""
+    show_input_warnings()  # every command: an input warning is one `samrefiner: warning:` line
 
 
 def main(args: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from samrefiner.errors import show_input_warnings
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import announcing_writes
 from samrefiner.manifest import Journal
@@ -173,6 +174,7 @@ _journal: Journal | None = None  # the files this worker process wrote
 def _hold(dataset: Dataset) -> None:
     global _dataset
     _dataset = dataset
+    show_input_warnings()  # a worker's input warnings are one line each, as in the main process
 
 
 def _load(ref: SampleRef) -> Sample | Exception:

@@ -123,7 +123,10 @@ def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overw
         if not changed:
             return
         if resume:
-            raise InputError(f"{layout.out}: --resume with other settings than the run there: {', '.join(changed)}")
+            raise InputError(
+                f"{layout.out}: --resume with other settings than the run there: {', '.join(changed)} "
+                "(resume with that run's options, --shard and --limit included)"
+            )
         if not overwrite:
             raise InputError(
                 f"{layout.out}: holds another run's results ({', '.join(changed)}); "

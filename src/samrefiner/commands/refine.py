@@ -32,7 +32,7 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.config import RefinerConfig
-from samrefiner.errors import InputError, show_input_warnings
+from samrefiner.errors import InputError
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.runner import Shard
 
@@ -234,7 +234,6 @@ def refine_command(
 
     if resume and overwrite:
         raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
-    show_input_warnings()
     dataset = open_dataset(
         images,
         out,

@@ -133,8 +133,8 @@ class CocoDataset(Dataset):
         """Write the output JSON (streamed): the input with every refined annotation replaced."""
         refined = ((index, annotation) for output in outputs.values() for index, annotation in output["annotations"])
         atomic_write(self.layout.out, lambda handle: self.index.write_json(handle, refined))
-        if self.segmentation_kind != "rle":
-            kept = sum(output.get("kept_rle", 0) for output in outputs.values())
+        kept = sum(output.get("kept_rle", 0) for output in outputs.values()) if self.segmentation_kind != "rle" else 0
+        if self.segmentation_kind == "polygons" or kept:  # nothing to say of RLE written as RLE
             self.report_line = f"polygons: {kept} refined annotations kept as RLE (holes, or too small for a polygon)"
 
     def _annotations(self) -> Sequence[dict[str, Any]]:

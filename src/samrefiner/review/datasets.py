@@ -22,6 +22,7 @@ from scipy import ndimage
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
 from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.maskvalues import LOSSY_SUFFIXES
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
 FORMATS = ("masks", "label-maps", "coco", "instance-maps", "yolo")
@@ -51,11 +52,11 @@ class DatasetPair:
         if self.kind == "instance-maps":
             return coarse, self._refined_instances(coarse)
         refined = self.refined.load(self.refined_refs[ref.key])
-        by_id = {str(meta["id"]): mask for meta, mask in zip(refined.objects, refined.masks)}
-        missing = [str(meta["id"]) for meta in coarse.objects if str(meta["id"]) not in by_id]
+        by_id = {_output_id(meta["id"]): mask for meta, mask in zip(refined.objects, refined.masks)}
+        missing = [str(meta["id"]) for meta in coarse.objects if _output_id(meta["id"]) not in by_id]
         if missing:
             raise InputError(f"{ref.name}: object {missing[0]} has no refined mask in {self.refined_path}")
-        masks = [by_id[str(meta["id"])] for meta in coarse.objects]
+        masks = [by_id[_output_id(meta["id"])] for meta in coarse.objects]
         return coarse, np.stack(masks) if masks else np.zeros_like(coarse.masks)
 
     def _refined_regions(self, coarse: Sample) -> np.ndarray:
@@ -99,6 +100,13 @@ def split_like_regions(label_map: np.ndarray, regions: np.ndarray, classes: list
         for number, index in enumerate(members, start=1):
             shares[index] = of_class & (nearest == number)
     return shares
+
+
+def _output_id(object_id: Any) -> str:
+    """An object's id as its refined output is named: a mask file's stem (refine writes a JPEG
+    mask `a.jpg` as `a.png`; a folder never holds both), any other id as text."""
+    text = str(object_id)
+    return Path(text).stem if Path(text).suffix.lower() in (".png", *LOSSY_SUFFIXES) else text
 
 
 def detect_format(coarse: Path, refined: Path) -> str:
