@@ -234,7 +234,8 @@ def test_failures_come_back_in_dataset_order_with_workers(tmp_path) -> None:
     files = _files(tmp_path / "a.json")
     assert files == _files(tmp_path / "b.json") and ".errors.txt" in files
     for out in ("a", "b"):  # the traceback of the failed image, logged by the process that read it
-        assert "missing.jpg" in (tmp_path / f"{out}.work" / "failures.log").read_text()
+        logged = (tmp_path / f"{out}.work" / "failures.log").read_text()
+        assert "missing.jpg" in logged and 'samrefiner/io/coco.py", line' in logged  # the stack where it failed
 
 
 def test_refine_with_workers_prints_where_the_model_waited(tmp_path, capsys, monkeypatch) -> None:

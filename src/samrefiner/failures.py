@@ -77,7 +77,8 @@ class FailureLog:
 
     def add(self, name: str, error: BaseException) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        text = f"== {stamp} {name}\n" + "".join(traceback.format_exception(error)) + "\n"
+        trace = getattr(error, "worker_traceback", None) or "".join(traceback.format_exception(error))
+        text = f"== {stamp} {name}\n{trace}\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:

@@ -22,6 +22,7 @@ import os
 import queue
 import socket
 import threading
+import traceback
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -178,7 +179,12 @@ def _hold(dataset: Dataset) -> None:
 
 
 def _load(ref: SampleRef) -> Sample | Exception:
-    return load_one(_dataset, ref)
+    """The sample, or its loading error carrying this process's traceback as text (a traceback
+    does not cross processes; `failures.log` prints it)."""
+    loaded = load_one(_dataset, ref)
+    if isinstance(loaded, Exception):
+        loaded.worker_traceback = "".join(traceback.format_exception(loaded))  # type: ignore[attr-defined]
+    return loaded
 
 
 def _write(work_dir: Path, sample: Sample, result: _Written, overlays: Path | None) -> None:
