@@ -22,17 +22,6 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture()
-def one_image(tmp_path):
-    """GrabCut's fullmoon (symlinks): images/fullmoon.png, gt/fullmoon.png."""
-    images, gt = tmp_path / "images", tmp_path / "gt"
-    images.mkdir()
-    gt.mkdir()
-    (images / "fullmoon.png").symlink_to(DATA / "grabcut/images/fullmoon.png")
-    (gt / "fullmoon.png").symlink_to(DATA / "grabcut/gt/fullmoon.png")
-    return images, gt
-
-
 def test_prompt_settings_are_table_1():
     assert list(PROMPT_SETTINGS) == ["point", "box", "mask", "point+box", "point+mask", "box+mask", "all"]
     flags = {tuple(setting.values()) for setting in PROMPT_SETTINGS.values()}

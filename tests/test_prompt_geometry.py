@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
 from PIL import Image
+from test_prompts import load_scenes
 
-from samrefiner.corrupt import corrupt_mask
 from samrefiner.prompt_reference import reference_prompts
 from samrefiner.prompts import Geometry, PromptMiner, SimilarityField, valid_embedding_size
 
@@ -21,26 +20,11 @@ SAM3 = Geometry(1008, 72, 288)
 GEOMETRIES = [(SAM, True), (LITE_MEDSAM, True), (SAM3, False), (SAM, False)]
 IDS = ["sam", "lite_medsam", "sam3", "sam2"]
 
-SCENES = [
-    ("davis2016/JPEGImages/blackswan/00000.jpg", "davis2016/Annotations/blackswan/00000.png", 1),
-    ("davis2016/JPEGImages/dog/00010.jpg", "davis2016/Annotations/dog/00010.png", 2),
-    ("grabcut/images/banana1.png", "grabcut/gt/banana1.png", 3),
-    ("grabcut/images/person1.jpg", "grabcut/gt/person1.png", 4),
-]
-SCALE = 2  # images and masks are shrunk by this factor, so that the whole-image prompts stay cheap
-
-
 @pytest.fixture(scope="module")
 def scenes() -> list[tuple[np.ndarray, np.ndarray]]:
     """(ground truth, flawed mask) per scene; plus the lowest rows of the dog moved to the image's
     bottom (the mask-prompt cells there sit next to the padding)."""
-    loaded = []
-    for image_path, gt_path, seed in SCENES:
-        image = Image.open(DATA / image_path).convert("RGB")
-        size = (image.width // SCALE, image.height // SCALE)
-        image = np.asarray(image.resize(size, Image.BILINEAR))
-        gt = np.asarray(Image.open(DATA / gt_path).convert("L").resize(size, Image.NEAREST)) > 128
-        loaded.append((gt, corrupt_mask(image, gt, np.random.default_rng(seed)).mask))
+    loaded = [(gt, flawed) for _, gt, flawed in load_scenes()]
     gt, flawed = loaded[1]
     shift = gt.shape[0] - 1 - int(np.nonzero(gt.any(axis=1))[0].max())
     band = np.zeros_like(gt)

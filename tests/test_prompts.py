@@ -69,6 +69,10 @@ SCALE = 2  # images and masks are shrunk by this factor
 
 @pytest.fixture(scope="module")
 def scenes() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return load_scenes()
+
+
+def load_scenes() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(image, ground truth, flawed mask) for each scene, flawed with samrefiner.corrupt's seeded defects."""
     loaded = []
     for image_path, gt_path, seed in SCENES:

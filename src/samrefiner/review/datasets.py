@@ -60,24 +60,22 @@ class DatasetPair:
         return coarse, np.stack(masks) if masks else np.zeros_like(coarse.masks)
 
     def _refined_regions(self, coarse: Sample) -> np.ndarray:
-        # LabelMaps keeps (map path, label map, palette) as its sample context
-        map_path = coarse.context[0]
-        refined_path = self.refined_path / Path(map_path).relative_to(self.coarse.label_maps)
-        refined_map, _ = read_label_map(refined_path)
-        if refined_map.shape != coarse.image.shape[:2]:
-            raise InputError(f"{refined_path}: refined label map is not the size of {coarse.image_path}")
         classes = [meta["category_id"] for meta in coarse.objects]
-        return split_like_regions(refined_map, coarse.masks, classes)
-
+        return split_like_regions(self._refined_map(coarse), coarse.masks, classes)
 
     def _refined_instances(self, coarse: Sample) -> np.ndarray:
         """Each instance id's pixels in the refined map (empty where the refined object lost every pixel)."""
-        map_path = coarse.context[0]
-        refined_path = self.refined_path / Path(map_path).relative_to(self.coarse.label_maps)
+        refined_map = self._refined_map(coarse)
+        return np.stack([refined_map == meta["id"] for meta in coarse.objects]) if coarse.objects else coarse.masks
+
+    def _refined_map(self, coarse: Sample) -> np.ndarray:
+        """The refined map at the coarse map's relative path (label and instance maps keep the map's
+        path first in their sample context), checked to be the image's size."""
+        refined_path = self.refined_path / Path(coarse.context[0]).relative_to(self.coarse.label_maps)
         refined_map, _ = read_label_map(refined_path)
         if refined_map.shape != coarse.image.shape[:2]:
-            raise InputError(f"{refined_path}: refined instance map is not the size of {coarse.image_path}")
-        return np.stack([refined_map == meta["id"] for meta in coarse.objects]) if coarse.objects else coarse.masks
+            raise InputError(f"{refined_path}: refined {self.kind[:-1]} is not the size of {coarse.image_path}")
+        return refined_map
 
 
 def split_like_regions(label_map: np.ndarray, regions: np.ndarray, classes: list[int]) -> np.ndarray:
