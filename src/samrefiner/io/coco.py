@@ -45,10 +45,10 @@ from samrefiner.io.datasets import (
     Sample,
     SampleRef,
     check_mask_sizes,
-    index_images,
 )
 from samrefiner.io.coco_index import CocoIndex
 from samrefiner.io.images import atomic_write, read_image
+from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.polygons import coco_polygons
 
 
@@ -146,7 +146,7 @@ class CocoDataset(Dataset):
             return {image_id: [self.images / entry["file_name"]] for image_id, entry in self._entries.items()}
         by_id: dict[Any, list[Path]] = defaultdict(list)
         wanted = {str(image_id): image_id for image_id in self._by_image}
-        for key, paths in index_images(self.images).items():
+        for key, paths in list_files(self.images, IMAGE_SUFFIXES, "images").items():
             stem = Path(key).name
             image_id = wanted.get(stem, wanted.get(_numeric_id(stem)))
             if image_id is not None:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from samrefiner.errors import InputError
+from samrefiner.io.listing import IMAGE_SUFFIXES as IMAGE_SUFFIXES  # re-exported: where readers look
 from samrefiner.io.maskvalues import (
     LOSSY_SUFFIXES,
     MaskEncoding,
@@ -29,7 +30,6 @@ from samrefiner.io.maskvalues import (
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os has no getter) and put it back
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _ORIENTATION = 0x0112  # the EXIF tag
 _SINGLE_CHANNEL = ("L", "P", "I")  # and the 16-bit modes "I;16*"
 _COLOUR = {"RGB": False, "RGBA": True, "LA": True}  # mode -> has alpha
