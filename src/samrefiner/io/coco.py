@@ -39,6 +39,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from samrefiner.errors import InputError, InputWarning
+from samrefiner.io.coco_index import CocoIndex
 from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
@@ -46,7 +47,6 @@ from samrefiner.io.datasets import (
     SampleRef,
     check_mask_sizes,
 )
-from samrefiner.io.coco_index import CocoIndex
 from samrefiner.io.images import atomic_write, read_image
 from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.polygons import coco_polygons

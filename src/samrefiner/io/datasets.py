@@ -31,7 +31,13 @@ import numpy as np
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image
 from samrefiner.io.labelmaps import read_label_map, write_label_map
-from samrefiner.io.listing import IMAGE_SUFFIXES, MAP_SUFFIXES, ambiguous, list_files, one_file
+from samrefiner.io.listing import (
+    IMAGE_SUFFIXES,
+    MAP_SUFFIXES,
+    ambiguous,
+    list_files,
+    one_file,
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from samrefiner.errors import InputError
-from samrefiner.io.listing import IMAGE_SUFFIXES as IMAGE_SUFFIXES  # re-exported: where readers look
+from samrefiner.io.listing import IMAGE_SUFFIXES  # noqa: F401  (re-exported: where readers look)
 from samrefiner.io.maskvalues import (
     LOSSY_SUFFIXES,
     MaskEncoding,

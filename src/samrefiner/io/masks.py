@@ -38,7 +38,13 @@ from samrefiner.io.datasets import (
     check_mask_sizes,
 )
 from samrefiner.io.images import read_image, read_mask_encoded, write_png
-from samrefiner.io.listing import IMAGE_SUFFIXES, MASK_SUFFIXES, has_suffix, list_files, one_file
+from samrefiner.io.listing import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    has_suffix,
+    list_files,
+    one_file,
+)
 from samrefiner.io.maskvalues import LOSSY_NOTE, LOSSY_SUFFIXES
 
 
