@@ -207,18 +207,22 @@ def _check_prediction_folder(pred: Path, files: dict[str, list[Path]], suffixes:
 
 def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
-    from samrefiner.io.coco import load_json
+    from samrefiner.io.coco import check_identity, check_segmentations, load_json
     from samrefiner.metrics import coco_boundary_ap, coco_mask_ap
 
     if void != AUTO:
         raise InputError(f"--void {'none' if void is None else void}: COCO ground truth has no void value")
     truth = load_json(gt)
     sizes = _checked_ground_truth(truth, gt)
+    check_identity(gt, truth)
+    check_segmentations(gt, truth["annotations"], sizes)
     objects = [annotation for annotation in truth["annotations"] if not annotation.get("iscrowd")]
     if not objects:
         raise InputError(f"{gt}: no (non-crowd) annotations to score: AP is undefined")
     report = EvalReport(Format.coco, {})
-    results = _coco_results(load_json(pred), pred, sizes, report)
+    predicted = load_json(pred)
+    check_identity(pred, predicted)
+    results = _coco_results(predicted, pred, sizes, report)
     report.scores = {"ap": coco_mask_ap(truth, results), "boundary_ap": coco_boundary_ap(truth, results)}
     by_id = {result["id"]: result for result in results if "id" in result}
     if any(annotation["id"] in by_id for annotation in objects):

@@ -39,7 +39,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from samrefiner.errors import InputError, InputWarning
-from samrefiner.io.coco_index import CocoIndex
+from samrefiner.io.coco_index import CocoIndex, check_unique
 from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
@@ -199,6 +199,27 @@ class CocoDataset(Dataset):
         annotation = self._annotations()[index]
         label = f"annotation id {annotation['id']}" if "id" in annotation else f"annotation #{index}"
         return f"{self.annotations_path}: {label}"
+
+
+def check_identity(path: Path, data: Any) -> None:
+    """InputError when a parsed COCO file (a dict or a results list) gives two annotations one id,
+    or two images one id or file name: the rule `CocoDataset` applies, for readers of whole files."""
+    annotations = data.get("annotations") if isinstance(data, dict) else data
+    check_unique(path, "annotations", annotations)
+    if isinstance(data, dict):
+        check_unique(path, "images", data.get("images"))
+        check_unique(path, "images", data.get("images"), "file_name")
+
+
+def check_segmentations(path: Path, annotations: list[dict[str, Any]], sizes: Mapping[Any, tuple[int, int]]) -> None:
+    """InputError naming the first annotation whose segmentation `decode_segmentation` refuses
+    (`sizes`: image id -> (height, width)): run before pycocotools sees a whole file."""
+    for number, annotation in enumerate(annotations):
+        try:
+            decode_segmentation(annotation["segmentation"], *sizes[annotation["image_id"]])
+        except InputError as error:
+            label = f"annotation id {annotation['id']}" if "id" in annotation else f"annotation #{number}"
+            raise InputError(f"{path}: {label}: {error}") from None
 
 
 _ID_NAME = re.compile(r"(?:COCO_[A-Za-z]+\d{4}_)?0*(\d+)")

@@ -142,6 +142,20 @@ def _check_images(path: Path, images: list[dict[str, Any]], problems: dict[Any, 
             raise InputError(_duplicate(path, "images", first, number, entry["file_name"], "file_name"))
 
 
+def check_unique(path: Path, kind: str, entries: Any, key: str = "id") -> None:
+    """InputError naming the first two dicts of a parsed list `entries` with one value of `key`
+    (entries without it, or with an unhashable one, are left to other checks)."""
+    seen: dict[Any, int] = {}
+    for number, entry in enumerate(entries if isinstance(entries, list) else []):
+        value = entry.get(key) if isinstance(entry, dict) else None
+        try:
+            first = seen.setdefault(value, number) if value is not None else number
+        except TypeError:
+            continue
+        if first != number:
+            raise InputError(_duplicate(path, kind, first, number, value, key))
+
+
 class _Columns:
     """Per annotation: file offset, length, image number, crowd flag; image ids by number; the
     annotations' own ids (to find duplicates) and the malformed values found, by image id."""
