@@ -80,9 +80,20 @@ class CocoDataset(Dataset):
         self.layout = OutputLayout.file(out)
         self.index = CocoIndex.build(annotations)  # annotations stay in the file until an image needs them
         self._by_image = self.index.by_image
-        self._id_of_key = {str(image_id): image_id for image_id in self._by_image}
         self._entries = {entry["id"]: entry for entry in self.index.images}
+        self._id_of_key = self._keys()
         self._files = self._image_files()
+
+    def _keys(self) -> dict[str, Any]:
+        """Image key (the id as text) -> image id; an image entry's id names its image (2 where an
+        annotation wrote 2.0, which equals it). InputError when two ids have one key (2 and "2")."""
+        keys: dict[str, Any] = {}
+        for image_id in self._by_image:
+            key = str(image_id)
+            if key in keys:
+                raise InputError(f"{self.annotations_path}: image ids {keys[key]!r} and {image_id!r} name one image {key}")
+            keys[key] = image_id
+        return keys | {str(image_id): image_id for image_id in self._entries if image_id in self._by_image}
 
     @property
     def data(self) -> dict[str, Any] | None:
