@@ -24,7 +24,11 @@ def touch(path: Path) -> Path:
 
 
 def test_the_rule_any_case_hidden_skipped_keys_without_suffix(tmp_path):
-    from samrefiner.io.listing import IMAGE_SUFFIXES, MAP_SUFFIXES, list_files  # new in this change
+    from samrefiner.io.listing import (  # new in this change
+        IMAGE_SUFFIXES,
+        MAP_SUFFIXES,
+        list_files,
+    )
 
     upper, lower, nested = touch(tmp_path / "A.PNG"), touch(tmp_path / "b.png"), touch(tmp_path / "c" / "d.Png")
     touch(tmp_path / "._b.png")  # macOS AppleDouble
