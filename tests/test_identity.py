@@ -135,3 +135,25 @@ def test_eval_refuses_ground_truth_and_predictions_with_repeated_ids(tmp_path, c
     twice.write_text(json.dumps([{"id": 8, "image_id": 1, "category_id": 1, "segmentation": rle, "score": 1.0}] * 2))
     code, _, stderr = run_cli(capsys, monkeypatch, "eval", "--gt", gt, "--pred", twice)
     assert code == 2 and stderr.strip() == f"samrefiner: error: {twice}: annotations #0 and #1 have the same id 8: each must be unique"
+
+
+def test_an_image_with_a_mask_folder_and_a_mask_file_is_refused(tmp_path, capsys, monkeypatch):
+    """Before: found only when the image was loaded, after the model had loaded."""
+    image(tmp_path / "images" / "cat.jpg")
+    mask(tmp_path / "masks" / "cat.png")
+    mask(tmp_path / "masks" / "cat" / "0.png")
+    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--masks", tmp_path / "masks", "--out", tmp_path / "o")
+    assert line.endswith(f"{tmp_path / 'masks' / 'cat'}: image cat also has masks in {tmp_path / 'masks' / 'cat.png'}: keep one")
+
+
+def test_two_label_maps_of_one_key_are_refused(tmp_path, capsys, monkeypatch):
+    """Before: `a.PNG` silently replaced `a.png` (or the other way round)."""
+    image(tmp_path / "images" / "a.jpg")
+    (tmp_path / "maps").mkdir()
+    for name, value in (("a.png", 1), ("a.PNG", 2)):
+        Image.fromarray(np.full((12, 16), value, np.uint8)).save(tmp_path / "maps" / name)
+    line = refused(
+        capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--label-maps", tmp_path / "maps", "--out", tmp_path / "o"
+    )
+    maps = sorted((tmp_path / "maps").iterdir())
+    assert line.endswith(f"several label maps named a ({maps[0]} and {maps[1]}): keep one")
