@@ -1,10 +1,12 @@
 """`samrefiner eval`: score predicted masks against ground truth (SPEC.md section 7).
 
 Three layouts, detected from `--gt` unless `--format` is given:
-- `masks`: a folder of per-image folders of per-object PNGs (any depth; a flat folder of binary
-  PNGs works too with `--format masks`); prediction and ground truth are paired by relative path.
+- `masks`: a folder of per-image folders of per-object mask files (any depth; a flat folder of
+  binary masks works too with `--format masks`). Files are listed as `refine` lists them
+  (`samrefiner.io.listing`: any case of suffix, hidden files skipped) and a prediction is paired
+  with the ground truth of its key (relative path without suffix: `0.PNG` with `0.png`).
   Scores: `iou` (pooled), `mean_iou`, `boundary_iou`, `mba`.
-- `label-maps`: a folder of label-map PNGs paired by relative path. Score: `miou`.
+- `label-maps`: a folder of label-map PNGs, paired the same way. Score: `miou`.
 - `coco`: COCO instance JSON files. Scores: `ap`, `boundary_ap`; and, for predictions that carry
   the ground truth's annotation ids (e.g. `samrefiner refine --coco` output), the per-object
   `iou`, `mean_iou`, `boundary_iou`, `mba` matched by id.
@@ -118,7 +120,8 @@ def detect_format(gt: Path) -> Format:
         return Format.yolo
     files = _listed(gt, MAP_SUFFIXES)
     nested = all("/" in key for key in files)
-    several = next((paths[0] for paths in list(files.values())[:DETECTION_SAMPLE] if _holds_several_values(paths[0])), None)
+    sample = [paths[0] for paths in list(files.values())[:DETECTION_SAMPLE]]
+    several = next((path for path in sample if _holds_several_values(path)), None)
     if nested and several is None:
         return Format.masks
     if not nested and several is not None:
@@ -192,7 +195,9 @@ def _evaluate_pngs(
     return report
 
 
-def _check_prediction_folder(pred: Path, files: dict[str, list[Path]], suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
+def _check_prediction_folder(
+    pred: Path, files: dict[str, list[Path]], suffixes: tuple[str, ...]
+) -> dict[str, list[Path]]:
     """The predictions by key; a mistyped or empty --pred is an error, not a dataset of empty predictions."""
     if not pred.exists():
         raise InputError(f"{pred}: prediction folder not found")

@@ -23,6 +23,14 @@ outside `--limit`/`--shard`) are copied unchanged.
 
 Per-object ids in the scores file are the annotations' `id` (their position in the list for a
 results list, which has no ids).
+
+Identity is checked when the file is opened, before any model loads (InputError naming both
+entries): annotation ids are unique in the file, image ids and file names unique in `images`.
+Malformed values fail only their image (`CocoIndex.problems`, `decode_segmentation`): ids that
+are neither integers nor strings (`2.0`), a `file_name` that is not a name, RLE sizes that are
+not `[height, width]`, counts that are not run lengths or ASCII, polygon points that are not
+finite or lie more than POLYGON_REACH image sizes outside the image (pycocotools crashes on
+huge ones). A results list keeps exactly its keys (`refined_annotation`).
 """
 
 from __future__ import annotations
@@ -91,7 +99,9 @@ class CocoDataset(Dataset):
         for image_id in self._by_image:
             key = str(image_id)
             if key in keys:
-                raise InputError(f"{self.annotations_path}: image ids {keys[key]!r} and {image_id!r} name one image {key}")
+                raise InputError(
+                    f"{self.annotations_path}: image ids {keys[key]!r} and {image_id!r} name one image {key}"
+                )
             keys[key] = image_id
         return keys | {str(image_id): image_id for image_id in self._entries if image_id in self._by_image}
 
