@@ -250,3 +250,38 @@ def test_a_dataset_with_hostile_values_refines_the_rest(tmp_path_factory, bad_an
     np.testing.assert_array_equal(decode_segmentation(first["segmentation"], HEIGHT, WIDTH), square())
     after = tree_digest(root)
     assert {key: after[key] for key in before} == before
+
+
+def test_the_cli_lists_five_malformed_images_in_a_row_and_refines_the_rest(tmp_path, capsys, monkeypatch):
+    """Before: five raw exceptions in a row stopped the run as "systemic" (exit 3)."""
+    from test_refine_cli import FAST, run_cli
+
+    bad = [
+        {"segmentation": {"size": 398, "counts": "PP"}},
+        {"segmentation": {"size": [HEIGHT, WIDTH], "counts": "é0"}},
+        {"image_id": 3.0},  # equals 3: the annotation stays with image 3, which fails
+        {"segmentation": [[2, 2, 1e4, 2, 12, 10]]},
+        {"segmentation": {"size": [HEIGHT, WIDTH], "counts": [True, 5]}},
+    ]
+    (tmp_path / "images").mkdir()
+    images, annotations = [], []
+    for number in range(1, 7):  # images 1-5 bad, image 6 good
+        Image.new("RGB", (WIDTH, HEIGHT), (40 * number,) * 3).save(tmp_path / "images" / f"{number}.png")
+        images.append({"id": number, "file_name": f"{number}.png", "height": HEIGHT, "width": WIDTH})
+        change = bad[number - 1] if number <= len(bad) else {}
+        annotations.append({"id": 10 * number, "image_id": number, "category_id": 1, "segmentation": [SQUARE], **change})
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}, ensure_ascii=False))
+    before = tree_digest(tmp_path)
+
+    code, stdout, stderr = run_cli(
+        capsys, monkeypatch, "refine", *FAST, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "out.json"
+    )
+
+    assert code == 1, (stdout, stderr)
+    assert all(line.startswith("samrefiner: ") for line in stderr.splitlines()), stderr
+    lines = assert_one_line_per_failure(tmp_path / "out.errors.txt", 5, (f"{path}: ",))
+    assert len(lines) == 5
+    assert list(refined_by_id(tmp_path / "out.json")) == [10, 20, 30, 40, 50, 60]
+    after = tree_digest(tmp_path)
+    assert {key: after[key] for key in before} == before
