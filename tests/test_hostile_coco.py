@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
+from samrefiner.review.datasets import class_names
 from samrefiner.runner import run
 
 pytestmark = pytest.mark.filterwarnings(
@@ -33,9 +34,11 @@ SQUARE = [2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]
 RAW_TYPES = ("TypeError", "ValueError", "KeyError", "AttributeError", "UnicodeEncodeError", "OverflowError", "Traceback")
 
 
-def dataset_files(root: Path, bad_annotation: dict | None = None, bad_image: dict | None = None) -> Path:
+def dataset_files(
+    root: Path, bad_annotation: dict | None = None, bad_image: dict | None = None, categories: object = None
+) -> Path:
     """Images a.png (good) and b.png, each with one square annotation; `bad_annotation` and
-    `bad_image` are merged into b's annotation and image entry."""
+    `bad_image` are merged into b's annotation and image entry; `categories` replaces the list."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     for name, shade in (("a.png", 60), ("b.png", 160)):
         Image.new("RGB", (WIDTH, HEIGHT), (shade, shade, shade)).save(root / "images" / name)
@@ -48,7 +51,7 @@ def dataset_files(root: Path, bad_annotation: dict | None = None, bad_image: dic
             {"id": 10, "image_id": 1, "category_id": 1, "segmentation": [SQUARE]},
             {"id": 20, "image_id": 2, "category_id": 1, "segmentation": [SQUARE], **(bad_annotation or {})},
         ],
-        "categories": [{"id": 1, "name": "thing"}],
+        "categories": [{"id": 1, "name": "thing"}] if categories is None else categories,
     }
     path = root / "gt.json"
     path.write_text(json.dumps(data, ensure_ascii=False))
@@ -232,10 +235,14 @@ image_changes = st.fixed_dictionaries(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(bad_annotation=annotation_changes, bad_image=image_changes)
-def test_a_dataset_with_hostile_values_refines_the_rest(tmp_path_factory, bad_annotation, bad_image):
+@given(
+    bad_annotation=annotation_changes,
+    bad_image=image_changes,
+    categories=st.one_of(st.none(), json_values, st.lists(st.fixed_dictionaries({"id": json_values, "name": json_values}))),
+)
+def test_a_dataset_with_hostile_values_refines_the_rest(tmp_path_factory, bad_annotation, bad_image, categories):
     root = tmp_path_factory.mktemp("coco")
-    path = dataset_files(root, bad_annotation, bad_image)
+    path = dataset_files(root, bad_annotation, bad_image, categories)
     before = tree_digest(root)
     try:
         dataset = CocoDataset(root / "images", path, root / "out.json")
@@ -243,6 +250,8 @@ def test_a_dataset_with_hostile_values_refines_the_rest(tmp_path_factory, bad_an
         assert "\n" not in str(error) and str(error).startswith(f"{path}: ")
         assert tree_digest(root) == before
         return
+    names = class_names(dataset)  # what review shows: names of the usable categories
+    assert all(isinstance(name, str) for name in names.values())
     summary = run(dataset, IdentityRefiner(), progress=False)
     assert_one_line_per_failure(summary.errors_path, summary.failures, (f"{path}: ", f"{root / 'images'}"))
     assert summary.images >= 1  # image a is always refined, and refined as it came (identity refiner)

@@ -170,11 +170,15 @@ def read_predicted_ious(path: Path) -> dict[tuple[str, str], float | None]:
 
 
 def class_names(dataset: Dataset) -> dict[Any, str]:
-    """Category id -> name: COCO's categories; label-map classes are named by their id."""
+    """Category id -> name: COCO's categories (entries without a usable id are left out, their
+    objects shown as "class <id>"); label-map classes are named by their id."""
     data = getattr(dataset, "data", None)
-    if isinstance(data, dict):
-        return {entry["id"]: str(entry.get("name", entry["id"])) for entry in data.get("categories", [])}
-    return {}
+    categories = data.get("categories") if isinstance(data, dict) else None
+    return {
+        entry["id"]: str(entry.get("name", entry["id"]))
+        for entry in (categories if isinstance(categories, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("id"), (int, str)) and not isinstance(entry["id"], bool)
+    }
 
 
 @dataclass
