@@ -44,6 +44,12 @@ def test_coco_round_trips_per_annotation_id(tmp_path, kind):
     assert after.keys() == before.keys()
     for annotation_id, mask in before.items():
         np.testing.assert_array_equal(after[annotation_id], mask, err_msg=str(annotation_id))
+    coco = COCO(str(tmp_path / "out.json"))
+    for annotation in coco.dataset["annotations"]:  # area and bbox as pycocotools computes them
+        if not annotation["iscrowd"]:
+            rle = coco.annToRLE(annotation)
+            assert annotation["area"] == mask_utils.area(rle)
+            assert annotation["bbox"] == mask_utils.toBbox(rle).tolist()
 
 
 def blob(seed: int) -> np.ndarray:
