@@ -182,14 +182,27 @@ class _Columns:
             self.other_ids[annotation_id] = index
 
     def check_unique_ids(self, path: Path) -> None:
-        """InputError naming two annotations of one integer id, if any."""
-        ids = np.sort(np.frombuffer(self.int_ids, np.int64))
+        """InputError naming two annotations of one integer id, if any. The ids are sorted in
+        place and then let go (no copy: the index stays small); only an error reads them again."""
+        ids = np.frombuffer(self.int_ids, np.int64)
+        ids.sort()
         repeated = np.flatnonzero((ids[1:] == ids[:-1]) & (ids[1:] != NO_INT_ID))
-        if not len(repeated):
-            return
-        value = ids[repeated[0]]
-        first, second = np.flatnonzero(np.frombuffer(self.int_ids, np.int64) == value)[:2].tolist()
-        raise InputError(_duplicate(path, "annotations", first, second, int(value)))
+        del ids
+        self.int_ids = array("q")
+        if len(repeated):
+            raise InputError(self._repeated_id(path))
+
+    def _repeated_id(self, path: Path) -> str:
+        """The message naming the first two annotations, in file order, that share an integer id."""
+        annotations = Annotations(path, np.frombuffer(self.starts, np.int64), np.frombuffer(self.lengths, np.int64))
+        seen: dict[int, int] = {}
+        for index, annotation in enumerate(annotations):
+            annotation_id = annotation.get("id")
+            if isinstance(annotation_id, int) and not isinstance(annotation_id, bool):
+                first = seen.setdefault(annotation_id, index)
+                if first != index:
+                    return _duplicate(path, "annotations", first, index, annotation_id)
+        raise AssertionError("a repeated id was found, then not")  # pragma: no cover
 
 
 def _duplicate(path: Path, kind: str, first: int, second: int, value: Any, key: str = "id") -> str:
