@@ -10,7 +10,7 @@ import pytest
 from conftest import DATA
 from io_fakes import IdentityRefiner, fake_result, tree_digest
 from PIL import Image
-from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
+from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import LabelMaps, open_dataset
@@ -158,6 +158,16 @@ def test_refine_cli_on_an_instance_map_made_from_coco_stuff(tmp_path, capsys, mo
     np.testing.assert_array_equal(values == 255, ids == 255)
     record = json.loads((tmp_path / "out" / "scores.jsonl").read_text())
     assert [obj["id"] for obj in record["objects"]] == list(range(1, len(classes) + 1))
+    # per object: the API's refinement, less the void and what objects of higher predicted IoU took
+    coarse = np.stack([ids == number for number in range(1, len(classes) + 1)])
+    result = api_refiner().refine(STUFF / "imgs" / "5.jpg", coarse)
+    assert [obj["predicted_iou"] for obj in record["objects"]] == pytest.approx(result.scores.tolist(), abs=1e-6)
+    for number, (mask, score) in enumerate(zip(result.masks, result.scores), start=1):
+        taken = np.zeros_like(mask)
+        for other, other_score in zip(result.masks, result.scores):
+            taken |= other if other_score > score else False
+        assert not (values == number)[~mask].any(), number  # nothing outside its refined mask
+        np.testing.assert_array_equal((values == number)[mask & ~taken & (ids != 255)], True)
 
 
 def test_review_reads_an_instance_map_run_and_apply_review_writes_the_map(tmp_path):

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
-from pycocotools.coco import COCO
+from conftest import DATA
 from io_fakes import IdentityRefiner
+from PIL import Image
+from pycocotools.coco import COCO
 from test_io_coco import build_coco
 from test_io_yolo import build_yolo, iou, read_documented
 from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture)
@@ -21,6 +24,7 @@ from samrefiner.io.images import read_image
 from samrefiner.io.yolo import YoloDataset
 from samrefiner.runner import run
 
+STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
@@ -57,8 +61,37 @@ def holes(mask: np.ndarray) -> bool:
     return hierarchy is not None and bool((hierarchy[0][:, 3] >= 0).any())
 
 
+def small_coco(root: Path) -> tuple[Path, Path]:
+    """A 40x24 crop of coco_stuff's image 0 (PNG: lossless) with three asymmetric objects without
+    holes (the reduced SAM refines objects of an image this small into masks without holes, so
+    refined masks are written as polygons), and a crowd annotation."""
+    (root / "images").mkdir(parents=True)
+    pixels = read_image(STUFF / "imgs" / "0.jpg")[:24, :40]
+    Image.fromarray(pixels).save(root / "images" / "crop.png")
+    shapes = [
+        [[2, 2, 20, 2, 20, 7, 8, 7, 8, 19, 2, 19]],  # an L
+        [[24, 2, 38, 17, 22, 22]],  # a triangle
+        [[10, 12, 19, 10, 21, 21, 12, 22]],  # a quadrilateral
+    ]
+    annotations = [
+        {"id": 100 + number, "image_id": 7, "category_id": 1, "segmentation": shape, "iscrowd": 0}
+        for number, shape in enumerate(shapes)
+    ]
+    annotations.append({"id": 1, "image_id": 7, "category_id": 1, "segmentation": shapes[0], "iscrowd": 1})
+    data = {
+        "images": [{"id": 7, "file_name": "crop.png", "height": 24, "width": 40}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    path = root / "instances.json"
+    path.write_text(json.dumps(data))
+    return root / "images", path
+
+
 def test_coco_polygon_output_loads_with_pycocotools_and_matches_the_refined_masks(tmp_path, capsys, monkeypatch, refiner):
-    images, path, data = build_coco(tmp_path / "coco", stems=("0",))
+    """Per annotation id, what pycocotools draws from the written polygons is the API's refined
+    mask; at least one mask is written as polygons (none has holes), so an x/y swap fails here."""
+    images, path = small_coco(tmp_path / "coco")
     out = tmp_path / "refined.json"
 
     code, stdout, _ = run_cli(
@@ -74,13 +107,15 @@ def test_coco_polygon_output_loads_with_pycocotools_and_matches_the_refined_mask
     kept_rle = 0
     for meta, refined in zip(sample.objects, expected):
         annotation = coco.anns[meta["id"]]
-        assert iou(coco.annToMask(annotation) > 0, refined) >= 0.98
+        assert iou(coco.annToMask(annotation) > 0, refined) >= 0.98, meta["id"]
         if isinstance(annotation["segmentation"], dict):
             kept_rle += 1
             assert holes(refined) or refined.sum() < 4
         else:
             assert not holes(refined)
-    assert coco.anns[1] == next(a for a in data["annotations"] if a["id"] == 1)  # the crowd one, as it was
+    assert kept_rle < len(expected)  # polygons were written and checked
+    source = json.loads(path.read_text())["annotations"]
+    assert coco.anns[1] == next(a for a in source if a["id"] == 1)  # the crowd one, as it was
     assert f"polygons: {kept_rle} refined annotations kept as RLE" in stdout
 
 

@@ -209,6 +209,29 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     assert final[plain[2]["id"]]["attributes"] == plain[2]["attributes"]
 
 
+def test_coco_objects_are_matched_by_annotation_id_not_by_position(cli, tmp_path) -> None:
+    """The refined file's annotations in another order: apply-review (everything accepted) still
+    gives each annotation id its own refined mask."""
+    images, coarse, data = build_coco(tmp_path, stems=("0",))
+    refined = tmp_path / "refined.json"
+    run(CocoDataset(images, coarse, refined), BoxRefiner(), progress=False)
+    shuffled = json.loads(refined.read_text())
+    shuffled["annotations"].reverse()
+    refined.write_text(json.dumps(shuffled))
+
+    report = review_id(cli, tmp_path / "report", images, coarse, refined)
+    decisions = write_decisions(tmp_path / "d.json", report)  # nothing decided: every object refined
+    invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
+           "--refined", refined, "--out", tmp_path / "final.json")
+
+    final = {a["id"]: a for a in json.loads((tmp_path / "final.json").read_text())["annotations"]}
+    height, width = data["images"][0]["height"], data["images"][0]["width"]
+    for annotation in data["annotations"]:
+        if not annotation["iscrowd"]:
+            expected = box_mask(decoded(annotation, height, width))
+            np.testing.assert_array_equal(decoded(final[annotation["id"]], height, width), expected)
+
+
 def test_split_like_regions_gives_each_region_the_nearest_pixels() -> None:
     regions = np.zeros((2, 1, 10), bool)
     regions[0, 0, 0:2] = True  # class 1, left

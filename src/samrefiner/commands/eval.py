@@ -1,10 +1,12 @@
 """`samrefiner eval`: score predicted masks against ground truth (SPEC.md section 7).
 
 Three layouts, detected from `--gt` unless `--format` is given:
-- `masks`: a folder of per-image folders of per-object PNGs (any depth; a flat folder of binary
-  PNGs works too with `--format masks`); prediction and ground truth are paired by relative path.
+- `masks`: a folder of per-image folders of per-object mask files (any depth; a flat folder of
+  binary masks works too with `--format masks`). Files are listed as `refine` lists them
+  (`samrefiner.io.listing`: any case of suffix, hidden files skipped) and a prediction is paired
+  with the ground truth of its key (relative path without suffix: `0.PNG` with `0.png`).
   Scores: `iou` (pooled), `mean_iou`, `boundary_iou`, `mba`.
-- `label-maps`: a folder of label-map PNGs paired by relative path. Score: `miou`.
+- `label-maps`: a folder of label-map PNGs, paired the same way. Score: `miou`.
 - `coco`: COCO instance JSON files. Scores: `ap`, `boundary_ap`; and, for predictions that carry
   the ground truth's annotation ids (e.g. `samrefiner refine --coco` output), the per-object
   `iou`, `mean_iou`, `boundary_iou`, `mba` matched by id.
@@ -46,6 +48,7 @@ from samrefiner.errors import InputError
 from samrefiner.groundtruth import AUTO, Void, label_map_void, parse_void, read_truth
 from samrefiner.io.images import atomic_write, read_mask
 from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, ambiguous, list_files
 
 if TYPE_CHECKING:
     from samrefiner.metrics import ConfusionMatrix, MaskScores
@@ -115,15 +118,16 @@ def detect_format(gt: Path) -> Format:
         raise InputError(f"{gt}: neither a folder nor a COCO .json file")
     if (gt / "data.yaml").is_file():
         return Format.yolo
-    files = _png_files(gt)
-    nested = all(len(relative.parts) > 1 for relative in files)
-    several = next((relative for relative in files[:DETECTION_SAMPLE] if _holds_several_values(gt / relative)), None)
+    files = _listed(gt, MAP_SUFFIXES)
+    nested = all("/" in key for key in files)
+    sample = [paths[0] for paths in list(files.values())[:DETECTION_SAMPLE]]
+    several = next((path for path in sample if _holds_several_values(path)), None)
     if nested and several is None:
         return Format.masks
     if not nested and several is not None:
         return Format.label_maps
     reason = (
-        f"{several} holds several values, yet the PNGs lie in subfolders"
+        f"{several.relative_to(gt)} holds several values, yet the PNGs lie in subfolders"
         if several is not None
         else "its PNGs each hold one object value, so they may be binary masks or one-class label maps"
     )
@@ -147,7 +151,7 @@ def evaluate_masks(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
     scores = MaskScores()
 
-    def add(truth_path: Path, prediction_path: Path, report: EvalReport) -> None:
+    def add(truth_path: Path, prediction_path: Path | None, report: EvalReport) -> None:
         truth = read_truth(truth_path, void)
         prediction = _prediction(report, prediction_path, truth.mask.shape, read_mask, np.zeros_like(truth.mask))
         scores.add(truth.mask, prediction, truth.void)
@@ -161,7 +165,7 @@ def evaluate_label_maps(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
     matrix = ConfusionMatrix(label_map_void(void))
 
-    def add(truth_path: Path, prediction_path: Path, report: EvalReport) -> None:
+    def add(truth_path: Path, prediction_path: Path | None, report: EvalReport) -> None:
         truth = _read_labels(truth_path)
         matrix.add(truth, _prediction(report, prediction_path, truth.shape, _read_labels, np.zeros_like(truth)))
 
@@ -172,45 +176,58 @@ def _evaluate_pngs(
     gt: Path,
     pred: Path,
     layout: Format,
-    add: Callable[[Path, Path, EvalReport], None],
+    add: Callable[[Path, Path | None, EvalReport], None],
     totals: MaskScores | ConfusionMatrix,
 ) -> EvalReport:
-    """`add` every PNG under `gt` with the one at the same relative path under `pred` (a missing or
-    unusable prediction counts as all zeros), then summarize `totals`; InputError when `pred` holds
-    none of them."""
-    files = _png_files(gt)
-    _check_prediction_folder(pred, files)
+    """`add` every ground-truth file under `gt` with the prediction of its key under `pred`
+    (`samrefiner.io.listing`; a missing, ambiguous or unusable prediction counts as all zeros),
+    then summarize `totals`; InputError when `pred` holds none of them."""
+    suffixes = MASK_SUFFIXES if layout is Format.masks else MAP_SUFFIXES
+    files = _listed(gt, suffixes)
+    predictions = _check_prediction_folder(pred, files, suffixes)
     report = EvalReport(layout, {})
-    for relative in files:
-        add(gt / relative, pred / relative, report)
+    for key, (truth_path,) in files.items():
+        found = predictions.get(key, [pred / truth_path.relative_to(gt)])
+        if len(found) > 1:
+            report.unusable.append(f"{pred}: {ambiguous(key, found, 'prediction')}")
+        add(truth_path, None if len(found) > 1 else found[0], report)
     report.scores = totals.summary()
     return report
 
 
-def _check_prediction_folder(pred: Path, files: list[Path]) -> None:
-    """A mistyped or empty --pred is an error, not a dataset of empty predictions."""
+def _check_prediction_folder(
+    pred: Path, files: dict[str, list[Path]], suffixes: tuple[str, ...]
+) -> dict[str, list[Path]]:
+    """The predictions by key; a mistyped or empty --pred is an error, not a dataset of empty predictions."""
     if not pred.exists():
         raise InputError(f"{pred}: prediction folder not found")
     if not pred.is_dir():
         raise InputError(f"{pred}: predictions must be a folder like the ground truth")
-    if not any((pred / relative).is_file() for relative in files):
-        raise InputError(f"{pred}: holds none of the {len(files)} ground-truth files (e.g. {files[0].as_posix()})")
+    predictions = list_files(pred, suffixes)
+    if not predictions.keys() & files.keys():
+        key, (first,) = next(iter(files.items()))
+        raise InputError(f"{pred}: holds none of the {len(files)} ground-truth files (e.g. {key}{first.suffix})")
+    return predictions
 
 
 def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
-    from samrefiner.io.coco import load_json
+    from samrefiner.io.coco import check_identity, check_segmentations, load_json
     from samrefiner.metrics import coco_boundary_ap, coco_mask_ap
 
     if void != AUTO:
         raise InputError(f"--void {'none' if void is None else void}: COCO ground truth has no void value")
     truth = load_json(gt)
     sizes = _checked_ground_truth(truth, gt)
+    check_identity(gt, truth)
+    check_segmentations(gt, truth["annotations"], sizes)
     objects = [annotation for annotation in truth["annotations"] if not annotation.get("iscrowd")]
     if not objects:
         raise InputError(f"{gt}: no (non-crowd) annotations to score: AP is undefined")
     report = EvalReport(Format.coco, {})
-    results = _coco_results(load_json(pred), pred, sizes, report)
+    predicted = load_json(pred)
+    check_identity(pred, predicted)
+    results = _coco_results(predicted, pred, sizes, report)
     report.scores = {"ap": coco_mask_ap(truth, results), "boundary_ap": coco_boundary_ap(truth, results)}
     by_id = {result["id"]: result for result in results if "id" in result}
     if any(annotation["id"] in by_id for annotation in objects):
@@ -367,24 +384,25 @@ def _read_labels(path: Path) -> np.ndarray:
     return read_label_map(path)[0]
 
 
-def _png_files(root: Path) -> list[Path]:
-    """PNG files under `root`, relative to it, sorted; hidden folders (bookkeeping) are skipped."""
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder")
-    files = sorted(
-        path.relative_to(root)
-        for path in root.rglob("*.png")
-        if not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
+def _listed(root: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Ground-truth files by key (`samrefiner.io.listing`, as `refine` reads them); InputError when
+    there are none or two files share a key."""
+    files = list_files(root, suffixes)
     if not files:
-        raise InputError(f"{root}: no PNG files to evaluate")
+        raise InputError(f"{root}: no {' or '.join(suffixes) if len(suffixes) < 3 else 'mask'} files to evaluate")
+    for key, paths in files.items():
+        if len(paths) > 1:
+            raise InputError(f"{root}: {ambiguous(key, paths, 'ground-truth file')}")
     return files
 
 
 def _prediction(
-    report: EvalReport, path: Path, shape: tuple[int, ...], read: Callable[[Path], np.ndarray], empty: np.ndarray
+    report: EvalReport, path: Path | None, shape: tuple[int, ...], read: Callable[[Path], np.ndarray], empty: np.ndarray
 ) -> np.ndarray:
-    """The prediction at `path`, or `empty` (recorded in the report) when missing or unusable."""
+    """The prediction at `path`, or `empty` (recorded in the report) when missing or unusable (None:
+    already recorded)."""
+    if path is None:
+        return empty
     if not path.exists():
         report.missing.append(str(path))
         return empty

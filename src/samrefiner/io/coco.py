@@ -23,6 +23,14 @@ outside `--limit`/`--shard`) are copied unchanged.
 
 Per-object ids in the scores file are the annotations' `id` (their position in the list for a
 results list, which has no ids).
+
+Identity is checked when the file is opened, before any model loads (InputError naming both
+entries): annotation ids are unique in the file, image ids and file names unique in `images`.
+Malformed values fail only their image (`CocoIndex.problems`, `decode_segmentation`): ids that
+are neither integers nor strings (`2.0`), a `file_name` that is not a name, RLE sizes that are
+not `[height, width]`, counts that are not run lengths or ASCII, polygon points that are not
+finite or lie more than POLYGON_REACH image sizes outside the image (pycocotools crashes on
+huge ones). A results list keeps exactly its keys (`refined_annotation`).
 """
 
 from __future__ import annotations
@@ -39,16 +47,16 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from samrefiner.errors import InputError, InputWarning
+from samrefiner.io.coco_index import CocoIndex, check_unique
 from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
     Sample,
     SampleRef,
     check_mask_sizes,
-    index_images,
 )
-from samrefiner.io.coco_index import CocoIndex
 from samrefiner.io.images import atomic_write, read_image
+from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.polygons import coco_polygons
 
 
@@ -80,9 +88,22 @@ class CocoDataset(Dataset):
         self.layout = OutputLayout.file(out)
         self.index = CocoIndex.build(annotations)  # annotations stay in the file until an image needs them
         self._by_image = self.index.by_image
-        self._id_of_key = {str(image_id): image_id for image_id in self._by_image}
         self._entries = {entry["id"]: entry for entry in self.index.images}
+        self._id_of_key = self._keys()
         self._files = self._image_files()
+
+    def _keys(self) -> dict[str, Any]:
+        """Image key (the id as text) -> image id; an image entry's id names its image (2 where an
+        annotation wrote 2.0, which equals it). InputError when two ids have one key (2 and "2")."""
+        keys: dict[str, Any] = {}
+        for image_id in self._by_image:
+            key = str(image_id)
+            if key in keys:
+                raise InputError(
+                    f"{self.annotations_path}: image ids {keys[key]!r} and {image_id!r} name one image {key}"
+                )
+            keys[key] = image_id
+        return keys | {str(image_id): image_id for image_id in self._entries if image_id in self._by_image}
 
     @property
     def data(self) -> dict[str, Any] | None:
@@ -103,6 +124,8 @@ class CocoDataset(Dataset):
 
     def load(self, ref: SampleRef) -> Sample:
         image_id = self._id_of_key[ref.key]
+        if image_id in self.index.problems:
+            raise InputError(self.index.problems[image_id])
         image_path = self._image_path(image_id)
         image = read_image(image_path, ignore_exif=self.ignore_exif)
         height, width = image.shape[:2]
@@ -124,7 +147,7 @@ class CocoDataset(Dataset):
         """Nothing is written yet: the refined annotations wait in the record for `finalize`."""
         annotations = self._annotations()
         refined = [
-            [index, refined_annotation(annotations[index], mask, self.segmentation_kind)]
+            [index, refined_annotation(annotations[index], mask, self.segmentation_kind, results=self.is_results)]
             for index, mask in zip(sample.context, result.masks)
         ]
         return {"annotations": refined, "kept_rle": _kept_rle(annotations, refined, self.segmentation_kind)}
@@ -143,10 +166,14 @@ class CocoDataset(Dataset):
     def _image_files(self) -> dict[Any, list[Path]]:
         """Image id -> its file (ground truth), or the files whose name is the id (results)."""
         if not self.is_results:
-            return {image_id: [self.images / entry["file_name"]] for image_id, entry in self._entries.items()}
+            return {
+                image_id: [self.images / entry["file_name"]]
+                for image_id, entry in self._entries.items()
+                if image_id not in self.index.problems
+            }
         by_id: dict[Any, list[Path]] = defaultdict(list)
         wanted = {str(image_id): image_id for image_id in self._by_image}
-        for key, paths in index_images(self.images).items():
+        for key, paths in list_files(self.images, IMAGE_SUFFIXES, "images").items():
             stem = Path(key).name
             image_id = wanted.get(stem, wanted.get(_numeric_id(stem)))
             if image_id is not None:
@@ -195,6 +222,27 @@ class CocoDataset(Dataset):
         return f"{self.annotations_path}: {label}"
 
 
+def check_identity(path: Path, data: Any) -> None:
+    """InputError when a parsed COCO file (a dict or a results list) gives two annotations one id,
+    or two images one id or file name: the rule `CocoDataset` applies, for readers of whole files."""
+    annotations = data.get("annotations") if isinstance(data, dict) else data
+    check_unique(path, "annotations", annotations)
+    if isinstance(data, dict):
+        check_unique(path, "images", data.get("images"))
+        check_unique(path, "images", data.get("images"), "file_name")
+
+
+def check_segmentations(path: Path, annotations: list[dict[str, Any]], sizes: Mapping[Any, tuple[int, int]]) -> None:
+    """InputError naming the first annotation whose segmentation `decode_segmentation` refuses
+    (`sizes`: image id -> (height, width)): run before pycocotools sees a whole file."""
+    for number, annotation in enumerate(annotations):
+        try:
+            decode_segmentation(annotation["segmentation"], *sizes[annotation["image_id"]])
+        except InputError as error:
+            label = f"annotation id {annotation['id']}" if "id" in annotation else f"annotation #{number}"
+            raise InputError(f"{path}: {label}: {error}") from None
+
+
 _ID_NAME = re.compile(r"(?:COCO_[A-Za-z]+\d{4}_)?0*(\d+)")
 
 
@@ -211,30 +259,42 @@ def decode_segmentation(segmentation: Any, height: int, width: int, notes: list[
     Polygon parts covering no area (fewer than 3 points, zero area) are dropped; each dropped part
     is described in `notes` when given."""
     if isinstance(segmentation, list):
-        parts = _polygon_parts(segmentation, notes if notes is not None else [])
+        parts = _polygon_parts(segmentation, height, width, notes if notes is not None else [])
         if not parts:
             return np.zeros((height, width), bool)
         return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, height, width))) > 0
     if not isinstance(segmentation, dict) or not {"size", "counts"} <= segmentation.keys():
         raise InputError("segmentation is neither a polygon list nor an RLE")
-    if list(segmentation["size"]) != [height, width]:
-        size = segmentation["size"]
+    return mask_utils.decode(_checked_rle(segmentation, height, width)) > 0
+
+
+def _checked_rle(segmentation: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    """The RLE in pycocotools' compressed form, after checking its size and counts (InputError)."""
+    size = segmentation["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_integer(side) for side in size)):
+        raise InputError(f"RLE size {json.dumps(size)} is not [height, width]")
+    if size != [height, width]:
         raise InputError(f"RLE size {size} (h, w) does not match the image's [{height}, {width}]")
     counts = segmentation["counts"]
     if isinstance(counts, list):
         _check_counts(counts, height, width)
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    elif isinstance(counts, (str, bytes)):
-        counts = counts.encode("ascii") if isinstance(counts, str) else counts
-        _check_counts(_compressed_counts(counts), height, width)
-        rle = {"size": [height, width], "counts": counts}
-    else:
+        return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
+    if isinstance(counts, str) and not counts.isascii():
+        raise InputError("RLE counts string holds characters outside ASCII")
+    if not isinstance(counts, (str, bytes)):
         raise InputError("RLE counts must be a list of run lengths or a string")
-    return mask_utils.decode(rle) > 0
+    counts = counts.encode("ascii") if isinstance(counts, str) else counts
+    _check_counts(_compressed_counts(counts), height, width)
+    return {"size": [height, width], "counts": counts}
 
 
-def _polygon_parts(polygons: list[Any], notes: list[str]) -> list[list[float]]:
-    """The parts that cover an area; the others are described in `notes` (InputError if malformed)."""
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _polygon_parts(polygons: list[Any], height: int, width: int, notes: list[str]) -> list[list[float]]:
+    """The parts that cover an area; the others are described in `notes` (InputError if malformed
+    or reaching further than POLYGON_REACH image sizes outside the image)."""
     if not polygons:
         raise InputError("bad polygon: empty polygon list")
     kept = []
@@ -242,9 +302,10 @@ def _polygon_parts(polygons: list[Any], notes: list[str]) -> list[list[float]]:
         if (
             not isinstance(polygon, list)
             or len(polygon) % 2
-            or not all(isinstance(value, (int, float)) and np.isfinite(value) for value in polygon)
+            or not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in polygon)
         ):
             raise InputError("bad polygon: each must be a flat list of (x, y) pairs of numbers")
+        _check_reach(polygon, number, height, width)
         if len(polygon) < 6:
             notes.append(f"dropped polygon part {number} of {len(polygons)} (fewer than 3 points)")
         elif _shoelace_area(polygon) == 0:
@@ -252,6 +313,24 @@ def _polygon_parts(polygons: list[Any], notes: list[str]) -> list[list[float]]:
         else:
             kept.append(polygon)
     return kept
+
+
+POLYGON_REACH = 1  # polygon points may lie up to this many image widths (heights) outside the image
+
+
+def _check_reach(polygon: list[float], number: int, height: int, width: int) -> None:
+    """InputError when a point is not finite or lies further outside the image than POLYGON_REACH
+    sizes (such values are typos, and pycocotools crashes on huge ones)."""
+    points = np.asarray(polygon, np.float64).reshape(-1, 2)
+    low = -POLYGON_REACH * np.array([width, height], np.float64)
+    high = (1 + POLYGON_REACH) * np.array([width, height], np.float64)
+    bad = ~(np.isfinite(points).all(axis=1) & (points >= low).all(axis=1) & (points <= high).all(axis=1))
+    if bad.any():
+        x, y = points[np.flatnonzero(bad)[0]]
+        raise InputError(
+            f"bad polygon: part {number} has the point ({x:g}, {y:g}), outside [{low[0]:g}, {high[0]:g}] x "
+            f"[{low[1]:g}, {high[1]:g}] for a {width}x{height} image"
+        )
 
 
 def _shoelace_area(polygon: list[float]) -> float:
@@ -284,7 +363,7 @@ def _compressed_counts(counts: bytes) -> list[int]:
 
 
 def _check_counts(counts: list[Any], height: int, width: int) -> None:
-    if not all(isinstance(run, int) and run >= 0 for run in counts):
+    if not all(_is_integer(run) and run >= 0 for run in counts):
         raise InputError("RLE run lengths must be non-negative integers")
     if sum(counts) != height * width:
         raise InputError(f"RLE run lengths add up to {sum(counts)}, not {height}x{width} pixels")
@@ -296,19 +375,27 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def refined_annotation(annotation: dict[str, Any], mask: np.ndarray, kind: str = "rle") -> dict[str, Any]:
-    """A copy of `annotation` with the refined mask and its bbox and area: the mask as compressed
-    RLE, or as polygons (`kind` "polygons", or "input" for an annotation given as polygons) when
-    polygons can hold it."""
+def refined_annotation(
+    annotation: dict[str, Any], mask: np.ndarray, kind: str = "rle", *, results: bool = False
+) -> dict[str, Any]:
+    """A copy of `annotation` with the refined mask: as compressed RLE, or as polygons (`kind`
+    "polygons", or "input" for an annotation given as polygons) when polygons can hold it; with
+    `bbox` and `area` of the written segmentation as pycocotools computes them (maskUtils.toBbox,
+    maskUtils.area). An entry of a results list (`results`) keeps exactly its keys: `bbox` and
+    `area` are recomputed only where they came in (COCO.loadRes takes its bbox branch, and the
+    box's area, for a result with a `bbox`)."""
     rle = encode_mask(mask)
-    coco_rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    height, width = rle["size"]
     polygons = coco_polygons(mask) if _wants_polygons(annotation, kind) else None
-    return {
-        **annotation,
-        "segmentation": polygons or rle,
-        "bbox": [float(value) for value in mask_utils.toBbox(coco_rle)],
-        "area": int(mask_utils.area(coco_rle)),
-    }
+    written = (
+        mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        if polygons
+        else {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    )
+    geometry = {"bbox": [float(value) for value in mask_utils.toBbox(written)], "area": int(mask_utils.area(written))}
+    if results:
+        geometry = {key: value for key, value in geometry.items() if key in annotation}
+    return {**annotation, "segmentation": polygons or rle, **geometry}
 
 
 SEGMENTATION_KINDS = ("rle", "polygons", "input")

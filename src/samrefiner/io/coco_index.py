@@ -30,6 +30,7 @@ import numpy as np
 from samrefiner.errors import InputError
 
 CHUNK_BYTES = 1 << 20
+NO_INT_ID = -(1 << 63)  # an annotation without a 64-bit integer id
 _LOOKAHEAD = 64  # a value ending closer than this to the text held is decoded again with more
 _WHITESPACE = " \t\n\r"
 
@@ -120,12 +121,106 @@ class _Scanner:
                 raise _SyntaxProblem
 
 
+def _check_images(path: Path, images: list[dict[str, Any]], problems: dict[Any, str]) -> None:
+    """InputError naming both entries when two images have one id or one file name; a malformed
+    id or file name is a problem of that image (its annotations fail, the others are refined)."""
+    seen_ids: dict[Any, int] = {}
+    seen_names: dict[str, int] = {}
+    for number, entry in enumerate(images):
+        try:
+            first = seen_ids.setdefault(entry["id"], number)
+        except TypeError:
+            raise InputError(f"{path}: image #{number}: id {json.dumps(entry['id'])} is not an integer") from None
+        if first != number:
+            raise InputError(_duplicate(path, "images", first, number, entry["id"]))
+        problem = _image_entry_problem(entry)
+        if problem:
+            problems.setdefault(entry["id"], f"{path}: image #{number}: {problem}")
+            continue
+        first = seen_names.setdefault(entry["file_name"], number)
+        if first != number:
+            raise InputError(_duplicate(path, "images", first, number, entry["file_name"], "file_name"))
+
+
+def check_unique(path: Path, kind: str, entries: Any, key: str = "id") -> None:
+    """InputError naming the first two dicts of a parsed list `entries` with one value of `key`
+    (entries without it, or with an unhashable one, are left to other checks)."""
+    seen: dict[Any, int] = {}
+    for number, entry in enumerate(entries if isinstance(entries, list) else []):
+        value = entry.get(key) if isinstance(entry, dict) else None
+        try:
+            first = seen.setdefault(value, number) if value is not None else number
+        except TypeError:
+            continue
+        if first != number:
+            raise InputError(_duplicate(path, kind, first, number, value, key))
+
+
 class _Columns:
-    """Per annotation: file offset, length, image number, crowd flag; image ids by number."""
+    """Per annotation: file offset, length, image number, crowd flag; image ids by number; the
+    annotations' own ids (to find duplicates) and the malformed values found, by image id."""
 
     def __init__(self) -> None:
         self.starts, self.lengths, self.image_of, self.crowd = array("q"), array("q"), array("i"), bytearray()
         self.ids: dict[Any, int] = {}
+        self.int_ids = array("q")  # per annotation: its id when a 64-bit integer, else NO_INT_ID
+        self.other_ids: dict[Any, int] = {}  # any other id (a string, a huge integer) -> its annotation
+        self.problems: dict[Any, str] = {}  # image id -> its first malformed value ("<file>: what is wrong")
+
+    def add_id(self, path: Path, index: int, annotation_id: Any) -> None:
+        """Remember annotation #index's id (None: it has none; InputError naming both when a
+        string id repeats). Called once per annotation, in order."""
+        if isinstance(annotation_id, int) and NO_INT_ID < annotation_id < 1 << 63:
+            self.int_ids.append(annotation_id)
+            return
+        self.int_ids.append(NO_INT_ID)
+        if annotation_id is None:
+            return
+        if annotation_id in self.other_ids:
+            raise InputError(_duplicate(path, "annotations", self.other_ids[annotation_id], index, annotation_id))
+        else:
+            self.other_ids[annotation_id] = index
+
+    def check_unique_ids(self, path: Path) -> None:
+        """InputError naming two annotations of one integer id, if any. The ids are sorted in
+        place and then let go (no copy: the index stays small); only an error reads them again."""
+        ids = np.frombuffer(self.int_ids, np.int64)
+        ids.sort()
+        repeated = np.flatnonzero((ids[1:] == ids[:-1]) & (ids[1:] != NO_INT_ID))
+        del ids
+        self.int_ids = array("q")
+        if len(repeated):
+            raise InputError(self._repeated_id(path))
+
+    def _repeated_id(self, path: Path) -> str:
+        """The message naming the first two annotations, in file order, that share an integer id."""
+        annotations = Annotations(path, np.frombuffer(self.starts, np.int64), np.frombuffer(self.lengths, np.int64))
+        seen: dict[int, int] = {}
+        for index, annotation in enumerate(annotations):
+            annotation_id = annotation.get("id")
+            if isinstance(annotation_id, int) and not isinstance(annotation_id, bool):
+                first = seen.setdefault(annotation_id, index)
+                if first != index:
+                    return _duplicate(path, "annotations", first, index, annotation_id)
+        raise AssertionError("a repeated id was found, then not")  # pragma: no cover
+
+
+def _duplicate(path: Path, kind: str, first: int, second: int, value: Any, key: str = "id") -> str:
+    return f"{path}: {kind} #{first} and #{second} have the same {key} {json.dumps(value)}: each must be unique"
+
+
+def id_problem(name: str, value: Any) -> str | None:
+    """What is wrong with an id (`image_id`, `id`): it must be an integer or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f"{name} {json.dumps(value)} is not an integer (nor a string)"
+    return None
+
+
+def _image_entry_problem(entry: dict[str, Any]) -> str | None:
+    name = entry["file_name"]
+    if not isinstance(name, str) or not name or "\0" in name:
+        return f"file_name {json.dumps(name)} is not a file name"
+    return id_problem("id", entry["id"])
 
 
 class Annotations(Sequence):
@@ -192,6 +287,7 @@ class CocoIndex:
         )
         crowd = np.frombuffer(bytes(columns.crowd), np.uint8).astype(bool)
         self.by_image = ByImage(list(columns.ids), np.frombuffer(columns.image_of, np.int32), crowd)
+        self.problems = columns.problems  # image id -> what is wrong with it or its annotations
 
     @property
     def is_results(self) -> bool:
@@ -229,6 +325,9 @@ class CocoIndex:
             raise _SyntaxProblem if scanner.peek() else InputError(f"{path}: not a COCO annotation file or results list")
         if scanner.peek():
             raise _SyntaxProblem  # text after the value
+        columns.check_unique_ids(path)
+        if top is not None:
+            _check_images(path, top["images"], columns.problems)
         return cls(path, top, columns)
 
     @classmethod
@@ -278,6 +377,10 @@ class CocoIndex:
                 number = columns.ids.setdefault(image_id, len(columns.ids))
             except TypeError:
                 raise InputError(f"{path}: annotation #{index}: image_id must be a number or a string") from None
+            problem = id_problem("image_id", image_id) or ("id" in annotation and id_problem("id", annotation["id"]))
+            if problem:
+                columns.problems.setdefault(image_id, f"{path}: annotation #{index}: {problem}")
+            columns.add_id(path, index, None if problem else annotation.get("id"))
             columns.starts.append(start)
             columns.lengths.append(end - start)
             columns.image_of.append(number)

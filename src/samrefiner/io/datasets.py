@@ -21,7 +21,6 @@ keeps them beside it: `refined.work/`, `refined.scores.jsonl`, `refined.errors.t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,15 @@ from typing import Any
 import numpy as np
 
 from samrefiner.errors import InputError
-from samrefiner.io.images import IMAGE_SUFFIXES, read_image
+from samrefiner.io.images import read_image
 from samrefiner.io.labelmaps import read_label_map, write_label_map
+from samrefiner.io.listing import (
+    IMAGE_SUFFIXES,
+    MAP_SUFFIXES,
+    ambiguous,
+    list_files,
+    one_file,
+)
 
 
 @dataclass(frozen=True)
@@ -106,26 +112,16 @@ class Dataset(ABC):
         """Called at the end of a run with `write`'s return value for every finished image."""
 
 
-def index_images(root: Path) -> dict[str, list[Path]]:
-    """Image files under `root` (recursively) by key: relative path without suffix, '/'-separated."""
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder of images")
-    found: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found[path.relative_to(root).with_suffix("").as_posix()].append(path)
-    return dict(found)
-
-
-def unique_image(images: dict[str, list[Path]], key: str, root: Path, source: str) -> Path:
-    """The one image named `key`; InputError naming `source` when there is none or several."""
-    candidates = images.get(key, [])
-    if not candidates:
-        raise InputError(f"{source}: no image named {key}.* under {root}")
-    if len(candidates) > 1:
-        names = ", ".join(path.name for path in candidates)
-        raise InputError(f"{source}: several images named {key} under {root} ({names})")
-    return candidates[0]
+def check_claims(found: dict[str, list[Path]], images: dict[str, list[Path]], what: str) -> None:
+    """InputError, before any image is read, when a mask, map or label file's key names several
+    files of its own kind or several images (`found`: key -> files, as `list_files` gives)."""
+    for key, paths in found.items():
+        if len(paths) > 1:
+            raise InputError(ambiguous(key, paths, what))
+        claimants = images.get(key, [])
+        if len(claimants) > 1:
+            names = " and ".join(str(path) for path in claimants)
+            raise InputError(f"{paths[0]}: claimed by several images ({names}): keep one")
 
 
 def check_mask_sizes(image: np.ndarray, image_path: Path, masks: list[np.ndarray], names: list[str]) -> None:
@@ -151,16 +147,12 @@ class LabelMaps(Dataset):
     kind, value_name = "label maps", "class"  # in messages
 
     def __init__(self, images: Path, label_maps: Path, out: Path, *, ignore_exif: bool = False) -> None:
-        if not label_maps.is_dir():
-            raise InputError(f"{label_maps}: not a folder of {self.kind}")
         self.images, self.label_maps, self.ignore_exif = images, label_maps, ignore_exif
         self.layout = OutputLayout.folder(out)
-        self._images = index_images(images)
-        self._maps = {
-            path.relative_to(label_maps).with_suffix("").as_posix(): path
-            for path in sorted(label_maps.rglob("*"))
-            if path.suffix.lower() == ".png" and path.is_file()
-        }
+        self._images = list_files(images, IMAGE_SUFFIXES, "images")
+        maps = list_files(label_maps, MAP_SUFFIXES, self.kind)
+        check_claims(maps, self._images, self.kind[:-1])
+        self._maps = {key: paths[0] for key, paths in maps.items()}
 
     def refs(self) -> list[SampleRef]:
         return [SampleRef(key, str(path)) for key, path in self._maps.items()]
@@ -196,7 +188,7 @@ class LabelMaps(Dataset):
             raise InputError(
                 f"{path}: holds only 0 and 255 (void), no {self.value_name} id: a binary mask? use --masks"
             )
-        image_path = unique_image(self._images, ref.key, self.images, ref.name)
+        image_path = one_file(self._images, ref.key, self.images, ref.name)
         image = read_image(image_path, ignore_exif=self.ignore_exif)
         check_mask_sizes(image, image_path, [label_map], [ref.name])
         return path, label_map, palette, image_path, image

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from samrefiner.errors import InputError
+from samrefiner.io.listing import IMAGE_SUFFIXES  # noqa: F401  (re-exported: where readers look)
 from samrefiner.io.maskvalues import (
     LOSSY_SUFFIXES,
     MaskEncoding,
@@ -29,7 +30,6 @@ from samrefiner.io.maskvalues import (
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os has no getter) and put it back
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _ORIENTATION = 0x0112  # the EXIF tag
 _SINGLE_CHANNEL = ("L", "P", "I")  # and the 16-bit modes "I;16*"
 _COLOUR = {"RGB": False, "RGBA": True, "LA": True}  # mode -> has alpha
@@ -49,8 +49,26 @@ def _open(path: str | Path) -> Image.Image:
 
 
 def read_image(path: str | Path, *, ignore_exif: bool = False) -> np.ndarray:
-    """An H x W x 3 uint8 RGB array, upright (EXIF orientation applied) unless `ignore_exif`."""
-    return np.asarray(_upright(_open(path), ignore_exif).convert("RGB"))
+    """An H x W x 3 uint8 RGB array, upright (EXIF orientation applied) unless `ignore_exif`;
+    high-depth images scaled to 8 bit by `eight_bit`."""
+    return np.asarray(eight_bit(_upright(_open(path), ignore_exif), path).convert("RGB"))
+
+
+def eight_bit(image: Image.Image, source: str | Path) -> Image.Image:
+    """The image with 8 bits per channel, as OpenCV's imread gives it: a 16-bit value v becomes
+    v >> 8 (its high byte; Pillow would clip it to 255); a 32-bit integer image must hold 16-bit
+    values (0-65535), scaled the same way; a floating-point image is refused (InputError).
+    16-bit colour PNGs already come from Pillow as their high bytes."""
+    if image.mode == "F":
+        raise InputError(f"{source}: a floating-point image; save it with 8 or 16 bits per channel")
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image)
+    if values.size and (values.min() < 0 or values.max() > 0xFFFF):
+        raise InputError(
+            f"{source}: a 32-bit image with values {values.min()}-{values.max()}, outside 16 bits (0-65535)"
+        )
+    return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), "L")
 
 
 def read_mask(path: str | Path, *, ignore_exif: bool = False) -> np.ndarray:

@@ -21,9 +21,10 @@ Outputs are PNG: a mask `x.jpg` comes back as `x.png` (0/255 grayscale).
 
 from __future__ import annotations
 
-import os
+import posixpath
 import warnings
-from pathlib import Path
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,15 @@ from samrefiner.io.datasets import (
     Sample,
     SampleRef,
     check_mask_sizes,
-    index_images,
-    unique_image,
 )
-from samrefiner.io.images import IMAGE_SUFFIXES, read_image, read_mask_encoded, write_png
+from samrefiner.io.images import read_image, read_mask_encoded, write_png
+from samrefiner.io.listing import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    has_suffix,
+    list_files,
+    one_file,
+)
 from samrefiner.io.maskvalues import LOSSY_NOTE, LOSSY_SUFFIXES
 
 
@@ -46,30 +52,20 @@ class MaskFolders(Dataset):
     """Images with per-object mask PNGs, refined into the same layout under `out`."""
 
     def __init__(self, images: Path, masks: Path, out: Path, *, ignore_exif: bool = False) -> None:
-        if not masks.is_dir():
-            raise InputError(f"{masks}: not a folder of masks")
         self.images, self.masks, self.ignore_exif = images, masks, ignore_exif
         self.layout = OutputLayout.folder(out)
-        self._images = index_images(images)
-        self._lossy: list[Path] = []
-        self._sources = self._find_sources()
+        self._images = list_files(images, IMAGE_SUFFIXES, "images")
+        self._sources: dict[str, Path] = {}  # image key -> its object folder or single mask file
+        self._objects: dict[str, list[Path]] = {}  # image key -> its mask files
+        self._find_sources(list_files(masks, MASK_SUFFIXES, "masks"))
         self._warn_lossy()
 
     def refs(self) -> list[SampleRef]:
-        return [
-            SampleRef(key, str(sources[0])) for key, sources in sorted(self._sources.items())
-        ]
+        return [SampleRef(key, str(self._sources[key])) for key in sorted(self._sources)]
 
     def load(self, ref: SampleRef) -> Sample:
-        sources = self._sources[ref.key]
-        if len(sources) > 1:
-            raise InputError(
-                f"{ref.name}: image {ref.key} has masks in both "
-                + " and ".join(str(source) for source in sources)
-            )
-        files = _mask_files(sources[0])
-        _check_output_names(files)
-        image_path = unique_image(self._images, ref.key, self.images, ref.name)
+        files = self._objects[ref.key]
+        image_path = one_file(self._images, ref.key, self.images, ref.name)
         read = [read_mask_encoded(path, ignore_exif=self.ignore_exif, warn=False) for path in files]
         image = read_image(image_path, ignore_exif=self.ignore_exif)
         check_mask_sizes(image, image_path, [mask for mask, _ in read], [str(path) for path in files])
@@ -90,47 +86,53 @@ class MaskFolders(Dataset):
 
     def _warn_lossy(self) -> None:
         """One InputWarning for the dataset's lossy mask files (each object also records it)."""
-        if self._lossy:
+        lossy = [path for files in self._objects.values() for path in files if has_suffix(path.name, LOSSY_SUFFIXES)]
+        if lossy:
             warnings.warn(
                 InputWarning(
-                    f"{self.masks}: {len(self._lossy)} mask(s) are JPEG/WebP (e.g. {self._lossy[0]}): each is a "
+                    f"{self.masks}: {len(lossy)} mask(s) are JPEG/WebP (e.g. {lossy[0]}): each is a "
                     f"{LOSSY_NOTE}; refined masks are written as PNG"
                 ),
                 stacklevel=3,
             )
 
-    def _find_sources(self) -> dict[str, list[Path]]:
-        """Image key -> the mask folders or single mask files given for it (one, unless a clash);
-        the lossy mask files found go to `self._lossy`."""
-        image_folders = {parent.as_posix() for key in self._images for parent in Path(key).parents}
-        sources: dict[str, list[Path]] = {}
-        for folder, subfolders, files in os.walk(self.masks):
-            folder_path = Path(folder)
-            relative = folder_path.relative_to(self.masks).as_posix()
-            mask_names = sorted(name for name in files if _is_mask_file(name))
-            self._lossy.extend(folder_path / name for name in mask_names if name.lower().endswith(LOSSY_SUFFIXES))
-            if relative != "." and mask_names and (
-                relative in self._images or relative not in image_folders
-            ):
-                sources.setdefault(relative, []).append(folder_path)
-                subfolders.clear()  # an object folder's own subfolders are not searched
-                continue
-            subfolders.sort()
-            for name in mask_names:
-                key = (folder_path / name).relative_to(self.masks).with_suffix("").as_posix()
-                sources.setdefault(key, []).append(folder_path / name)
-        return sources
+    def _find_sources(self, listed: dict[str, list[Path]]) -> None:
+        """Each image's object folder or single mask file, from the listed mask files (layout in the
+        module docstring); InputError when two images claim one mask or an image has two sources."""
+        by_folder: dict[str, list[Path]] = defaultdict(list)
+        for key, paths in listed.items():
+            by_folder[posixpath.dirname(key)].extend(paths)
+        image_folders = {parent.as_posix() for key in self._images for parent in PurePosixPath(key).parents}
+        object_folders = {
+            folder for folder in by_folder if folder and (folder in self._images or folder not in image_folders)
+        }
+        for folder, paths in sorted(by_folder.items()):
+            if any(parent.as_posix() in object_folders for parent in PurePosixPath(folder).parents):
+                continue  # an object folder's own subfolders are not searched
+            if folder in object_folders:
+                self._check_objects(folder, paths)
+                self._add_source(folder, self.masks / folder, sorted(paths))
+            else:
+                for path in paths:
+                    self._add_source(path.relative_to(self.masks).with_suffix("").as_posix(), path, [path])
 
+    def _add_source(self, key: str, source: Path, files: list[Path]) -> None:
+        claimants = self._images.get(key, [])
+        if len(claimants) > 1:
+            raise InputError(f"{source}: claimed by several images ({' and '.join(map(str, claimants))}): keep one")
+        if key in self._sources:
+            raise InputError(f"{source}: image {key} also has masks in {self._sources[key]}: keep one")
+        self._sources[key], self._objects[key] = source, files
 
-def _is_mask_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _mask_files(source: Path) -> list[Path]:
-    """The object masks of one image: a folder's mask files by name, or the single file itself."""
-    if source.is_dir():
-        return sorted(path for path in source.iterdir() if _is_mask_file(path.name) and path.is_file())
-    return [source]
+    def _check_objects(self, folder: str, paths: list[Path]) -> None:
+        """InputError when a mask of an object folder is also the single mask of another image, or
+        two masks of the folder would be written to one PNG."""
+        for path in paths:
+            other = f"{folder}/{path.stem}"
+            if other in self._images:
+                images = " and ".join(str(image) for image in self._images.get(folder, []) + self._images[other])
+                raise InputError(f"{path}: claimed by two images ({images}): rename one")
+        _check_output_names(paths)
 
 
 def _object(path: Path) -> dict[str, Any]:

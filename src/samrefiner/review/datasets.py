@@ -22,6 +22,7 @@ from scipy import ndimage
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
 from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.listing import MAP_SUFFIXES, list_files
 from samrefiner.io.maskvalues import LOSSY_SUFFIXES
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
@@ -124,7 +125,7 @@ def detect_format(coarse: Path, refined: Path) -> str:
                     if "category_id" in objects[0]:
                         return "label-maps"
                     return "instance-maps" if isinstance(objects[0]["id"], int) else "masks"
-    first_png = next((path for path in sorted(coarse.rglob("*.png")) if path.is_file()), None)
+    first_png = next(iter(list_files(coarse, MAP_SUFFIXES).values()), [None])[0] if coarse.is_dir() else None
     if first_png is not None:
         with Image.open(first_png) as image:
             if image.mode == "P" or len(set(np.unique(np.asarray(image)).tolist()) - {0, 1, 255}) > 0:
@@ -169,11 +170,15 @@ def read_predicted_ious(path: Path) -> dict[tuple[str, str], float | None]:
 
 
 def class_names(dataset: Dataset) -> dict[Any, str]:
-    """Category id -> name: COCO's categories; label-map classes are named by their id."""
+    """Category id -> name: COCO's categories (entries without a usable id are left out, their
+    objects shown as "class <id>"); label-map classes are named by their id."""
     data = getattr(dataset, "data", None)
-    if isinstance(data, dict):
-        return {entry["id"]: str(entry.get("name", entry["id"])) for entry in data.get("categories", [])}
-    return {}
+    categories = data.get("categories") if isinstance(data, dict) else None
+    return {
+        entry["id"]: str(entry.get("name", entry["id"]))
+        for entry in (categories if isinstance(categories, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("id"), (int, str)) and not isinstance(entry["id"], bool)
+    }
 
 
 @dataclass
