@@ -150,7 +150,8 @@ def test_torchrun_with_more_processes_than_gpus_is_one_line(fake_cuda, monkeypat
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err == (
         "samrefiner: error: --device auto: torchrun process LOCAL_RANK 2 has no GPU of its own: this machine has "
-        "2 CUDA device(s), so start at most 2 processes per node (or name one device, cuda:N, for the processes to share)\n"
+        "2 CUDA device(s), so start at most 2 processes per node (or name one device, cuda:N, for the processes "
+        "to share)\n"
     )
     assert fake_cuda.calls == [] and not (tmp_path / "out").exists()  # refused before any work
 

@@ -90,9 +90,9 @@ def process_device(requested: str, ranks: Ranks, name: str = "device") -> torch.
         count = torch.cuda.device_count()
         if ranks.local_rank >= count:
             raise DeviceError(
-                f"{name} {requested}: torchrun process LOCAL_RANK {ranks.local_rank} has no GPU of its own: this machine "
-                f"has {count} CUDA device(s), so start at most {count} processes per node (or name one device, cuda:N, "
-                "for the processes to share)"
+                f"{name} {requested}: torchrun process LOCAL_RANK {ranks.local_rank} has no GPU of its own: "
+                f"this machine has {count} CUDA device(s), so start at most {count} processes per node "
+                "(or name one device, cuda:N, for the processes to share)"
             )
     return check_device(placed, name=name)
 

@@ -109,7 +109,8 @@ def in_order(
     iterator = iter(source)
     flow: _Flow[Item, Result] = _Flow(iterator, work, stop or threading.Event(), threading.Semaphore(ahead or threads))
     workers = [
-        threading.Thread(target=flow.serve, args=(thread_start,), name=f"{name}-{n}", daemon=True) for n in range(threads)
+        threading.Thread(target=flow.serve, args=(thread_start,), name=f"{name}-{n}", daemon=True)
+        for n in range(threads)
     ]
     for thread in workers:
         thread.start()
