@@ -71,7 +71,7 @@ from samrefiner.models.tiny_vit import TinyViTShape  # noqa: E402
 from samrefiner.runner import Loader, Summary, load_in_order, run  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("SAMREFINER_SHARED", REPO.parent / "shared"))
 COCO_STUFF = SHARED / "data" / "coco_stuff"
 REDUCED = SHARED / "fixtures" / "sam_reference" / "reduced_sam.pth"
 STAGES = ("read", "wait for input", "encode", "mine", "decode", "upscale", "write")
