@@ -28,7 +28,8 @@ def test_results_come_in_order_with_at_most_ahead_items_in_flight() -> None:
         return item * item
 
     started: list[str] = []
-    for result in in_order(source(), work, threads=3, thread_start=lambda: started.append(threading.current_thread().name)):
+    first = lambda: started.append(threading.current_thread().name)  # noqa: E731
+    for result in in_order(source(), work, threads=3, thread_start=first):
         with lock:
             handed.append(result)
     assert handed == [item * item for item in range(12)]
