@@ -64,6 +64,7 @@ from samrefiner.io.datasets import LabelMaps  # noqa: E402
 from samrefiner.loader import load_in_background  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.convert_tiny_vit import tiny_vit_sam_model  # noqa: E402
+from samrefiner.models.device import cuda_device, synchronizer  # noqa: E402
 from samrefiner.models.lite_medsam import LiteMedSamBackend  # noqa: E402
 from samrefiner.models.mobile_sam import MobileSamBackend  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
@@ -71,7 +72,7 @@ from samrefiner.models.tiny_vit import TinyViTShape  # noqa: E402
 from samrefiner.runner import Loader, Summary, load_in_order, run  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("SAMREFINER_SHARED", REPO.parent / "shared"))
 COCO_STUFF = SHARED / "data" / "coco_stuff"
 REDUCED = SHARED / "fixtures" / "sam_reference" / "reduced_sam.pth"
 STAGES = ("read", "wait for input", "encode", "mine", "decode", "upscale", "write")
@@ -128,8 +129,7 @@ class Measurement:
 def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device,
             loader: Loader = load_in_background) -> Measurement:
     """Run `refiner` over `dataset` (fresh output) with the stages recorded."""
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else None
-    times = StageTimes(synchronize)
+    times = StageTimes(synchronizer(device))
     start, cpu = time.perf_counter(), time.process_time()
     with recording(times):
         summary = run(dataset, refiner, limit=limit, progress=False, loader=loader)
@@ -229,20 +229,25 @@ def _score_agreement(first: Path, second: Path) -> tuple[int, int, float]:
 
 
 def decode_batches(args: argparse.Namespace, work: Path) -> None:
-    """Decoder seconds per object for several objects-per-call values (the largest coco_stuff image)."""
+    """Decoder seconds per object for several objects-per-call values (the largest coco_stuff image):
+    each value is the refiner's chunk size (what CUDA obeys, memory permitting) and the CPU batch,
+    timed with the device's queued work waited for."""
     torch.set_num_threads(args.threads)
     model = load_model(str(REDUCED), device=args.device)
     dataset = fresh_dataset(work / "unused")
     sample = max((dataset.load(ref) for ref in dataset.refs()), key=lambda sample: len(sample.masks))
-    refiner = Refiner(model, RefinerConfig(iterations=1, chunk_size=max(args.decode_batches)))
     encoding = model.encode(sample.image)
-    prompts = refiner._miner(encoding).mine(sample.masks)
+    prompts = Refiner(model, RefinerConfig(iterations=1))._miner(encoding).mine(sample.masks)
+    wait = synchronizer(cuda_device(model)) or (lambda: None)
     print(f"\n== decoder seconds per object by objects per call ({len(prompts)} objects, {args.threads} threads)")
     for batch in args.decode_batches:
+        refiner = Refiner(model, RefinerConfig(iterations=1, chunk_size=batch))
         model.cpu_decode_batch = batch
         refiner._decode(encoding, prompts)  # warm-up
+        wait()
         start = time.perf_counter()
         refiner._decode(encoding, prompts)
+        wait()
         print(f"  {batch:3d} per call: {(time.perf_counter() - start) / len(prompts) * 1000:.1f} ms/object")
 
 

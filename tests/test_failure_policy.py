@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -193,16 +192,6 @@ def test_limit_is_the_first_images_of_the_shard_selection(tmp_path):
     written = spy_on_writes(dataset)
     run_ranks(dataset, IdentityRefiner(), Ranks(), shard=Shard(1, 2), limit=2, progress=False)
     assert written == ["img1", "img3"]
-
-
-def test_under_torchrun_this_ranks_gpu_becomes_the_current_device(monkeypatch):
-    chosen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(torch.device(device)))
-    loaded = SimpleNamespace(device=torch.device("cpu"))
-    monkeypatch.setattr("samrefiner.load_model", lambda spec, device: loaded if device == "cuda:1" else None)
-    refiner = refine_module.build_refiner("m", "cuda", {}, ranks=Ranks(3, 4, 1))
-    assert refiner.model is loaded and chosen == [torch.device("cuda:1")]
 
 
 def test_max_consecutive_failures_must_be_positive():

@@ -260,3 +260,37 @@ def test_peak_memory_stays_bounded(height: int, width: int, count: int, largest:
     bound = 8 * count * height * width + (256 << 20)
     print(f"{count} objects on {width}x{height}: peak RSS growth {growth / 2**20:.0f} MiB (bound {bound / 2**20:.0f} MiB)")
     assert growth < bound
+
+
+def test_decode_batches_reach_the_decoder_on_cuda_and_are_timed_synchronized(
+    monkeypatch, reduced_model, capsys, tmp_path
+) -> None:
+    """bench/throughput.py --decode-batches on a GPU (CUDA faked faithfully, tests/cuda_fake.py): each
+    objects-per-call value is the chunk size the decoder gets (CUDA's call size; the CPU batch is the
+    CPU's), and the clock reads after the GPU's queued work (cuda:0 synchronized around each timing)."""
+    import argparse
+    import importlib.util
+
+    from cuda_fake import FakeCuda, fake_load_model
+
+    spec = importlib.util.spec_from_file_location("throughput", REPO / "bench" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "throughput", throughput)
+    spec.loader.exec_module(throughput)
+    cuda = FakeCuda(1).install(monkeypatch)
+    monkeypatch.setattr(throughput, "load_model", fake_load_model(cuda, lambda spec, device: reduced_model))
+    chunks: list[int] = []
+    real_decode_batch = speed.decode_batch
+
+    def recording(device, chunk_size, cpu_batch=speed.CPU_DECODE_BATCH):
+        chunks.append(chunk_size)
+        return real_decode_batch(device, chunk_size, cpu_batch)
+
+    monkeypatch.setattr("samrefiner.models.sam.decode_batch", recording)
+    args = argparse.Namespace(threads=torch.get_num_threads(), device="cuda", decode_batches=[1, 4])
+    throughput.decode_batches(args, tmp_path)
+    assert cuda.loaded_on == ["cuda"] and set(chunks) == {1, 4}
+    assert chunks == sorted(chunks)  # every call of the first value, then of the second
+    timed = [call for call in cuda.calls if call[1] == "synchronize"]
+    assert [index for _, _, index in timed] == [0] * 4  # before and after each value's timed decode
+    assert "  1 per call:" in capsys.readouterr().out

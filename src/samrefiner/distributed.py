@@ -20,13 +20,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from samrefiner.errors import InputError
+from samrefiner.errors import DeviceError, InputError
 from samrefiner.io.datasets import Dataset
 from samrefiner.io.images import announcing_writes, atomic_write
 from samrefiner.manifest import Journal, check_same, claim
 from samrefiner.runner import Shard, Summary, merge_outputs, run, shard_path
+
+if TYPE_CHECKING:
+    import torch
 
 # A rank may wait at the final barrier for the slowest one (uneven images): allow long runs.
 BARRIER_TIMEOUT = timedelta(hours=72)
@@ -72,13 +75,26 @@ class Ranks:
         return f"cuda:{self.local_rank}" if device == "cuda" and self.distributed else device
 
 
-def make_current(device: str) -> None:
-    """Make a CUDA device the current one (torch.cuda.set_device): what allocates on "the" GPU
-    (libraries, kernels without an explicit device) then uses this rank's GPU, not cuda:0."""
-    if device.startswith("cuda"):
-        import torch
+def process_device(requested: str, ranks: Ranks, name: str = "device") -> torch.device:
+    """The device this process runs on, with its index: `requested` ("auto", "cuda", "cuda:K", "cpu",
+    ...) as `Ranks.device` places it, checked against this machine (DeviceError, one line starting
+    with `name` and `requested`). Outside torchrun plain "cuda" is the current device (cuda:0 unless
+    set); under torchrun it is cuda:LOCAL_RANK, and a LOCAL_RANK beyond the machine's GPUs is refused
+    (processes share a GPU only when the device names it)."""
+    import torch
 
-        torch.cuda.set_device(torch.device(device))
+    from samrefiner.models.device import check_device
+
+    placed = ranks.device(requested, torch.cuda.is_available())
+    if placed != requested and placed.startswith("cuda:"):  # this rank's own GPU
+        count = torch.cuda.device_count()
+        if ranks.local_rank >= count:
+            raise DeviceError(
+                f"{name} {requested}: torchrun process LOCAL_RANK {ranks.local_rank} has no GPU of its own: "
+                f"this machine has {count} CUDA device(s), so start at most {count} processes per node "
+                "(or name one device, cuda:N, for the processes to share)"
+            )
+    return check_device(placed, name=name)
 
 
 def run_ranks(

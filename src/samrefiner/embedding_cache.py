@@ -1,7 +1,9 @@
 """Image embeddings kept on disk: one .safetensors file per (image content, model) pair.
 
-The file name is a hash of the image's pixels plus a key of the model, so a changed image or a
-different model never reuses a stale entry; a damaged entry is recomputed and rewritten.
+The file name is a hash of the image's pixels plus a key of the model (its weights' identity, the
+precision it computes in, the kind of device), so a changed image, a different model, or the same
+model in another precision or on another kind of device never reuses a stale entry; a damaged
+entry is recomputed and rewritten.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import save as save_safetensors
 
@@ -28,9 +31,13 @@ def image_hash(image: np.ndarray) -> str:
 
 
 def model_key(model: PromptableModel) -> str:
-    """What distinguishes one model's embeddings from another's: its source and IoU-head fingerprint."""
-    name_hash = hashlib.sha256(f"{model.kind}:{model.name}:{model.image_size}".encode()).hexdigest()[:8]
-    return f"{model_fingerprint(model)}-{name_hash}"
+    """What distinguishes one model's embeddings from another's: its source and IoU-head fingerprint,
+    the precision it computes in and the kind of device it runs on (CPU fp32 and GPU bf16 embeddings
+    of one image differ; GPUs of one kind give the same)."""
+    precision = str(getattr(model, "autocast_dtype", None) or torch.float32).removeprefix("torch.")
+    device = torch.device(model.device).type
+    source = f"{model.kind}:{model.name}:{model.image_size}:{precision}:{device}"
+    return f"{model_fingerprint(model)}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
 
 
 class EmbeddingCache:

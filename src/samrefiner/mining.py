@@ -10,17 +10,17 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
+from samrefiner.cpus import mining_threads
 from samrefiner.prompts import PromptMiner, Prompts
 
 _PIXELS_IN_FLIGHT = 1 << 24  # image pixels mined at once over all threads (~0.5 GB of distance maps)
 
 
 def mine_in_threads(miner: PromptMiner, masks: np.ndarray, workers: int | None = None) -> Prompts:
-    """`miner.mine(masks)`, one object per task on `workers` threads (default: torch's thread count;
+    """`miner.mine(masks)`, one object per task on `workers` threads (default: `cpus.mining_threads()`;
     fewer on large images, where one object's distance maps take ~30 bytes per pixel)."""
-    workers = torch.get_num_threads() if workers is None else workers
+    workers = mining_threads() if workers is None else workers
     workers = min(workers, max(1, _PIXELS_IN_FLIGHT // max(masks[0].size if len(masks) else 1, 1)))
     if workers <= 1 or len(masks) < 2 or miner.point_strategy == "random":
         return miner.mine(masks)

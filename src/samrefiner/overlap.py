@@ -10,8 +10,10 @@ Results come back in dataset order, each the same as `refine_in_order` gives (mo
 same inputs; mining is per image), so outputs, records, scores and errors are unchanged. At most
 `depth` images are taken ahead of the consumer.
 
-Closing the generator (the run stops, an error, Ctrl-C) stops the threads: each ends at its next
-model turn (the image in flight is dropped), then the loader is closed.
+The threads are those of `samrefiner.pipeline.in_order` (ordered, bounded). Each makes the model's
+GPU its current CUDA device first (CUDA's current device is per thread: a new thread is on cuda:0,
+whatever the main thread chose). Closing the generator (the run stops, an error, Ctrl-C) stops the
+threads: each ends at its next model turn (the image in flight is dropped), then the loader is closed.
 
 Timing (samrefiner.timing): model stages run inside the turn, so they never overlap and the model's
 idle share stays exact; each interval the model was free is charged to the stage the thread taking
@@ -26,38 +28,20 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from samrefiner.io.datasets import Sample, SampleRef
+from samrefiner.models.device import cuda_device, make_current
+from samrefiner.pipeline import Cancelled, in_order
 from samrefiner.runner import Loaded, refine_one
 from samrefiner.timing import charge_idle, last_stage, stage
 
 DEPTH = 2
-_POLL_SECONDS = 0.1
-
-
-class _Stopped(BaseException):
-    """Ends a refinement thread at its next model turn once the consumer has gone."""
-
-
-class _Crashed:
-    """An error that is not a per-image failure (the loader broke): raised in the consumer."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-@dataclass
-class _Taken:
-    """How many images the threads took from the loader, and how taking ended (if it has)."""
-
-    count: int = 0
-    end: StopIteration | _Crashed | None = None
 
 
 class ModelTurns:
-    """Calling it gives a context that holds the model for one call, one thread at a time."""
+    """Calling it gives a context that holds the model for one call, one thread at a time (once
+    `stop` is set, the next turn raises `Cancelled` instead)."""
 
     def __init__(self, stop: threading.Event) -> None:
         self._lock = threading.Lock()
@@ -71,7 +55,7 @@ class ModelTurns:
             self._lock.acquire()
         try:
             if self._stop.is_set():
-                raise _Stopped
+                raise Cancelled
             charge_idle(waited_for, time.perf_counter() - self._free_since)
             yield
         finally:
@@ -86,64 +70,12 @@ def refine_overlapped(
     stop = threading.Event()
     own = copy.copy(refiner)
     own.model_turn = ModelTurns(stop)
-    source = iter(loaded)
-    taking = threading.Lock()  # one thread at a time takes from the loader
-    slots = threading.Semaphore(depth)  # images taken but not yet handed to the consumer
-    ready = threading.Condition()
-    done: dict[int, tuple[SampleRef, Sample | Exception, Any] | _Crashed] = {}  # by the index taken
-    taken = _Taken()
+    device = cuda_device(getattr(refiner, "model", None))  # with its index, as this thread has it
 
-    def take() -> tuple[int, SampleRef, Sample | Exception] | None:
-        while not slots.acquire(timeout=_POLL_SECONDS):
-            if stop.is_set():
-                return None
-        with taking:
-            if stop.is_set() or taken.end is not None:
-                return None
-            try:
-                ref, sample = next(source)
-            except BaseException as error:  # noqa: BLE001  (StopIteration ends the run; others raise there)
-                with ready:
-                    taken.end = error if isinstance(error, StopIteration) else _Crashed(error)
-                    ready.notify_all()
-                return None
-            index, taken.count = taken.count, taken.count + 1
-        return index, ref, sample
+    def refine(item: tuple[SampleRef, Sample | Exception]) -> tuple[SampleRef, Sample | Exception, Any]:
+        ref, sample = item
+        return ref, sample, refine_one(own, sample)
 
-    def work() -> None:
-        while (item := take()) is not None:
-            index, ref, sample = item
-            outcome: tuple[SampleRef, Sample | Exception, Any] | _Crashed
-            try:
-                outcome = (ref, sample, refine_one(own, sample))
-            except _Stopped:
-                return
-            except BaseException as error:  # noqa: BLE001  (raised in the consumer)
-                outcome = _Crashed(error)
-            with ready:
-                done[index] = outcome
-                ready.notify_all()
-
-    threads = [threading.Thread(target=work, name=f"samrefiner-refine-{n}", daemon=True) for n in range(depth)]
-    for thread in threads:
-        thread.start()
-    try:
-        index = 0
-        while True:
-            with ready:
-                ready.wait_for(lambda: index in done or (index >= taken.count and taken.end is not None))
-                item = done.pop(index) if index in done else taken.end
-            if item is None or isinstance(item, StopIteration):
-                return
-            if isinstance(item, _Crashed):
-                raise item.error
-            slots.release()
-            index += 1
-            yield item
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+    yield from in_order(
+        loaded, refine, threads=depth, stop=stop, thread_start=lambda: make_current(device), name="samrefiner-refine"
+    )

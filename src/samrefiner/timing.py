@@ -8,8 +8,11 @@ The runner and the refiner mark their stages with `with stage("decode"): ...`. N
         run(dataset, refiner)
     times.seconds  # {"read": ..., "encode": ..., "mine": ..., "decode": ..., "upscale": ..., "write": ...}
 
-Model stages (encode, decode, upscale) call `synchronize` (e.g. `torch.cuda.synchronize`) on entry
-and exit so that asynchronous GPU work is charged to the stage that queued it. Stages may run in
+Model stages (encode, decode, upscale) call `synchronize` on entry and exit so that asynchronous GPU
+work is charged to the stage that queued it. It must name the model's device
+(`samrefiner.models.device.synchronizer`: `torch.cuda.synchronize(cuda:K)`): stages run in several
+threads, and a plain `torch.cuda.synchronize()` waits for the calling thread's current device,
+which in a new thread is cuda:0. Stages may run in
 several threads at once (the background loader reads while the model works): their seconds add up
 to more than the wall time then.
 

@@ -130,11 +130,11 @@ ModelOption = Annotated[
 
 
 def checked_device(value: str) -> str:
-    """--device: "auto", or a device this machine has (DeviceError, one line, before any work starts)."""
-    if value != "auto":
-        from samrefiner.models.device import check_device
+    """--device: "auto", or a device this machine has, for this process under torchrun too (DeviceError,
+    one line, before any work starts)."""
+    from samrefiner.distributed import Ranks, process_device
 
-        check_device(value, name="--device")
+    process_device(value, Ranks.from_env(), name="--device")
     return value
 
 
@@ -324,11 +324,10 @@ def set_coco_segmentation(dataset: Any, kind: str) -> None:
 
 
 def stage_synchronizer(refiner: Any) -> Callable[[], None] | None:
-    """torch.cuda.synchronize when the model runs on CUDA (model stages then time the GPU's work)."""
-    import torch
+    """torch.cuda.synchronize of the model's GPU when it runs on CUDA (model stages then time its work)."""
+    from samrefiner.models.device import cuda_device, synchronizer
 
-    device = getattr(refiner.model, "device", None)
-    return torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else None
+    return synchronizer(cuda_device(refiner.model))
 
 
 def build_refiner(
@@ -342,10 +341,9 @@ def build_refiner(
 ) -> Any:
     """Check the refinement options, then load the model on `device` (this rank's GPU under torchrun)
     with its speed settings and wrap it in a Refiner (with the IoU adapter file `adapter`, if any)."""
-    import torch
-
     from samrefiner import Refiner, load_model
-    from samrefiner.distributed import Ranks, make_current
+    from samrefiner.distributed import Ranks, process_device
+    from samrefiner.models.device import make_current
     from samrefiner.models.speed import PRECISIONS
 
     try:
@@ -354,7 +352,7 @@ def build_refiner(
         raise InputError(f"refinement options: {in_option_terms(str(error))}") from None
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    resolved = (ranks or Ranks()).device(device, torch.cuda.is_available())
+    resolved = process_device(device, ranks or Ranks(), name="--device")
     make_current(resolved)
     loaded = load_model(model_spec, device=resolved)
     if hasattr(loaded, "speed_up"):
