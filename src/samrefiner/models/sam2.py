@@ -29,9 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def whole_frame_pixels(
-    image: np.ndarray, side: int, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
+def whole_frame_pixels(image: np.ndarray, side: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """(1, 3, side, side) float32 as the official SAM 2 / SAM 3 transforms make them: ToTensor (x / 255),
     Resize((side, side)) on the tensor (bilinear, antialias, align_corners=False), Normalize(mean, std)."""
     pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float().div(255)
@@ -72,7 +70,9 @@ class WholeFrameBackend(TransformersBackend):
 
     def _decoder_inputs(self, encoding: Encoding) -> dict[str, object]:
         """The decoder also reads the encoder's two high-resolution feature maps."""
-        return {"high_resolution_features": [encoding.features[f"high_res_{level}"].to(self.device) for level in range(2)]}
+        return {
+            "high_resolution_features": [encoding.features[f"high_res_{level}"].to(self.device) for level in range(2)]
+        }
 
     def upscale(self, low_res_logits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
         """Small holes filled (when `max_hole_area` > 0), then the low-res logits straight to the

@@ -151,4 +151,3 @@ def build_hq_model(state_dict: Mapping[str, torch.Tensor], source: str) -> SamHQ
     """Convert an official HQ-SAM state dict and load it into a `SamHQModel` (strict: all keys, all shapes)."""
     converted, config = convert_hq_state_dict(state_dict, source)
     return load_converted(SamHQModel, config, converted, source)
-

@@ -131,7 +131,9 @@ class TransformersBackend(PromptableModel):
         count = count_objects(points, labels, boxes, mask_inputs)
         side = self.mask_input_size
         if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != (side, side):
-            raise ValueError(f"mask_inputs must be (N, 1, {side}, {side}) for this model, got {tuple(mask_inputs.shape)}")
+            raise ValueError(
+                f"mask_inputs must be (N, 1, {side}, {side}) for this model, got {tuple(mask_inputs.shape)}"
+            )
         points, boxes = self._to_input_frame(points, boxes, encoding)
         point_t = None if points is None else torch.as_tensor(points, dtype=torch.float32, device=self.device)
         label_t = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
