@@ -7,13 +7,17 @@ rebuilt from the seed by the fixture's own make_weights.py into a temp folder an
 within 1e-3 of the largest reference value, IoU predictions within 1e-4, every candidate mask at
 image size with IoU >= 0.999 against the official one. The float16 storage of the fixtures sets the
 floor (measured there: 2.6e-4 and 3.9e-4 relative).
+
+`python tests/test_sam2_official_parity.py` prints the worst figures over all cases and prompt sets.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 from functools import cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -35,19 +39,23 @@ IOU_BOUND = 1e-4  # absolute
 MASK_IOU_BOUND = 0.999
 
 
-@pytest.fixture(scope="session")
-def official_sam2(tmp_path_factory) -> Sam2Backend:
-    """The fixtures' checkpoint, made by their make_weights.py and loaded as a user would."""
+def load_official_checkpoint(folder: Path) -> Sam2Backend:
+    """The fixtures' checkpoint, made in `folder` by their make_weights.py and loaded as a user would."""
     spec = importlib.util.spec_from_file_location("make_weights", REFERENCE / "make_weights.py")
     make_weights = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_weights)
     layout = json.loads((LAYOUTS / f"{INDEX['layout']}.json").read_text())
-    path = tmp_path_factory.mktemp("sam2_official") / f"{INDEX['layout']}.pt"
+    path = folder / f"{INDEX['layout']}.pt"
     torch.save({"model": make_weights.make_state_dict(layout, INDEX["seed"])}, path)
     model = load_model(path)
     path.unlink()  # 156 MB
     assert isinstance(model, Sam2Backend)
     return model
+
+
+@pytest.fixture(scope="session")
+def official_sam2(tmp_path_factory) -> Sam2Backend:
+    return load_official_checkpoint(tmp_path_factory.mktemp("sam2_official"))
 
 
 @cache
@@ -132,3 +140,29 @@ def test_every_case_and_prompt_set_is_checked():
     assert len(CASES) == 4 and len(RUNS) == 16
     for case, prompt_set in RUNS:
         assert f"{prompt_set}__low_res_logits" in reference(case)
+
+
+def worst_figures() -> dict[str, float]:
+    """The worst embedding, logits, IoU and candidate-mask figures over every case and prompt set."""
+    with tempfile.TemporaryDirectory() as folder:
+        model = load_official_checkpoint(Path(folder))
+    worst = {"embedding": 0.0, "logits": 0.0, "iou": 0.0, "mask_iou": 1.0}
+    for case in CASES:
+        encoding = model.encode(image(case))
+        embedding = relative_max_difference(encoding.embeddings, reference(case)["image_embed"])
+        worst["embedding"] = max(worst["embedding"], embedding)
+        for prompt_set in [prompt_set for run_case, prompt_set in RUNS if run_case == case]:
+            figures = run_figures(model, encoding, case, prompt_set)
+            worst["logits"] = max(worst["logits"], figures["logits"])
+            worst["iou"] = max(worst["iou"], figures["iou"])
+            worst["mask_iou"] = min(worst["mask_iou"], figures["mask_iou"])
+    return worst
+
+
+if __name__ == "__main__":
+    worst = worst_figures()
+    print(
+        f"over {len(CASES)} cases and {len(RUNS)} prompt sets: image embedding {worst['embedding']:.2e}, "
+        f"low-res logits {worst['logits']:.2e} (max |diff| relative to the largest reference value), "
+        f"IoU predictions {worst['iou']:.2e} (absolute), worst candidate mask IoU {worst['mask_iou']:.5f}"
+    )
