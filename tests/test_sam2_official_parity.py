@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -72,9 +73,9 @@ def image(case: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def encodings(official_sam2) -> dict[str, Encoding]:
-    """Each case's image encoded once."""
-    return {case: official_sam2.encode(image(case)) for case in CASES}
+def encodings(official_sam2) -> Callable[[str], Encoding]:
+    """Each case's image encoded once, when a test first needs it."""
+    return cache(lambda case: official_sam2.encode(image(case)))
 
 
 def decode(model: Sam2Backend, encoding: Encoding, case: str, prompt_set: str) -> Decoded:
@@ -124,13 +125,13 @@ def run_figures(model: Sam2Backend, encoding: Encoding, case: str, prompt_set: s
 
 @pytest.mark.parametrize("case", CASES)
 def test_image_embedding(encodings, case):
-    difference = relative_max_difference(encodings[case].embeddings, reference(case)["image_embed"])
+    difference = relative_max_difference(encodings(case).embeddings, reference(case)["image_embed"])
     assert difference <= EMBEDDING_BOUND, f"{case}: embedding differs by {difference:.2e} relative"
 
 
 @pytest.mark.parametrize(("case", "prompt_set"), RUNS)
 def test_logits_iou_and_masks(official_sam2, encodings, case, prompt_set):
-    figures = run_figures(official_sam2, encodings[case], case, prompt_set)
+    figures = run_figures(official_sam2, encodings(case), case, prompt_set)
     assert figures["logits"] <= LOGITS_BOUND, f"{case}/{prompt_set}: {figures}"
     assert figures["iou"] <= IOU_BOUND, f"{case}/{prompt_set}: {figures}"
     assert figures["mask_iou"] >= MASK_IOU_BOUND, f"{case}/{prompt_set}: {figures}"

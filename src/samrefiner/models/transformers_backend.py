@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from samrefiner.errors import InputError
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
-from samrefiner.models.speed import decode_batch
+from samrefiner.models.speed import autocast_dtype, decode_batch
 
 
 def check_image(image: np.ndarray) -> None:
@@ -75,6 +75,7 @@ class TransformersBackend(PromptableModel):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.name = name
+        self.autocast_dtype = autocast_dtype("auto", self.device)
         self._read_geometry()
         with torch.inference_mode():
             self._image_pe = self.model.get_image_wide_positional_embeddings()
