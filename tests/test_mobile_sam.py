@@ -5,7 +5,6 @@ LiteMedSAM) and the registry entry."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 
@@ -26,15 +25,15 @@ from reference_runs import (
 
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
-from samrefiner.models import lite_medsam, mobile_sam
 from samrefiner.models.convert_tiny_vit import (
     build_tiny_vit_sam,
     image_size_of,
     read_tiny_vit_shape,
     rename_tiny_vit_key,
 )
-from samrefiner.models.mobile_sam import MobileSamBackend
 from samrefiner.models.download import sha256_of
+from samrefiner.models.lite_medsam import LiteMedSamBackend
+from samrefiner.models.mobile_sam import MobileSamBackend
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.tiny_vit import TinyViT
 from samrefiner.refine import Refiner
@@ -117,8 +116,8 @@ def layout_state_dict(name: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("layout", "backend", "patch_kernel", "image_size", "dropped"),
     [
-        ("mobile_sam_vit_t.json", mobile_sam, 3, 1024, r"\.num_batches_tracked$|^image_encoder\.(norm_head|head)\."),
-        ("lite_medsam.json", lite_medsam, 1, 256, r"\.num_batches_tracked$"),
+        ("mobile_sam_vit_t.json", MobileSamBackend, 3, 1024, r"\.num_batches_tracked$|^image_encoder\.(norm_head|head)\."),
+        ("lite_medsam.json", LiteMedSamBackend, 1, 256, r"\.num_batches_tracked$"),
     ],
 )
 def test_official_layouts_map_every_tensor(layout, backend, patch_kernel, image_size, dropped):
@@ -126,7 +125,7 @@ def test_official_layouts_map_every_tensor(layout, backend, patch_kernel, image_
     device); only the BatchNorm counters and MobileSAM's unused classifier head are dropped."""
     state_dict = layout_state_dict(layout)
     assert backend.matches_state_dict(state_dict)
-    assert [other.matches_state_dict(state_dict) for other in (mobile_sam, lite_medsam)].count(True) == 1
+    assert [other.matches_state_dict(state_dict) for other in (MobileSamBackend, LiteMedSamBackend)].count(True) == 1
     shape = read_tiny_vit_shape(state_dict, layout)
     assert shape.embed_dims == (64, 128, 160, 320) and shape.depths == (2, 2, 6, 2)
     assert shape.num_heads[1:] == (4, 5, 10) and shape.window_sizes[1:] == (7, 14, 7)

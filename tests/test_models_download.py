@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import SAM_REF
 
-import samrefiner.models
 import samrefiner.models.download
+import samrefiner.models.hub
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.download import fetch, sha256_of
@@ -85,7 +85,7 @@ def test_hand_placed_file_with_wrong_sha256_is_named(cache):
     found = hashlib.sha256(b"already here").hexdigest()
     assert str(error.value) == (
         f"{placed}: sha256 is {found}, expected {PAYLOAD_SHA} (not the official file, or a damaged copy): "
-        "delete it to download it again, replace it with the official file, or pass --model PATH"
+        "delete it to download it again, or replace it with the official file"
     )
     assert placed.read_bytes() == b"already here"  # the user's file is left alone
     assert sorted(p.name for p in cache.iterdir()) == ["weights.pth"]  # nothing recorded as verified
@@ -157,7 +157,8 @@ def test_interrupted_transfer_leaves_nothing(server_url, cache):
         fetch(f"{server_url}/cut", "weights.pth", PAYLOAD_SHA)
     message = str(error.value)
     assert "\n" not in message and "cannot download weights.pth" in message
-    assert f"{len(PAYLOAD) // 2} of {len(PAYLOAD)} bytes" in message
+    half = hashlib.sha256(PAYLOAD[: len(PAYLOAD) // 2]).hexdigest()
+    assert f"what arrived has sha256 {half}, expected {PAYLOAD_SHA} (the transfer was cut short" in message
     assert list(cache.iterdir()) == []
 
 
@@ -174,7 +175,8 @@ def test_offline_registry_name_says_where_to_put_the_file(cache, monkeypatch):
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("cannot download sam_vit_b_01ec64.pth")
-    assert message.endswith(f"put the file at {cache / 'sam_vit_b_01ec64.pth'} or pass --model PATH")
+    assert message.endswith(f"put the official file at {cache / 'sam_vit_b_01ec64.pth'}")
+    assert "--" not in message  # the library names no CLI flag
 
 
 def test_registry_name_downloads_verifies_and_loads(cache, monkeypatch):
@@ -187,7 +189,7 @@ def test_registry_name_downloads_verifies_and_loads(cache, monkeypatch):
 
 
 def test_hf_id_offline_is_one_clear_line(monkeypatch):
-    monkeypatch.setattr(samrefiner.models, "_hub_unreachable", lambda: "huggingface.co: test network is off")
+    monkeypatch.setattr(samrefiner.models.hub, "hub_unreachable", lambda: "huggingface.co: test network is off")
     with pytest.raises(CheckpointError) as error:
         load_model("samrefiner-tests/not-cached-anywhere")
     message = str(error.value)
@@ -235,30 +237,30 @@ def connections(monkeypatch):
         made.append(address)
         return _Connection()
 
-    monkeypatch.setattr(samrefiner.models.socket, "create_connection", connect)
+    monkeypatch.setattr(samrefiner.models.hub.socket, "create_connection", connect)
     return made
 
 
 def test_hub_probe_goes_through_https_proxy(hub, connections):
     hub.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert samrefiner.models._hub_unreachable() is None
+    assert samrefiner.models.hub.hub_unreachable() is None
     assert connections == [("proxy.example", 3128)]
 
 
 def test_hub_probe_honours_no_proxy(hub, connections):
     hub.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     hub.setenv("NO_PROXY", "localhost,.huggingface.co")
-    assert samrefiner.models._hub_unreachable() is None
+    assert samrefiner.models.hub.hub_unreachable() is None
     assert connections == [("huggingface.co", 443)]
 
 
 def test_unreachable_proxy_is_named(hub):
     proxy_url = closed_port_url().rsplit("/", 1)[0]
     hub.setenv("https_proxy", proxy_url)
-    reason = samrefiner.models._hub_unreachable()
+    reason = samrefiner.models.hub.hub_unreachable()
     assert reason is not None and reason.startswith(f"{proxy_url.split('//')[1]} (proxy for huggingface.co): ")
 
 
 def test_reachable_local_proxy_counts_as_online(hub, server_url):
     hub.setenv("HTTPS_PROXY", server_url)
-    assert samrefiner.models._hub_unreachable(timeout=2.0) is None
+    assert samrefiner.models.hub.hub_unreachable(timeout=2.0) is None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import Sam2Config, Sam2Model
+from whole_frame_reference import antialiased_resize
 
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
@@ -99,6 +100,18 @@ def test_mask_prompt_alone_and_upscale(backend, encoding):
     expected = torch.nn.functional.interpolate(decoded.low_res_logits, (120, 200), mode="bilinear")
     assert upscaled.shape == (2, 3, 120, 200) and torch.equal(upscaled, expected)
     assert backend.iou_head is backend.model.mask_decoder.iou_prediction_head
+
+
+def test_images_are_read_as_the_official_predictor_does(backend):
+    """Float [0, 1] image, antialiased bilinear resize to 1024 x 1024 (an image larger than the frame,
+    so antialiasing matters), ImageNet mean and std: checked against an independent resize."""
+    image = np.random.default_rng(5).integers(0, 256, (1200, 1400, 3), dtype=np.uint8)
+    pixels = antialiased_resize(image, 1024, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    with torch.inference_mode():
+        expected = backend.model.get_image_embeddings(torch.from_numpy(pixels).float())[-1]
+    difference = (backend.encode(image).embeddings - expected).abs().max()
+    assert difference <= 1e-4 * expected.abs().max()
+    assert backend.max_hole_area == 0  # the official SAM2ImagePredictor fills no holes by default
 
 
 def test_sam2_folder_loads_through_load_model(backend, tmp_path):

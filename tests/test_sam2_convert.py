@@ -1,9 +1,11 @@
-"""Official SAM 2.1 checkpoints (sam2.1_hiera_*.pt) -> transformers Sam2Model.
+"""Official SAM 2.1 checkpoints (sam2.1_hiera_*.pt) -> transformers Sam2Model: the CONVERSION only.
 
-No official file can be fetched here, so the tests make one: a small random transformers Sam2Model,
-written out in the official key layout by inverting the converter's mapping, plus the video-only
-tensors an official file also holds. Where that layout comes from (facebookresearch/sam2, read for
-these tests):
+These tests make official-layout files from a small random transformers Sam2Model by inverting the
+converter's mapping (`sam2_official_layout`, test-only), plus the video-only tensors an official file
+also holds, and check that reading them back gives the same tensors: a round trip through our own
+mapping, so it shows the renaming is complete and one-to-one, not that our SAM 2.1 computes what the
+official code computes. That is `test_sam2_official_parity.py`, against the official predictor's
+outputs. Where the layout comes from (facebookresearch/sam2, read for these tests):
 - `sam2/build_sam.py` `_load_checkpoint`: the file is `{"model": state_dict}`;
 - `sam2/modeling/sam2_base.py`: top-level `image_encoder`, `sam_prompt_encoder`, `sam_mask_decoder`,
   `no_mem_embed`, and the video-only `memory_attention`, `memory_encoder`, `maskmem_tpos_enc`,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sam2_official_layout import official_sam2_key, to_official_state_dict
 from test_models_sam2 import tiny_sam2
 from transformers import Sam2Model
 
@@ -37,9 +40,7 @@ from samrefiner.models.convert_sam2 import (
     build_sam2_model,
     convert_sam2_state_dict,
     detect_variant,
-    official_sam2_key,
     rename_sam2_key,
-    to_official_state_dict,
 )
 
 # Video-only tensors of an official SAM 2.1 file (names from sam2_base.py / memory_*.py), small shapes.
@@ -112,6 +113,7 @@ def test_video_only_keys_have_no_counterpart():
 
 
 def test_round_trip_loads_strictly_and_gives_identical_outputs():
+    """Conversion check: official layout and back is the identity (not evidence of parity)."""
     model = small_sam2()
     official = official_layout(model)
     assert "sam_prompt_encoder.point_embeddings.3.weight" in official

@@ -1,7 +1,10 @@
 """SAM 3 (transformers' `Sam3TrackerModel`) and EdgeTAM (`EdgeTamModel`) behind `PromptableModel`:
 tiny random configs with SAM 3's real geometry (1008 frame, 14-px patches: 72 grid, 288 mask
 prompts) refine real masks through `Refiner` and `samrefiner refine`, with points, box and mask
-prompts. EdgeTAM's encoder is timm's RepViT: its tests run only where timm is installed."""
+prompts. EdgeTAM's encoder is timm's RepViT: its tests use a random stand-in backbone. Both read
+images as their official predictors do (float resize with antialias), checked against an
+independent resize; SAM 3 fills small holes of its low-res masks by default, as its official
+predictor does, checked against an independent hole filling."""
 
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ from transformers import (
     Sam3TrackerModel,
 )
 from transformers.modeling_outputs import BaseModelOutput
+from whole_frame_reference import antialiased_resize, filled_holes
 
 from samrefiner import load_model
 from samrefiner.io.images import read_image, read_mask
-from samrefiner.models import PRETRAINED_BACKENDS
+from samrefiner.models.backends import PRETRAINED_BACKENDS
+from samrefiner.models.edgetam import EdgeTamBackend
+from samrefiner.models.holes import fill_holes
 from samrefiner.models.registry import REGISTRY
-from samrefiner.models.sam3 import Sam3Backend, processor_pixels
+from samrefiner.models.sam3 import Sam3Backend
 from samrefiner.prompts import Geometry, PromptMiner
 from samrefiner.refine import Refiner, RefinerConfig
 
@@ -163,26 +169,79 @@ def test_cli_refines_with_a_sam3_folder(saved_sam3, backend, frame, tmp_path, ca
     assert record["chosen"] == int(expected.chosen[0])
 
 
-def test_preprocessing_equals_the_transformers_processor(frame):
-    pytest.importorskip("torchvision", reason="transformers' SAM 3 / SAM 2 image processors need torchvision")
-    from transformers import Sam2ImageProcessor
-    from transformers.models.sam3.image_processing_sam3 import Sam3ImageProcessor
-
-    image = frame[0]
-    for processor, side, mean, std in (
-        (Sam3ImageProcessor(), 1008, [0.5] * 3, [0.5] * 3),
-        (Sam2ImageProcessor(), 1024, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ):
-        expected = processor(images=image, return_tensors="pt")["pixel_values"]
-        ours = processor_pixels(image, side, np.float32(mean) * 255, np.float32(std) * 255)
-        torch.testing.assert_close(ours, expected, rtol=0, atol=0)
-
-
 def test_registry_names_and_model_types():
     assert REGISTRY["sam3"].hf_id == "facebook/sam3" and REGISTRY["edgetam"].hf_id == "yonigozlan/EdgeTAM-hf"
     for model_type in ("sam3_tracker", "sam3_video"):
-        assert PRETRAINED_BACKENDS[model_type] == "samrefiner.models.sam3"
-    assert PRETRAINED_BACKENDS[EdgeTamConfig.model_type] == "samrefiner.models.edgetam"
+        assert PRETRAINED_BACKENDS[model_type] is Sam3Backend
+    assert PRETRAINED_BACKENDS[EdgeTamConfig.model_type] is EdgeTamBackend
+
+
+# Larger than the input frame in both directions, so the resize shrinks and antialiasing matters.
+NOISE = np.random.default_rng(7).integers(0, 256, (1300, 1500, 3), dtype=np.uint8)
+
+
+def assert_reads_images_officially(backend, side, mean, std):
+    """The embedding of `backend.encode` is the model's embedding of the independently resized image."""
+    expected_pixels = torch.from_numpy(antialiased_resize(NOISE, side, mean, std)).float()
+    encoding = backend.encode(NOISE)
+    with torch.inference_mode():
+        expected = backend.model.get_image_embeddings(expected_pixels)[-1]
+    scale = expected.abs().max()
+    assert (encoding.embeddings - expected).abs().max() <= 1e-4 * scale
+
+
+def test_sam3_reads_images_as_its_official_predictor(backend):
+    assert_reads_images_officially(backend, 1008, [0.5] * 3, [0.5] * 3)
+
+
+def hand_made_logits() -> torch.Tensor:
+    """A 20 x 20 foreground square in a 32 x 32 map with background holes of 1 pixel, 4 pixels that
+    touch only diagonally (one 8-connected component) and 9 pixels, and a 3-pixel background notch
+    on the image border cut off by foreground in the corner."""
+    logits = torch.full((32, 32), -2.0)
+    logits[4:24, 4:24] = 3.0
+    logits[6, 6] = -1.0  # 1 pixel
+    logits[10, 10] = logits[11, 11] = logits[10, 12] = logits[9, 13] = -1.0  # 4 pixels, 8-connected
+    logits[15:18, 15:18] = -1.0  # 9 pixels
+    logits[0:4, 28:32] = 5.0
+    logits[0:3, 31] = -0.5  # 3 pixels on the border
+    return logits
+
+
+def test_hole_filling_on_a_hand_made_mask():
+    logits = hand_made_logits()
+    filled = fill_holes(logits[None, None], 3)[0, 0]
+    changed = filled != logits
+    assert changed[6, 6] and changed[0:3, 31].all() and changed.sum() == 1 + 3
+    assert (filled[changed] == 10.0).all()  # the diagonal 4 and the 9-pixel hole stay
+    torch.testing.assert_close(filled, torch.from_numpy(filled_holes(logits.numpy(), 3)), rtol=0, atol=0)
+
+
+def test_hole_filling_equals_an_independent_one_on_random_masks():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.nn.functional.avg_pool2d(torch.randn(6, 1, 60, 60, generator=generator), 3, 1, 1) + 0.1
+    filled = fill_holes(logits, 5)
+    expected = np.stack([filled_holes(plane[0], 5) for plane in logits.numpy()])[:, None]
+    assert (filled != logits).sum() > 20  # the random maps have small background components
+    torch.testing.assert_close(filled, torch.from_numpy(expected), rtol=0, atol=0)
+
+
+def test_sam3_fills_holes_by_default_and_on_request_does_not(backend, encoding):
+    logits = torch.full((1, 1, 288, 288), -3.0)
+    logits[..., 50:250, 50:250] = 4.0
+    logits[..., 100:110, 100:110] = -2.0  # a 100-pixel hole: filled
+    logits[..., 150:170, 150:170] = -2.0  # a 400-pixel hole: kept
+    expected = torch.from_numpy(filled_holes(logits[0, 0].numpy(), 256))[None, None]
+    size = encoding.original_size
+    assert backend.max_hole_area == 256
+    upscaled = backend.upscale(logits, encoding)
+    torch.testing.assert_close(upscaled, torch.nn.functional.interpolate(expected, size, mode="bilinear"))
+    backend.max_hole_area = 0
+    try:
+        plain = backend.upscale(logits, encoding)
+    finally:
+        backend.max_hole_area = 256
+    torch.testing.assert_close(plain, torch.nn.functional.interpolate(logits, size, mode="bilinear"))
 
 
 class PyramidConfig(PreTrainedConfig):
@@ -263,3 +322,9 @@ def test_edgetam_folder_refines_with_every_prompt(frame, tmp_path, capsys, monke
     assert code == 0, err
     written = np.asarray(Image.open(tmp_path / "out" / "dog.png")) > 0
     np.testing.assert_array_equal(written, result.masks[0])
+
+
+def test_edgetam_reads_images_as_its_official_predictor():
+    backend = EdgeTamBackend(tiny_edgetam(), "tiny")
+    assert backend.max_hole_area == 0
+    assert_reads_images_officially(backend, 1024, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

@@ -355,6 +355,5 @@ def build_refiner(
     resolved = process_device(device, ranks or Ranks(), name="--device")
     make_current(resolved)
     loaded = load_model(model_spec, device=resolved)
-    if hasattr(loaded, "speed_up"):
-        loaded.speed_up(precision, compile=compile_model)
+    loaded.speed_up(precision, compile=compile_model)
     return Refiner(loaded, config, adapter=adapter)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from samrefiner.errors import CheckpointError
+from samrefiner.models.speed import CPU_DECODE_BATCH, autocast, autocast_dtype
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,13 @@ class PromptableModel(ABC):
     says) and zero-padded to an `image_size` square; the image embedding is an `embedding_size`
     grid over that frame; the dense mask prompt and the low-res logits are `mask_input_size`
     squares over it (M above).
+
+    Speed (`speed_up`): the model calls run under autocast with `autocast_dtype` (None: float32),
+    the decoder takes at most `cpu_decode_batch` objects per call on a CPU, and `compile_targets`
+    lists what `speed_up(compile=True)` compiles.
+
+    Loading (see `samrefiner.models.backends`): a backend that reads official checkpoints says so
+    with `matches_state_dict` and builds itself with `from_state_dict`; by default it reads none.
     """
 
     kind: str  # "sam", "sam_hq", "sam2", ...
@@ -54,6 +66,37 @@ class PromptableModel(ABC):
     image_size: int = 1024  # side of the square padded input frame
     embedding_size: int = 64  # side of the image-embedding grid
     mask_input_size: int = 256  # side of the dense mask prompt and of the low-res logits
+    autocast_dtype: torch.dtype | None = None  # precision of the model calls (None: float32)
+    cpu_decode_batch: int = CPU_DECODE_BATCH  # objects per decoder call on a CPU
+
+    @classmethod
+    def matches_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> bool:
+        """True when `state_dict` has the key layout of the official checkpoints this backend reads."""
+        return False
+
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], source: str, device: str | torch.device = "cpu"
+    ) -> PromptableModel:
+        """This backend built from an official state dict (float32 tensors) read from `source`."""
+        raise CheckpointError(f"{source}: {cls.__name__} reads no official checkpoint layout")
+
+    def speed_up(self, precision: str = "auto", compile: bool = False) -> None:
+        """Autocast precision of the model calls ("auto": bf16 on CUDA, fp32 elsewhere; see
+        `samrefiner.models.speed`) and, with `compile`, torch.compile of `compile_targets` (the
+        first calls then take a while)."""
+        self.autocast_dtype = autocast_dtype(precision, self.device)
+        if compile:
+            for module, dynamic in self.compile_targets():
+                module.compile(dynamic=dynamic)
+
+    def compile_targets(self) -> list[tuple[torch.nn.Module, bool]]:
+        """(module, dynamic shapes) pairs that `speed_up(compile=True)` compiles (none by default)."""
+        return []
+
+    def autocast(self) -> AbstractContextManager:
+        """The autocast context of the model calls (nothing for float32)."""
+        return autocast(self.device, self.autocast_dtype)
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> Encoding:

@@ -61,7 +61,10 @@ _COMPILED = tuple((re.compile(pattern), replacement) for pattern, replacement in
 
 # The prompt encoder's random Fourier matrix is one tensor used in two places in transformers.
 _POSITIONAL = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
-POSITIONAL_TARGETS = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
+POSITIONAL_TARGETS = (
+    "shared_image_embedding.positional_embedding",
+    "prompt_encoder.shared_embedding.positional_embedding",
+)
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
@@ -81,7 +84,7 @@ class EncoderShape:
 
     @property
     def variant(self) -> str:
-        """"vit_b", "vit_l", "vit_h", or "custom" for any other encoder."""
+        """ "vit_b", "vit_l", "vit_h", or "custom" for any other encoder."""
         return _VARIANTS.get((self.width, self.depth), "custom")
 
 
@@ -133,7 +136,9 @@ def rename_key(key: str) -> str | None:
     return None
 
 
-def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], SamConfig]:
+def convert_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str
+) -> tuple[dict[str, torch.Tensor], SamConfig]:
     """Official SAM state dict -> (transformers state dict in float32, matching `SamConfig`).
 
     Raises CheckpointError naming `source` when a key has no transformers counterpart.

@@ -18,7 +18,7 @@ import torch
 from transformers import Sam2Config, Sam2Model
 
 from samrefiner.errors import CheckpointError
-from samrefiner.models.convert_sam import POSITIONAL_TARGETS, load_converted, rename_tensors
+from samrefiner.models.convert_sam import load_converted, rename_tensors
 
 # Keys whose presence marks a state dict as an official SAM 2 / 2.1 checkpoint.
 SAM2_SIGNATURE = (
@@ -63,7 +63,8 @@ _LAYER = f"{_DECODER}.transformer.layers.{{i}}"
 _HF_LAYER = f"{_MASK_DECODER}.transformer.layers.{{i}}"
 
 # (official prefix, transformers prefix); "{i}" stands for a layer index. Each key matches one rule.
-_RULES: tuple[tuple[str, str], ...] = (
+# The rules read both ways (the tests build official-layout files from transformers models with them).
+RENAME_RULES: tuple[tuple[str, str], ...] = (
     (f"{_TRUNK}.pos_embed", f"{_BACKBONE}.pos_embed"),
     (f"{_TRUNK}.pos_embed_window", f"{_BACKBONE}.pos_embed_window"),
     (f"{_TRUNK}.patch_embed.proj.", f"{_BACKBONE}.patch_embed.projection."),
@@ -105,10 +106,10 @@ _RULES: tuple[tuple[str, str], ...] = (
 )
 
 # Tensors that are not a plain rename: one official matrix used twice, four embeddings stacked in one.
-_POSITIONAL = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
-_POINT_EMBEDDINGS = "sam_prompt_encoder.point_embeddings.{i}.weight"
+POSITIONAL = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+POINT_EMBEDDINGS = "sam_prompt_encoder.point_embeddings.{i}.weight"
 _POINT_EMBEDDINGS_KEY = re.compile(r"^sam_prompt_encoder\.point_embeddings\.\d+\.weight$")
-_POINT_EMBED = "prompt_encoder.point_embed.weight"
+POINT_EMBED = "prompt_encoder.point_embed.weight"
 NUM_POINT_EMBEDDINGS = 4
 
 
@@ -117,37 +118,32 @@ def _not_renamed(key: str) -> bool:
     return key.startswith(VIDEO_ONLY_PREFIXES) or _POINT_EMBEDDINGS_KEY.match(key) is not None
 
 
-def _pattern(template: str) -> re.Pattern[str]:
+def rule_pattern(template: str) -> re.Pattern[str]:
     """A rule template as an anchored regex (a template ending in "." is a prefix, else a whole key)."""
     body = re.escape(template).replace(re.escape("{i}"), r"(\d+)")
     return re.compile(f"^{body}" if template.endswith(".") else f"^{body}$")
 
 
-def _fill(template: str, match: re.Match[str], key: str) -> str:
+def fill_rule(template: str, match: re.Match[str], key: str) -> str:
     """Apply a matched rule: the other side's template with the same index, then the rest of the key."""
     filled = template.replace("{i}", match.group(1)) if "{i}" in template else template
     return filled + key[match.end() :]
 
 
-_TO_TRANSFORMERS = tuple((_pattern(official), converted) for official, converted in _RULES)
-_TO_OFFICIAL = tuple((_pattern(converted), official) for official, converted in _RULES)
+_TO_TRANSFORMERS = tuple((rule_pattern(official), converted) for official, converted in RENAME_RULES)
 
 
-def _rename(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | None:
+def rename_with(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | None:
+    """The key renamed by the first (pattern, template) rule that matches it, or None."""
     for pattern, target in rules:
         if match := pattern.match(key):
-            return _fill(target, match, key)
+            return fill_rule(target, match, key)
     return None
 
 
 def rename_sam2_key(key: str) -> str | None:
     """The transformers name of one official key (None when it has no plain rename)."""
-    return _rename(key, _TO_TRANSFORMERS)
-
-
-def official_sam2_key(key: str) -> str | None:
-    """The official name of one transformers key (the inverse of `rename_sam2_key`)."""
-    return _rename(key, _TO_OFFICIAL)
+    return rename_with(key, _TO_TRANSFORMERS)
 
 
 @dataclass(frozen=True)
@@ -223,31 +219,13 @@ def convert_sam2_state_dict(state_dict: Mapping[str, torch.Tensor], source: str)
 
     Video-only tensors are dropped; any other key without a counterpart raises CheckpointError.
     """
-    converted = rename_tensors(state_dict, rename_sam2_key, _POSITIONAL, "SAM 2.1", source, skip=_not_renamed)
+    converted = rename_tensors(state_dict, rename_sam2_key, POSITIONAL, "SAM 2.1", source, skip=_not_renamed)
     try:
-        points = [state_dict[_POINT_EMBEDDINGS.format(i=i)].float() for i in range(NUM_POINT_EMBEDDINGS)]
+        points = [state_dict[POINT_EMBEDDINGS.format(i=i)].float() for i in range(NUM_POINT_EMBEDDINGS)]
     except KeyError as error:
         raise CheckpointError(f"{source}: not a complete SAM 2.1 checkpoint ({error} missing)") from None
-    converted[_POINT_EMBED] = torch.cat(points, dim=0)
+    converted[POINT_EMBED] = torch.cat(points, dim=0)
     return converted
-
-
-def to_official_state_dict(converted: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Transformers `Sam2Model` state dict -> official key layout (image parts only; for tests/export)."""
-    official: dict[str, torch.Tensor] = {}
-    for key, tensor in converted.items():
-        if key == _POINT_EMBED:
-            official.update({_POINT_EMBEDDINGS.format(i=i): row[None] for i, row in enumerate(tensor)})
-        elif key in POSITIONAL_TARGETS:
-            known = official.get(_POSITIONAL)
-            if known is not None and not tensor.is_meta and not torch.equal(known, tensor):
-                raise ValueError(f"{' and '.join(POSITIONAL_TARGETS)} differ; the official layout holds one matrix")
-            official[_POSITIONAL] = tensor
-        elif (old_key := official_sam2_key(key)) is not None:
-            official[old_key] = tensor
-        else:
-            raise KeyError(f"no official name for {key}")
-    return official
 
 
 def build_sam2_model(state_dict: Mapping[str, torch.Tensor], source: str) -> Sam2Model:

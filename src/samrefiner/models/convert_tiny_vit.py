@@ -52,7 +52,9 @@ def read_tiny_vit_shape(state_dict: Mapping[str, torch.Tensor], source: str) -> 
     try:
         return _read_shape(state_dict)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as error:
-        raise CheckpointError(f"{source}: not a complete TinyViT (MobileSAM / LiteMedSAM) checkpoint ({error})") from None
+        raise CheckpointError(
+            f"{source}: not a complete TinyViT (MobileSAM / LiteMedSAM) checkpoint ({error})"
+        ) from None
 
 
 def _read_shape(state_dict: Mapping[str, torch.Tensor]) -> TinyViTShape:
@@ -66,7 +68,9 @@ def _read_shape(state_dict: Mapping[str, torch.Tensor]) -> TinyViTShape:
     if sorted(blocks) != list(range(stages)) or stages < 2:
         raise ValueError(f"encoder stages {sorted(blocks)}")
     dims = [state_dict[_PREFIX + "patch_embed.seq.2.c.weight"].shape[0]]
-    dims += [state_dict[f"{_PREFIX}layers.{stage - 1}.downsample.conv1.c.weight"].shape[0] for stage in range(1, stages)]
+    dims += [
+        state_dict[f"{_PREFIX}layers.{stage - 1}.downsample.conv1.c.weight"].shape[0] for stage in range(1, stages)
+    ]
     heads, windows = [0], [0]
     for stage in range(1, stages):
         biases = state_dict[f"{_PREFIX}layers.{stage}.blocks.0.attn.attention_biases"]

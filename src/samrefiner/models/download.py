@@ -1,5 +1,6 @@
-"""Checkpoint downloads into the cache folder: streamed to a temp file, verified, then renamed into place;
-files found in the cache are verified too, once (a `.sha256` marker remembers the result)."""
+"""Checkpoint downloads into the cache folder with `torch.hub.download_url_to_file` (a temp file beside
+the target, sha256 checked, renamed into place only when right); files found in the cache are verified
+too, once (a `.sha256` marker remembers the result)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
+import re
+import socket
+import sys
 import urllib.error
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch.hub
 from tqdm import tqdm
 
 from samrefiner.errors import CheckpointError
@@ -29,9 +34,12 @@ def sha256_of(path: Path, progress: bool = False) -> str:
     """Hex sha256 of a file, read in chunks (with a bar on stderr when `progress`)."""
     digest = hashlib.sha256()
     size = path.stat().st_size
-    with open(path, "rb") as stream, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress or None, leave=False
-    ) as bar:
+    with (
+        open(path, "rb") as stream,
+        tqdm(
+            total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress or None, leave=False
+        ) as bar,
+    ):
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -79,66 +87,50 @@ def verify_cached(path: Path, sha256: str) -> None:
     if found != sha256:
         raise CheckpointError(
             f"{path}: sha256 is {found}, expected {sha256} (not the official file, or a damaged copy): "
-            f"delete it to download it again, replace it with the official file, or pass --model PATH"
+            "delete it to download it again, or replace it with the official file"
         )
     if known is None:
         _remember(path, found)
 
 
-class _IncompleteTransfer(Exception):
-    """The server closed the connection before sending the announced length."""
-
-
-def _stream(url: str, out_path: Path, timeout: float) -> str:
-    """Copy `url` into `out_path`; return the sha256 of what was received."""
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(out_path, "wb") as out:
-        announced = response.headers.get("Content-Length")
-        total = int(announced) if announced else None
-        received = 0
-        with tqdm(total=total, unit="B", unit_scale=True, desc=out_path.name, disable=None, leave=False) as bar:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and received != total:
-        raise _IncompleteTransfer(f"connection closed after {received} of {total} bytes")
-    return digest.hexdigest()
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """`urlopen` inside torch.hub takes no timeout: give its sockets one while the download runs."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def fetch(url: str, file_name: str, sha256: str, timeout: float = 60.0) -> Path:
     """The cached file `file_name`, downloading it from `url` first when absent.
 
-    A download is written to a temp file next to the target, checked against `sha256` and renamed into
-    place only when complete and correct; on any failure nothing is left in the cache and a
-    CheckpointError says where to put the file by hand. A file already in the cache (downloaded, or
-    put there by hand) is checked against `sha256` too, once (see verify_cached).
+    The download goes to a temp file next to the target, is checked against `sha256` and renamed into
+    place only when complete and correct (`torch.hub.download_url_to_file`); on any failure nothing is
+    left in the cache and a CheckpointError says where to put the file by hand. A file already in the
+    cache (downloaded, or put there by hand) is checked against `sha256` too, once (see verify_cached).
     """
     target = cache_dir() / file_name
     if target.is_file():
         verify_cached(target, sha256)
         return target
-    manual = f"put the file at {target} or pass --model PATH"
-    temp: Path | None = None
+    manual = f"put the official file at {target}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=target.parent)
-        os.close(handle)
-        temp = Path(name)
-        received = _stream(url, temp, timeout)
-        if received != sha256:
-            raise CheckpointError(
-                f"downloaded {file_name} from {url} has sha256 {received}, expected {sha256}; "
-                f"nothing was saved: {manual}"
-            )
-        os.replace(temp, target)
-        temp = None
-        _remember(target, received)
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, _IncompleteTransfer) as error:
+        with _socket_timeout(timeout):
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=sys.stderr.isatty())
+    except RuntimeError as error:
+        found = re.search(r'got "([0-9a-f]+)"', str(error))
+        if found is None:
+            raise
+        raise CheckpointError(
+            f"cannot download {file_name} from {url}: what arrived has sha256 {found.group(1)}, expected {sha256} "
+            f"(the transfer was cut short, or the server sent another file); nothing was saved: {manual}"
+        ) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or str(error) or type(error).__name__
         raise CheckpointError(f"cannot download {file_name} from {url} ({reason}): {manual}") from None
-    finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
+    _remember(target, sha256)
     return target

@@ -70,9 +70,7 @@ class FusedSamDecoder(torch.nn.Module):
         hidden = embed.activation(embed.layer_norm1(embed.conv1(masks)))
         hidden = embed.activation(embed.layer_norm2(embed.conv2(hidden)))  # (B, 16, 64, 64)
         weight = embed.conv3.weight.flatten(1)  # 1x1 convolution = a linear map per pixel
-        return torch.baddbmm(
-            image + embed.conv3.bias, _tokens(hidden), weight.t().expand(batch, -1, -1)
-        )
+        return torch.baddbmm(image + embed.conv3.bias, _tokens(hidden), weight.t().expand(batch, -1, -1))
 
     def _two_way(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`SamTwoWayTransformer`: (B, T, C) tokens and (B, N, C) image tokens, both updated."""
@@ -80,7 +78,9 @@ class FusedSamDecoder(torch.nn.Module):
         query_pe = queries
         for layer in transformer.layers:
             queries, keys = self._block(layer, queries, keys, query_pe)
-        attended = _tokens_to_image(transformer.final_attn_token_to_image, queries + query_pe, keys + self.image_pe, keys)
+        attended = _tokens_to_image(
+            transformer.final_attn_token_to_image, queries + query_pe, keys + self.image_pe, keys
+        )
         return transformer.layer_norm_final_attn(queries + attended), keys
 
     def _block(
@@ -164,7 +164,9 @@ def _image_to_tokens(
     project = torch.einsum("hdc,bthd->bhtc", attention.q_proj.weight.view(heads, width, channels), key)
     offset = torch.einsum("hd,bthd->bht", attention.q_proj.bias.view(heads, width), key)
     scores = torch.baddbmm(
-        offset.reshape(batch, heads * count, 1), project.reshape(batch, heads * count, channels), keys_pe.transpose(1, 2)
+        offset.reshape(batch, heads * count, 1),
+        project.reshape(batch, heads * count, channels),
+        keys_pe.transpose(1, 2),
     )
     weights = scores.view(batch, heads, count, -1).softmax(dim=2).view(batch, heads * count, -1)
     mix = torch.einsum("chd,bthd->bhtc", attention.out_proj.weight.view(channels, heads, width), value)

