@@ -36,6 +36,7 @@ from typing import Any
 from samrefiner import __version__
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
+from samrefiner.outputs import folder_files
 
 MANIFEST_NAME = "run.json"
 INFORMATIVE = ("model",)
@@ -97,14 +98,28 @@ def read_manifest(layout: OutputLayout) -> dict[str, Any] | None:
         raise InputError(f"{path}: not a readable run manifest ({error}); delete that output or choose another --out") from None
 
 
+def file_fields(**files: Path | None) -> dict[str, str | None]:
+    """`<name>_sha256` for each input file that is one input of the whole run (a COCO file, a
+    data.yaml): its digest, or None when not given. Beside a `<name>` path field, a change is
+    described as that file having changed."""
+    from samrefiner.fingerprints import file_sha256
+
+    return {f"{name}_sha256": None if path is None else file_sha256(path) for name, path in files.items()}
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'field (old -> new)' for every compared field whose value differs (a missing field is null)."""
+    """'field (old -> new)' for every compared field whose value differs (a missing field is null);
+    'PATH changed since (old -> new)' for the digest of an input file whose path is the same."""
     names = [name for name in {**old, **new} if name not in INFORMATIVE]
-    return [
-        f"{name} ({_short(old.get(name))} -> {_short(new.get(name))})"
-        for name in names
-        if old.get(name) != new.get(name)
-    ]
+    return [_difference(name, old, new) for name in names if old.get(name) != new.get(name)]
+
+
+def _difference(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
+    values = f"({_short(old.get(name))} -> {_short(new.get(name))})"
+    path = new.get(name.removesuffix("_sha256"))
+    if name.endswith("_sha256") and isinstance(path, str) and old.get(name.removesuffix("_sha256")) == path:
+        return f"{path} changed since {values}"
+    return f"{name} {values}"
 
 
 def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool, partial: bool = False) -> None:
@@ -227,3 +242,17 @@ def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # a sha256
     return text if len(text) <= 60 else "..." + text[-57:]
+
+
+def owns(layout: OutputLayout, location: Any) -> bool:
+    """Whether the output `location` (a samrefiner.outputs.Location) of a run into `layout` was
+    written by samrefiner: the output itself and its work folder when `layout` holds a work folder
+    (`claim` then decides what the run may do there), any other path (errors file, overlays) when
+    the journals there list every file in it."""
+    if not layout.work_dir.is_dir():
+        return False
+    path = Path(os.path.abspath(location.path))
+    if path in (Path(os.path.abspath(layout.out)), Path(os.path.abspath(layout.work_dir))):
+        return True
+    files = folder_files(path) if location.folder else {path}
+    return files <= set(journaled_files(layout))

@@ -60,6 +60,10 @@ class MaskFolders(Dataset):
             SampleRef(key, str(sources[0])) for key, sources in sorted(self._sources.items())
         ]
 
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        masks = [path for source in self._sources[ref.key] for path in _mask_files(source)]
+        return [unique_image(self._images, ref.key, self.images, ref.name), *masks]
+
     def load(self, ref: SampleRef) -> Sample:
         sources = self._sources[ref.key]
         if len(sources) > 1:
