@@ -280,3 +280,26 @@ def test_torchrun_ranks_stop_together_and_check_rank_zeros_manifest(tmp_path):
         f"{tmp_path / 'out'}: holds another run's results (iterations (1 -> 2)); --overwrite replaces them, or choose another --out"
     ] * 2
     assert scores_keys(tmp_path / "out") == expected
+
+
+def test_malformed_inputs_in_a_row_never_stop_the_run(tmp_path, monkeypatch):
+    """Reading raises a raw exception (what a malformed annotation value gave, e.g. KeyError) for six
+    images in a row: each is that image's input error, recorded, and the run goes on to refine the
+    rest (it stopped as "systemic" after the second, here)."""
+    images, masks = make_dataset(tmp_path, count=9)
+    load = MaskFolders.load
+    bad = {f"img{index}": KeyError("size") for index in range(1, 7)}
+
+    def malformed(self, ref):
+        if ref.key in bad:
+            raise bad[ref.key]
+        return load(self, ref)
+
+    monkeypatch.setattr(MaskFolders, "load", malformed)
+    summary = run(MaskFolders(images, masks, tmp_path / "out"), IdentityRefiner(), progress=False, max_consecutive_failures=2)
+    assert summary.stopped is None
+    assert (summary.images, summary.failures) == (3, 6)
+    assert scores_keys(tmp_path / "out") == ["img0", "img7", "img8"]
+    lines = (tmp_path / "out" / "errors.txt").read_text().splitlines()
+    assert lines[0] == f"{masks / 'img1'}: KeyError: 'size'" and len(lines) == 6  # the same line as before
+    assert "KeyError: 'size'" in (tmp_path / "out" / ".samrefiner" / "failures.log").read_text()  # the original trace
