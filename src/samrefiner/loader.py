@@ -29,6 +29,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,6 +107,9 @@ class Workers:
         self.executor = ProcessPoolExecutor(
             count, mp_context=multiprocessing.get_context("spawn"), initializer=_hold, initargs=(dataset, os.getpid())
         )
+        with _sigint_ignored():  # inherited: a Ctrl-C while a worker starts up is no traceback there
+            for _ in range(count):
+                self.executor.submit(int)  # the pool starts a process per task while none is idle
 
     def loader(self, dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[SampleRef, Sample | Exception]]:
         """`load_in_order`, each sample decoded in a worker, up to 2 n ahead."""
@@ -185,6 +189,20 @@ def _hold(dataset: Dataset, parent: int) -> None:
     show_input_warnings()  # a worker's input warnings are one line each, as in the main process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_without, args=(parent,), name="samrefiner-orphan-watch", daemon=True).start()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored inside the block (processes started there inherit that); a no-op outside the
+    main thread, where Python cannot change signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _exit_without(parent: int) -> None:
