@@ -22,7 +22,6 @@ from test_run_manifest import ModelRefiner, run_cli
 import samrefiner.commands.refine as refine_module
 from samrefiner.config import RefinerConfig
 from samrefiner.distributed import Ranks, run_ranks
-from samrefiner.errors import InputError
 from samrefiner.io.masks import MaskFolders
 from samrefiner.runner import Shard, run
 
@@ -296,7 +295,9 @@ def test_malformed_inputs_in_a_row_never_stop_the_run(tmp_path, monkeypatch):
         return load(self, ref)
 
     monkeypatch.setattr(MaskFolders, "load", malformed)
-    summary = run(MaskFolders(images, masks, tmp_path / "out"), IdentityRefiner(), progress=False, max_consecutive_failures=2)
+    summary = run(
+        MaskFolders(images, masks, tmp_path / "out"), IdentityRefiner(), progress=False, max_consecutive_failures=2
+    )
     assert summary.stopped is None
     assert (summary.images, summary.failures) == (3, 6)
     assert scores_keys(tmp_path / "out") == ["img0", "img7", "img8"]

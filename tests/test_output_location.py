@@ -54,10 +54,14 @@ def test_overwrite_writes_into_a_foreign_folder_and_keeps_its_other_files(capsys
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    code, _, err = run_cli(capsys, monkeypatch, "--images", images, "--masks", masks, "--out", out, "--model", "m", "--overwrite")
+    code, _, err = run_cli(
+        capsys, monkeypatch, "--images", images, "--masks", masks, "--out", out, "--model", "m", "--overwrite"
+    )
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine" and (out / "img1" / "b.png").is_file()
-    code, _, err = run_cli(capsys, monkeypatch, "--images", images, "--masks", masks, "--out", out, "--model", "m", "--resume")
+    code, _, err = run_cli(
+        capsys, monkeypatch, "--images", images, "--masks", masks, "--out", out, "--model", "m", "--resume"
+    )
     assert code == 0, err  # now samrefiner's output: resumed without --overwrite
 
 
@@ -73,7 +77,9 @@ def test_out_json_over_an_unrelated_json_is_refused(no_model, capsys, monkeypatc
 def test_a_json_outputs_scores_file_beside_it_is_checked_too(no_model, capsys, monkeypatch, tmp_path):
     images, coco, _ = build_coco(tmp_path)
     (tmp_path / "refined.scores.jsonl").write_text("not samrefiner's\n")
-    code, _, err = run_cli(capsys, monkeypatch, "--images", images, "--coco", coco, "--out", tmp_path / "refined.json", "--model", "m")
+    code, _, err = run_cli(
+        capsys, monkeypatch, "--images", images, "--coco", coco, "--out", tmp_path / "refined.json", "--model", "m"
+    )
     assert code == 2 and f"{tmp_path / 'refined.scores.jsonl'}: a file samrefiner did not write" in one_line(err)
 
 
@@ -142,7 +148,9 @@ def test_corrupt_into_a_folder_of_other_files_is_refused(capsys, monkeypatch, tm
     out.mkdir()
     (out / "mine.png").write_bytes(b"mine")
     grabcut = DATA / "grabcut"
-    code, err = run_main(capsys, monkeypatch, "corrupt", "--images", grabcut / "images", "--gt", grabcut / "gt", "--out", out)
+    code, err = run_main(
+        capsys, monkeypatch, "corrupt", "--images", grabcut / "images", "--gt", grabcut / "gt", "--out", out
+    )
     assert code == 2 and f"--out {out}: a folder that holds files samrefiner did not write" in one_line(err)
     assert [path.name for path in out.iterdir()] == ["mine.png"]
 
@@ -152,7 +160,9 @@ def test_adapt_over_a_file_that_is_no_adapter_is_refused_before_the_model(capsys
     precious = tmp_path / "weights.safetensors"
     precious.write_bytes(b"someone else's weights")
     monkeypatch.setattr("samrefiner.models.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
-    code, err = run_main(capsys, monkeypatch, "adapt", "--images", images, "--masks", masks, "--out", precious, "--model", "m")
+    code, err = run_main(
+        capsys, monkeypatch, "adapt", "--images", images, "--masks", masks, "--out", precious, "--model", "m"
+    )
     assert code == 2 and f"--out {precious}: a file samrefiner did not write" in one_line(err)
     assert precious.read_bytes() == b"someone else's weights"
 
@@ -172,7 +182,9 @@ def test_apply_review_into_a_folder_of_other_files_is_refused_and_rerun_into_its
                     "--out", tmp_path / "report")[0] == 0
     report = read_manifest(tmp_path / "report")["reportId"]
     decisions = tmp_path / "decisions.json"
-    decisions.write_text(json.dumps({"format": "samrefiner-review-decisions", "version": 1, "report": report, "decisions": []}))
+    decisions.write_text(
+        json.dumps({"format": "samrefiner-review-decisions", "version": 1, "report": report, "decisions": []})
+    )
     final = tmp_path / "final"
     shutil.copytree(masks, final)  # the user's own masks where the final dataset would go
     before = tree_digest(final)

@@ -58,7 +58,9 @@ def start_run(tmp_path: Path, ready: str) -> tuple[subprocess.Popen, set[int]]:
         "--iterations", "1", "--no-progress", "--workers", "2",
     ]  # fmt: skip
     environment = {"PYTHONPATH": str(REPO / "src"), **os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         children = descendants(process.pid)

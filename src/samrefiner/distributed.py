@@ -81,7 +81,9 @@ def make_current(device: str) -> None:
         torch.cuda.set_device(torch.device(device))
 
 
-def run_ranks(dataset: Dataset, refiner: Any, ranks: Ranks, options: RunOptions | None = None, **fields: Any) -> Summary:
+def run_ranks(
+    dataset: Dataset, refiner: Any, ranks: Ranks, options: RunOptions | None = None, **fields: Any
+) -> Summary:
     """`runner.run` for this rank's images, then one merged output; the summary of all ranks.
 
     `options.limit`: the first `limit` images of the `shard` selection, split across the ranks. The

@@ -48,7 +48,8 @@ def file_sha256(path: Path) -> str:
 
 def _status(path: Path) -> dict[str, int]:
     status = path.stat()
-    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "ctime_ns": status.st_ctime_ns, "inode": status.st_ino}
+    values = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+    return dict(zip(STATUS_FIELDS, values))
 
 
 def _changed(entry: dict[str, Any], path: Path) -> bool:

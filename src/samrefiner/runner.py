@@ -133,7 +133,8 @@ class Summary:
         if self.skipped:
             text += f"; {self.skipped} already done"
         if self.changed:
-            text += f"; {len(self.changed)} redone, their inputs changed ({self.changed[0]}{', ...' * (len(self.changed) > 1)})"
+            more = ", ..." if len(self.changed) > 1 else ""
+            text += f"; {len(self.changed)} redone, their inputs changed ({self.changed[0]}{more})"
         if self.idle:
             causes = ", ".join(f"{name} {share:.0%}" for name, share in self.idle.items() if name != "total")
             text += f"; model idle {self.idle['total']:.0%} of the time ({causes})"
@@ -426,7 +427,9 @@ class Batch:
         self.policy = FailurePolicy(options.max_consecutive_failures)
         self.summary = Summary(skipped=self.plan.skipped, errors_path=self.errors.path, changed=self.plan.changed)
         self.start = time.perf_counter()
-        self.bar = tqdm(total=len(self.plan.todo), unit="img", disable=not options.progress, file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=len(self.plan.todo), unit="img", disable=not options.progress, file=sys.stderr, dynamic_ncols=True
+        )
         self.writes = options.writer(dataset, self.store, options.overlays)
 
     def go(self, refiner: Any) -> None:

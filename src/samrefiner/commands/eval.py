@@ -371,7 +371,7 @@ def is_eval_json(location: Location) -> bool:
         document = json.loads(location.path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(document, dict) and isinstance(document.get("missing"), list) and isinstance(document.get("unusable"), list)
+    return isinstance(document, dict) and all(isinstance(document.get(key), list) for key in ("missing", "unusable"))
 
 
 def json_ready(scores: dict[str, Any]) -> dict[str, Any]:

@@ -175,22 +175,30 @@ RefineImagesOption = Annotated[
     Path | None, typer.Option("--images", help="Folder of images (searched recursively); with --yolo: the YOLO folder.")
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")]
-CopyImagesOption = Annotated[bool, typer.Option("--copy-images", help="--yolo: also copy the images into the output dataset.")]
+CopyImagesOption = Annotated[
+    bool, typer.Option("--copy-images", help="--yolo: also copy the images into the output dataset.")
+]
 CocoSegmentationOption = Annotated[
-    str, typer.Option("--coco-segmentation", help="--coco output: rle, polygons, or input (each annotation in its input kind).")
+    str,
+    typer.Option(
+        "--coco-segmentation", help="--coco output: rle, polygons, or input (each annotation in its input kind)."
+    ),
 ]
 OverlaysOption = Annotated[
     Path | None, typer.Option("--save-overlays", help="Also write coarse | refined overlays here, one PNG per image.")
 ]
 LimitOption = Annotated[
     int | None,
-    typer.Option("--limit", min=1, help="Refine the first N images of the --shard selection (torchrun ranks share them)."),
+    typer.Option(
+        "--limit", min=1, help="Refine the first N images of the --shard selection (torchrun ranks share them)."
+    ),
 ]
 ShardOption = Annotated[
     str, typer.Option("--shard", help="K/N: only every N-th image from the K-th (0-based), e.g. a SLURM array task.")
 ]
 ResumeOption = Annotated[
-    bool, typer.Option("--resume", help="Skip images an earlier run already finished (redone when their input files changed).")
+    bool,
+    typer.Option("--resume", help="Skip images an earlier run finished (redone when their input files changed)."),
 ]
 OverwriteOption = Annotated[
     bool,
@@ -202,20 +210,33 @@ OverwriteOption = Annotated[
 ]
 ErrorsOption = Annotated[
     Path | None,
-    typer.Option("--errors", help="Where to list failed images (default: beside the output); with --shard K/N: NAME.shard-K-of-N.EXT."),
+    typer.Option(
+        "--errors",
+        help="Where to list failed images (default: beside the output); with --shard K/N: NAME.shard-K-of-N.EXT.",
+    ),
 ]
 MaxFailuresOption = Annotated[
     int,
-    typer.Option("--max-consecutive-failures", min=1, help="Stop (exit 3) when the same error, not a bad input, fails N images in a row."),
+    typer.Option(
+        "--max-consecutive-failures",
+        min=1,
+        help="Stop (exit 3) when the same error, not a bad input, fails N images in a row.",
+    ),
 ]
 AdapterOption = Annotated[
     Path | None, typer.Option("--adapter", help="SAMRefiner++ IoU adapter (.safetensors from `samrefiner adapt`).")
 ]
 WorkersOption = Annotated[
     int,
-    typer.Option("--workers", min=0, help="Processes that read and write images beside the model, and two images in flight (0: a thread reads)."),
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Processes that read and write images beside the model, and two images in flight (0: a thread reads).",
+    ),
 ]
-FOREIGN_REMEDY = "choose another path, or give --overwrite to write there anyway (samrefiner never removes files it did not write)"
+FOREIGN_REMEDY = (
+    "choose another path, or give --overwrite to write there anyway (samrefiner never removes files it did not write)"
+)
 
 
 @app.command("refine")
@@ -264,7 +285,8 @@ def refine_command(
             shard=parse_shard(shard), limit=limit, resume=resume, errors_path=errors, overlays=save_overlays,
             progress=progress, overwrite=overwrite, max_consecutive_failures=max_consecutive_failures,
         )  # fmt: skip
-        check_paths(dataset, [path for path in (images or yolo, *sources.values(), adapter) if path is not None], options)
+        inputs = [path for path in (images or yolo, *sources.values(), adapter) if path is not None]
+        check_paths(dataset, inputs, options)
         fields = identity_fields(
             {"images": images, **sources}, options, config_values or {},
             ignore_exif=ignore_exif, coco_segmentation=coco_segmentation, copy_images=copy_images,
