@@ -105,7 +105,8 @@ def test_resume_with_other_settings_is_one_line_naming_them_and_changes_nothing(
     before = tree_digest(out)
     code, _, err = run_cli(capsys, monkeypatch, *args, *second, "--resume")
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith(f"samrefiner: error: {out}: --resume with other settings")
+    assert err.count("\n") == 1 and err.startswith(f"samrefiner: error: {out}: the run there has other settings")
+    assert "--resume continues only the same run" in err
     assert named in err
     assert tree_digest(out) == before
 
@@ -269,3 +270,16 @@ def test_overwrite_of_a_coco_output_keeps_only_the_new_runs_annotations(tmp_path
     assert second_image == [original[annotation["id"]] for annotation in second_image]  # not refined: as given
     assert [json.loads(line)["image"] for line in (tmp_path / "refined.scores.jsonl").read_text().splitlines()] == ["10"]
     assert record_keys(tmp_path / "refined.work") == ["10"]
+
+
+def test_the_library_names_no_option_when_it_refuses_an_output(tmp_path):
+    """`claim` says what is wrong; the CLI adds the options that resolve it (tested above)."""
+    from samrefiner.manifest import RunConflict, claim
+
+    layout = OutputLayout.folder(tmp_path / "out")
+    claim(layout, new_manifest(iterations=5), resume=False, overwrite=False)
+    for resume, kind in ((True, "resume"), (False, "overwrite")):
+        with pytest.raises(RunConflict) as refused:
+            claim(layout, new_manifest(iterations=4), resume=resume, overwrite=False)
+        assert refused.value.kind == kind and "--" not in str(refused.value)
+        assert "iterations (5 -> 4)" in str(refused.value)

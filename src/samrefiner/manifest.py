@@ -8,16 +8,18 @@ and paths, `--limit`, the number of `--shard`s, ...). A field is one more keywor
 Fields in `INFORMATIVE` are kept for people and not compared (the model as it was named: the same
 weights under another path or name are the same model).
 
-What a run does with its `--out` (`claim`):
+What a run does with its output (`claim`):
 - nothing there from samrefiner: a fresh output; the manifest is created (exclusively, so
   `--shard` runs started together agree on one manifest and a run with other settings is refused);
 - an equal manifest: the same run (another shard, a rank, a rerun or `--resume`): it goes on;
-- another manifest: `--resume` is refused with one line naming the fields that differ, a plain run
-  too (pointing to `--overwrite`); `--overwrite` removes exactly that run's files (each listed in its
-  journals, see below) and its work folder, then writes the new manifest;
+- another manifest: resuming is refused with one line naming the fields that differ (an input file
+  that is one input of the whole run, a COCO file, is named as changed), a plain run too; `overwrite`
+  removes exactly that run's files (each listed in its journals, see below) and its work folder,
+  then writes the new manifest;
 - results without a manifest (made before samrefiner wrote manifests): their settings cannot be
-  checked and their files are not listed, so every run is refused, `--overwrite` included: delete
-  that output or choose another `--out`.
+  checked and their files are not listed, so every run is refused, `overwrite` included.
+
+Refusals are `RunConflict`s, whose `kind` tells the CLI which of its options resolves them.
 
 Journals: `<work>/written<suffix>.txt`, one per process (shard, torchrun rank), list every file the
 run writes outside its work folder (outputs, scores, errors, overlays), each line written before the
@@ -88,6 +90,15 @@ def manifest_path(layout: OutputLayout) -> Path:
     return layout.work_dir / MANIFEST_NAME
 
 
+class RunConflict(InputError):
+    """An output a run may not take as it is; `kind` says what would resolve it: "resume" (the same
+    settings as the run there), "overwrite" (replacing that run), "unusable" (another location)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def read_manifest(layout: OutputLayout) -> dict[str, Any] | None:
     path = manifest_path(layout)
     if not path.is_file():
@@ -95,7 +106,7 @@ def read_manifest(layout: OutputLayout) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable run manifest ({error}); delete that output or choose another --out") from None
+        raise RunConflict(f"{path}: not a readable run manifest ({error})", "unusable") from None
 
 
 def file_fields(**files: Path | None) -> dict[str, str | None]:
@@ -123,30 +134,25 @@ def _difference(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool, partial: bool = False) -> None:
-    """Make `layout` this run's output, or refuse (InputError, one line); see the module docstring.
+    """Make `layout` this run's output, or refuse (RunConflict, one line); see the module docstring.
 
     `partial`: only refuse, comparing the fields `manifest` has (a check before the model is loaded);
     nothing is written or removed."""
     existing = read_manifest(layout)
     if existing is None and _has_results(layout):
-        raise InputError(
+        raise RunConflict(
             f"{layout.out}: holds results of a samrefiner run without a run manifest (an older version): their "
-            "settings cannot be checked nor their files listed; delete that output or choose another --out"
+            "settings cannot be checked nor their files listed",
+            "unusable",
         )
     if existing is not None:
         changed = differences({name: existing.get(name) for name in manifest} if partial else existing, manifest)
         if not changed:
             return
         if resume:
-            raise InputError(
-                f"{layout.out}: --resume with other settings than the run there: {', '.join(changed)} "
-                "(resume with that run's options, --shard and --limit included)"
-            )
+            raise RunConflict(f"{layout.out}: the run there has other settings: {', '.join(changed)}", "resume")
         if not overwrite:
-            raise InputError(
-                f"{layout.out}: holds another run's results ({', '.join(changed)}); "
-                "--overwrite replaces them, or choose another --out"
-            )
+            raise RunConflict(f"{layout.out}: holds another run's results ({', '.join(changed)})", "overwrite")
     if partial:
         return
     if existing is not None:

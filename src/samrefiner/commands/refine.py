@@ -23,7 +23,8 @@ import inspect
 import re
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.manifest import (
+    RunConflict,
     claim,
     file_fields,
     model_fields,
@@ -275,7 +277,7 @@ def refine_command(
     output, the same as a single process leaves (see samrefiner.distributed)."""
     from samrefiner.distributed import Ranks
 
-    try:
+    with in_cli_terms():
         if resume and overwrite:
             raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
         sources = {"masks": masks, "label_maps": label_maps, "coco": coco, "instance_maps": instance_maps, "yolo": yolo}
@@ -296,11 +298,31 @@ def refine_command(
         refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
         manifest = new_manifest(**fields, **model_fields(refiner, model, adapter))
         summary = refine_dataset(dataset, refiner, ranks, replace(options, manifest=manifest), workers)
+    report(summary, dataset, ranks)
+
+
+CONFLICT_REMEDIES = {  # what resolves a refused output claim (samrefiner.manifest.RunConflict.kind)
+    "resume": "--resume continues only the same run: give that run's options (--shard and --limit included), "
+    "or --overwrite to start over",
+    "overwrite": "--overwrite replaces them, or choose another --out",
+    "unusable": "delete that output or choose another --out",
+}
+
+
+@contextmanager
+def in_cli_terms() -> Iterator[None]:
+    """Ctrl-C at any point as one line (rank 0 under torchrun) and exit 130; a refused output claim
+    with the options that resolve it."""
+    from samrefiner.distributed import Ranks
+
+    try:
+        yield
     except KeyboardInterrupt:
         if Ranks.from_env().rank == 0:
             typer.echo("samrefiner: interrupted; run the same command with --resume to continue", err=True)
         raise typer.Exit(130) from None
-    report(summary, dataset, ranks)
+    except RunConflict as error:
+        raise InputError(f"{error}; {CONFLICT_REMEDIES[error.kind]}") from None
 
 
 def parse_shard(text: str) -> Shard:
