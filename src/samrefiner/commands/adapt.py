@@ -83,13 +83,7 @@ def adapt_command(
         prompt=prompt, seed=seed,
     )
     dataset = open_dataset(images, _READ_ONLY_OUTPUT, masks=masks, label_maps=label_maps, coco=coco)
-    inputs = [path for path in (images, masks, label_maps, coco) if path is not None]
-    check_apart(inputs, [out, *([cache] if cache else [])])
-    check_locations(
-        [Location("--out", out, folder=False), *([Location("--cache", cache, folder=True)] if cache else [])],
-        is_ours=is_adapt_output,
-        remedy="choose another path (an adapter file or an embedding cache samrefiner wrote can be written again)",
-    )
+    check_outputs([path for path in (images, masks, label_maps, coco) if path is not None], out, cache)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     sam = load_model(model, device=device)
@@ -101,6 +95,16 @@ def adapt_command(
         f"ranking loss {result.before.loss:.4f} -> {result.after.loss:.4f}, "
         f"top-1 agreement with coarse-mask IoU {result.before.agreement:.1%} -> {result.after.agreement:.1%}; "
         f"wrote {out}"
+    )
+
+
+def check_outputs(inputs: list[Path], out: Path, cache: Path | None) -> None:
+    """The adapter file and the cache folder: apart from the inputs, writable, new or samrefiner's."""
+    check_apart(inputs, [out, *([cache] if cache else [])])
+    check_locations(
+        [Location("--out", out, folder=False), *([Location("--cache", cache, folder=True)] if cache else [])],
+        is_ours=is_adapt_output,
+        remedy="choose another path (an adapter file or an embedding cache samrefiner wrote can be written again)",
     )
 
 
