@@ -25,7 +25,7 @@ from typing import Any
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset
 from samrefiner.io.images import announcing_writes, atomic_write
-from samrefiner.manifest import Journal, check_same, claim
+from samrefiner.manifest import Journal, RunConflict, check_same, claim
 from samrefiner.runner import RunOptions, Shard, Summary, merge_outputs, run, shard_path
 
 # A rank may wait at the final barrier for the slowest one (uneven images): allow long runs.
@@ -141,25 +141,26 @@ def _claim_on_rank_zero(
                 claim(dataset.layout, manifest, resume=resume, overwrite=overwrite)
             stop_flag.unlink(missing_ok=True)
         except InputError as error:
-            refusal = str(error)
+            refusal = (str(error), getattr(error, "kind", None))
     _raise_on_every_rank(refusal, ranks)
     if ranks.rank > 0 and manifest is not None:
         try:
             check_same(dataset.layout, manifest)
         except InputError as error:
-            refusal = str(error)
+            refusal = (str(error), None)
     _raise_on_every_rank(refusal, ranks)
 
 
-def _raise_on_every_rank(refusal: str | None, ranks: Ranks) -> None:
-    """InputError on every rank with the first rank's refusal, when any rank has one."""
+def _raise_on_every_rank(refusal: tuple[str, str | None] | None, ranks: Ranks) -> None:
+    """On every rank, the first rank's refusal (message, RunConflict kind or None), when any rank has one."""
     import torch.distributed as dist
 
-    refusals: list[str | None] = [None] * ranks.world
+    refusals: list[tuple[str, str | None] | None] = [None] * ranks.world
     dist.all_gather_object(refusals, refusal)
-    first = next((text for text in refusals if text is not None), None)
+    first = next((found for found in refusals if found is not None), None)
     if first is not None:
-        raise InputError(first)
+        text, kind = first
+        raise InputError(text) if kind is None else RunConflict(text, kind)
 
 
 def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Summary:
