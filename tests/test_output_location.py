@@ -138,7 +138,7 @@ def test_eval_json_over_an_unrelated_file_is_refused(capsys, monkeypatch, tmp_pa
     precious = tmp_path / "precious.json"
     precious.write_text('{"mine": true}')
     gt = DATA / "grabcut" / "gt"
-    code, err = run_main(capsys, monkeypatch, "eval", "--gt", gt, "--pred", gt, "--json", precious)
+    code, err = run_main(capsys, monkeypatch, "eval", "--gt", gt, "--pred", gt, "--format", "masks", "--json", precious)
     assert code == 2 and f"--json {precious}: a file samrefiner did not write" in one_line(err)
     assert precious.read_text() == '{"mine": true}'
 
@@ -195,3 +195,28 @@ def test_apply_review_into_a_folder_of_other_files_is_refused_and_rerun_into_its
     for _ in range(2):  # a new folder, then the same folder again: samrefiner's own output
         code, err = run_main(capsys, monkeypatch, *args, "--out", tmp_path / "final2")
         assert code == 0, err
+
+
+def test_a_runs_own_overlays_and_errors_file_are_written_again(capsys, monkeypatch, tmp_path):
+    """Recognised by the run's journals: a rerun or --resume goes on; a foreign file among the
+    overlays makes the folder foreign again."""
+    monkeypatch.setattr(refine_module, "build_refiner", fake_build_refiner)
+    images, masks = make_dataset(tmp_path, count=2)
+    (images / "img1.png").write_bytes(b"broken")  # an errors file
+    overlays, errors = tmp_path / "overlays", tmp_path / "failed.txt"
+    args = ["--images", images, "--masks", masks, "--out", tmp_path / "out", "--model", "m",
+            "--save-overlays", overlays, "--errors", errors]  # fmt: skip
+    assert run_cli(capsys, monkeypatch, *args)[0] == 1 and errors.is_file() and (overlays / "img0.png").is_file()
+    assert run_cli(capsys, monkeypatch, *args, "--resume")[0] == 1
+    (overlays / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--resume")
+    assert code == 2 and f"--save-overlays {overlays}: a folder that holds files samrefiner did not write" in one_line(err)
+
+
+def test_eval_writes_its_own_json_again(capsys, monkeypatch, tmp_path):
+    gt = DATA / "grabcut" / "gt"
+    for _ in range(2):
+        code, err = run_main(capsys, monkeypatch, "eval", "--gt", gt, "--pred", gt, "--format", "masks",
+                             "--json", tmp_path / "scores.json")
+        assert code == 0, err
+    assert json.loads((tmp_path / "scores.json").read_text())["missing"] == []
