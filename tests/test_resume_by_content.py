@@ -123,3 +123,21 @@ def test_any_file_name_the_file_system_takes_runs_and_resumes(tmp_path):
     second = run(MaskFolders(images, masks, tmp_path / "out"), BoxRefiner(), resume=True, progress=False)
     assert (second.images, second.skipped, second.failures) == (0, 1, 0)
     assert scores_keys(tmp_path / "out") == [name]
+
+
+def test_a_file_name_of_253_bytes_is_written_and_resumed(tmp_path):
+    """The longest names: `<83 CJK characters>.png` (253 bytes) as image and mask; the temporary file
+    of each atomic write was named after its target plus 14 bytes: `File name too long`."""
+    name = "猫" * 83
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(images / f"{name}.png")
+    mask = np.zeros((24, 32), np.uint8)
+    mask[4:12, 4:20] = 255
+    Image.fromarray(mask).save(masks / f"{name}.png")
+    first = run(MaskFolders(images, masks, tmp_path / "out"), BoxRefiner(), progress=False)
+    assert (first.images, first.failures) == (1, 0), first.failed
+    assert (tmp_path / "out" / f"{name}.png").is_file() and not list((tmp_path / "out").rglob("*.tmp"))
+    second = run(MaskFolders(images, masks, tmp_path / "out"), BoxRefiner(), resume=True, progress=False)
+    assert (second.images, second.skipped) == (0, 1)
