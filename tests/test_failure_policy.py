@@ -21,7 +21,6 @@ from test_run_manifest import ModelRefiner, run_cli
 import samrefiner.commands.refine as refine_module
 from samrefiner.config import RefinerConfig
 from samrefiner.distributed import Ranks, run_ranks
-from samrefiner.errors import InputError
 from samrefiner.io.masks import MaskFolders
 from samrefiner.runner import Shard, run
 
@@ -197,8 +196,9 @@ def test_limit_is_the_first_images_of_the_shard_selection(tmp_path):
 def test_max_consecutive_failures_must_be_positive():
     from samrefiner.failures import FailurePolicy
 
-    with pytest.raises(InputError, match="--max-consecutive-failures 0"):
+    with pytest.raises(ValueError, match="max_consecutive 0: must be at least 1") as refused:
         FailurePolicy(0)
+    assert "--" not in str(refused.value)  # the library names no option (the CLI refuses 0 itself)
 
 
 RANK_RUN = textwrap.dedent(
@@ -265,6 +265,31 @@ def test_torchrun_ranks_stop_together_and_check_rank_zeros_manifest(tmp_path):
 
     second = run_two_ranks(tmp_path, iterations=2)
     assert [summary["refused"] for summary in second] == [
-        f"{tmp_path / 'out'}: holds another run's results (iterations (1 -> 2)); --overwrite replaces them, or choose another --out"
-    ] * 2
+        f"{tmp_path / 'out'}: holds another run's results (iterations (1 -> 2))"
+    ] * 2  # the library's line; `samrefiner refine` adds the options that resolve it
     assert scores_keys(tmp_path / "out") == expected
+
+
+def test_malformed_inputs_in_a_row_never_stop_the_run(tmp_path, monkeypatch):
+    """Reading raises a raw exception (what a malformed annotation value gave, e.g. KeyError) for six
+    images in a row: each is that image's input error, recorded, and the run goes on to refine the
+    rest (it stopped as "systemic" after the second, here)."""
+    images, masks = make_dataset(tmp_path, count=9)
+    load = MaskFolders.load
+    bad = {f"img{index}": KeyError("size") for index in range(1, 7)}
+
+    def malformed(self, ref):
+        if ref.key in bad:
+            raise bad[ref.key]
+        return load(self, ref)
+
+    monkeypatch.setattr(MaskFolders, "load", malformed)
+    summary = run(
+        MaskFolders(images, masks, tmp_path / "out"), IdentityRefiner(), progress=False, max_consecutive_failures=2
+    )
+    assert summary.stopped is None
+    assert (summary.images, summary.failures) == (3, 6)
+    assert scores_keys(tmp_path / "out") == ["img0", "img7", "img8"]
+    lines = (tmp_path / "out" / "errors.txt").read_text().splitlines()
+    assert lines[0] == f"{masks / 'img1'}: KeyError: 'size'" and len(lines) == 6  # the same line as before
+    assert "KeyError: 'size'" in (tmp_path / "out" / ".samrefiner" / "failures.log").read_text()  # the original trace

@@ -32,6 +32,9 @@ class _Summing(Dataset):
     def write(self, sample: Any, result: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        raise NotImplementedError
+
     def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
         self.seen = [len(output["blob"]) for output in outputs.values()]
         assert sum(1 for _ in outputs.values()) == len(outputs)

@@ -64,6 +64,11 @@ def data(tmp_path):
     return ["--images", images, "--masks", masks, "--out", tmp_path / "out"], tmp_path / "out"
 
 
+def record_keys(work_dir: Path) -> list[str]:
+    """The image keys of the records in a work folder (each record names its image)."""
+    return sorted(json.loads(path.read_text())["key"] for path in (work_dir / "records").iterdir())
+
+
 def scores_keys(out: Path) -> list[str]:
     return [json.loads(line)["image"] for line in (out / "scores.jsonl").read_text().splitlines()]
 
@@ -100,7 +105,8 @@ def test_resume_with_other_settings_is_one_line_naming_them_and_changes_nothing(
     before = tree_digest(out)
     code, _, err = run_cli(capsys, monkeypatch, *args, *second, "--resume")
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith(f"samrefiner: error: {out}: --resume with other settings")
+    assert err.count("\n") == 1 and err.startswith(f"samrefiner: error: {out}: the run there has other settings")
+    assert "--resume continues only the same run" in err
     assert named in err
     assert tree_digest(out) == before
 
@@ -169,8 +175,7 @@ def test_overwrite_removes_exactly_the_files_of_the_other_run(fake_model, capsys
     assert not (out / "img4").exists()  # its folder emptied and removed
     assert scores_keys(out) == ["img0", "img1"]
     assert sorted(path.name for path in overlays.iterdir()) == ["keep.txt"]
-    records = sorted(path.name for path in (out / ".samrefiner" / "records").iterdir())
-    assert records == ["img0.json", "img1.json"]
+    assert record_keys(out / ".samrefiner") == ["img0", "img1"]
     assert json.loads((out / ".samrefiner" / "run.json").read_text())["iterations"] == 1
     assert not (out / "errors.txt").exists() and not (out / ".samrefiner" / "failures.log").exists()
 
@@ -264,4 +269,17 @@ def test_overwrite_of_a_coco_output_keeps_only_the_new_runs_annotations(tmp_path
     second_image = [annotation for annotation in refined if annotation["image_id"] == 11]
     assert second_image == [original[annotation["id"]] for annotation in second_image]  # not refined: as given
     assert [json.loads(line)["image"] for line in (tmp_path / "refined.scores.jsonl").read_text().splitlines()] == ["10"]
-    assert sorted(path.name for path in (tmp_path / "refined.work" / "records").iterdir()) == ["10.json"]
+    assert record_keys(tmp_path / "refined.work") == ["10"]
+
+
+def test_the_library_names_no_option_when_it_refuses_an_output(tmp_path):
+    """`claim` says what is wrong; the CLI adds the options that resolve it (tested above)."""
+    from samrefiner.manifest import RunConflict, claim
+
+    layout = OutputLayout.folder(tmp_path / "out")
+    claim(layout, new_manifest(iterations=5), resume=False, overwrite=False)
+    for resume, kind in ((True, "resume"), (False, "overwrite")):
+        with pytest.raises(RunConflict) as refused:
+            claim(layout, new_manifest(iterations=4), resume=resume, overwrite=False)
+        assert refused.value.kind == kind and "--" not in str(refused.value)
+        assert "iterations (5 -> 4)" in str(refused.value)

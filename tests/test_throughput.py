@@ -177,6 +177,9 @@ class SlowDataset:
         self.ahead = max(self.ahead, self.loaded - self.consumed)
         return Sample(ref, Path(ref.name), np.zeros((2, 2, 3), np.uint8), np.zeros((0, 2, 2), bool), [])
 
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        return []  # nothing on disk to fingerprint
+
 
 def refs(*keys: str) -> list[SampleRef]:
     return [SampleRef(key, f"{key}.png") for key in keys]
@@ -189,7 +192,8 @@ def test_background_loader_keeps_order_and_failures_and_stays_bounded() -> None:
         time.sleep(0.005)  # the model is slower than the loader
         dataset.consumed += 1
         seen.append((ref.key, type(sample).__name__))
-    assert seen == [(ref.key, "Sample") for ref in wanted[:12]] + [("bad", "ValueError"), ("img12", "Sample")]
+    # a reading failure comes back as that image's InputError (see runner.load_one)
+    assert seen == [(ref.key, "Sample") for ref in wanted[:12]] + [("bad", "InputError"), ("img12", "Sample")]
     in_order = [(ref.key, type(sample).__name__) for ref, sample in load_in_order(SlowDataset(), wanted)]
     assert seen == in_order
     assert dataset.ahead <= 2 + 2  # queue depth, the sample being loaded, the one being refined

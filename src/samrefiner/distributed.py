@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from samrefiner.errors import DeviceError, InputError
 from samrefiner.io.datasets import Dataset
 from samrefiner.io.images import announcing_writes, atomic_write
-from samrefiner.manifest import Journal, check_same, claim
-from samrefiner.runner import Shard, Summary, merge_outputs, run, shard_path
+from samrefiner.manifest import Journal, RunConflict, check_same, claim
+from samrefiner.runner import RunOptions, Shard, Summary, merge_outputs, run, shard_path
 
 if TYPE_CHECKING:
     import torch
@@ -98,50 +98,38 @@ def process_device(requested: str, ranks: Ranks, name: str = "device") -> torch.
 
 
 def run_ranks(
-    dataset: Dataset,
-    refiner: Any,
-    ranks: Ranks,
-    *,
-    shard: Shard = Shard(),
-    limit: int | None = None,
-    errors_path: Path | None = None,
-    progress: bool = True,
-    manifest: dict[str, Any] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    **options: Any,
+    dataset: Dataset, refiner: Any, ranks: Ranks, options: RunOptions | None = None, **fields: Any
 ) -> Summary:
     """`runner.run` for this rank's images, then one merged output; the summary of all ranks.
 
-    `limit`: the first `limit` images of the `shard` selection, split across the ranks. The errors
-    file (given or default) gets the shard's suffix, so shards writing one output keep their own.
-    Rank 0 claims the output with `manifest` (resume, overwrite), the other ranks check it; when one
-    rank stops (failure policy) the others stop after their current image. `options` go to
-    `runner.run` (overlays, loader, max_consecutive_failures). Call from every rank.
+    `options.limit`: the first `limit` images of the `shard` selection, split across the ranks. The
+    errors file (given or default) gets the shard's suffix, so shards writing one output keep their
+    own. Rank 0 claims the output with `manifest` (resume, overwrite), the other ranks check it; when
+    one rank stops (failure policy) the others stop after their current image. `fields`: RunOptions
+    fields to replace. Call from every rank.
     """
-    final_errors = shard_path(errors_path or dataset.layout.errors_path, shard)
+    options = replace(options or RunOptions(), **fields)
+    final_errors = shard_path(options.errors_path or dataset.layout.errors_path, options.shard)
     if not ranks.distributed:
-        return run(
-            dataset, refiner, shard=shard, limit=limit, errors_path=final_errors, progress=progress,
-            manifest=manifest, resume=resume, overwrite=overwrite, **options,
-        )  # fmt: skip
+        return run(dataset, refiner, options, errors_path=final_errors)
     import torch.distributed as dist
 
+    shard = options.shard
     stop_flag = dataset.layout.work_dir / f"stop{shard.suffix}"
     rank_suffix = f".rank-{ranks.rank}-of-{ranks.world}"
     with _process_group():
-        _claim_on_rank_zero(dataset, ranks, manifest, resume, overwrite, stop_flag)
+        _claim_on_rank_zero(dataset, ranks, options.manifest, options.resume, options.overwrite, stop_flag)
         own = run(
             dataset,
             refiner,
+            options,
             shard=ranks.shard(shard),
-            limit=ranks.limit(limit),
-            resume=resume,
+            limit=ranks.limit(options.limit),
             errors_path=final_errors.with_name(f"{final_errors.name}{rank_suffix}"),
-            progress=progress and ranks.rank == 0,
+            progress=options.progress and ranks.rank == 0,
             merge=False,
             stop_flag=stop_flag,
-            **options,
+            manifest=None,
         )
         summaries: list[Summary | None] = [None] * ranks.world
         dist.all_gather_object(summaries, own)  # every rank is done refining past this point
@@ -169,25 +157,26 @@ def _claim_on_rank_zero(
                 claim(dataset.layout, manifest, resume=resume, overwrite=overwrite)
             stop_flag.unlink(missing_ok=True)
         except InputError as error:
-            refusal = str(error)
+            refusal = (str(error), getattr(error, "kind", None))
     _raise_on_every_rank(refusal, ranks)
     if ranks.rank > 0 and manifest is not None:
         try:
             check_same(dataset.layout, manifest)
         except InputError as error:
-            refusal = str(error)
+            refusal = (str(error), None)
     _raise_on_every_rank(refusal, ranks)
 
 
-def _raise_on_every_rank(refusal: str | None, ranks: Ranks) -> None:
-    """InputError on every rank with the first rank's refusal, when any rank has one."""
+def _raise_on_every_rank(refusal: tuple[str, str | None] | None, ranks: Ranks) -> None:
+    """On every rank, the first rank's refusal (message, RunConflict kind or None), when any rank has one."""
     import torch.distributed as dist
 
-    refusals: list[str | None] = [None] * ranks.world
+    refusals: list[tuple[str, str | None] | None] = [None] * ranks.world
     dist.all_gather_object(refusals, refusal)
-    first = next((text for text in refusals if text is not None), None)
+    first = next((found for found in refusals if found is not None), None)
     if first is not None:
-        raise InputError(first)
+        text, kind = first
+        raise InputError(text) if kind is None else RunConflict(text, kind)
 
 
 def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Summary:
@@ -206,6 +195,7 @@ def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Su
         errors_path=errors_path,
         failed=failed,
         stopped=next((summary.stopped for summary in summaries if summary.stopped), None),
+        changed=[change for summary in summaries for change in summary.changed],
     )
 
 

@@ -2,8 +2,9 @@
 
 - Every failed image gets its one line in the errors file and its full traceback in
   `<work>/failures.log` (appended, one write per entry, so processes of one run may share it).
-- An `InputError` (an image or mask that cannot be used) is a data problem: recorded per file, it
-  never stops the run, and it neither counts toward nor breaks a row of failures below.
+- An `InputError` (an image or mask that cannot be used; the runner reports whatever reading an
+  image's files raises as one) is a data problem: recorded per file, it never stops the run, and it
+  neither counts toward nor breaks a row of failures below.
 - Any other exception type failing `max_consecutive` images in a row (default 5) is systemic (a
   broken model call, a full disk) and stops the run; a refined image ends the row.
 - A device error (CUDA out of memory, "CUDA error", a device-side assert, cuBLAS / cuDNN / NCCL
@@ -47,7 +48,7 @@ class FailurePolicy:
 
     def __init__(self, max_consecutive: int = DEFAULT_MAX_CONSECUTIVE) -> None:
         if max_consecutive < 1:
-            raise InputError(f"--max-consecutive-failures {max_consecutive}: must be at least 1")
+            raise ValueError(f"max_consecutive {max_consecutive}: must be at least 1")
         self.max_consecutive = max_consecutive
         self._type: str | None = None
         self._count = 0

@@ -9,7 +9,8 @@ place; anything else that stops the thread is raised in the consumer. Closing th
 
 `Workers(dataset, n)` starts n processes (spawn) that each hold the dataset: its `loader` decodes
 images there (up to 2 n ahead) and its `writer` writes each image's outputs and resume record
-there (up to 2 n pending). Both keep the run's order: samples and failures come back in dataset
+there (up to 2 n pending). Workers leave Ctrl-C to the main process and exit by themselves when
+it dies (a kill -9 leaves no process behind). Both keep the run's order: samples and failures come back in dataset
 order, so outputs, records, scores and errors are those of a run without workers. The model, and
 prompt mining, stay in the main process (where samrefiner.overlap mines one image while the model
 works on another).
@@ -20,12 +21,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import socket
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +46,7 @@ from samrefiner.timing import stage
 
 DEFAULT_DEPTH = 2
 _POLL_SECONDS = 0.1
+_ORPHAN_POLL_SECONDS = 0.2  # how soon a worker notices that the main process died
 
 
 class _Crashed:
@@ -100,8 +105,11 @@ class Workers:
             raise ValueError(f"need at least one worker, got {count}")
         self.count = count
         self.executor = ProcessPoolExecutor(
-            count, mp_context=multiprocessing.get_context("spawn"), initializer=_hold, initargs=(dataset,)
+            count, mp_context=multiprocessing.get_context("spawn"), initializer=_hold, initargs=(dataset, os.getpid())
         )
+        with _sigint_ignored():  # inherited: a Ctrl-C while a worker starts up is no traceback there
+            for _ in range(count):
+                self.executor.submit(int)  # the pool starts a process per task while none is idle
 
     def loader(self, dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[SampleRef, Sample | Exception]]:
         """`load_in_order`, each sample decoded in a worker, up to 2 n ahead."""
@@ -172,10 +180,36 @@ _dataset: Dataset | None = None  # the dataset of this worker process
 _journal: Journal | None = None  # the files this worker process wrote
 
 
-def _hold(dataset: Dataset) -> None:
+def _hold(dataset: Dataset, parent: int) -> None:
+    """Set up a worker: its dataset, one-line input warnings, Ctrl-C left to the main process (which
+    stops the pool; one line, no traceback per worker), and an exit as soon as the main process is
+    gone (killed with SIGKILL included), which also lets multiprocessing's resource tracker end."""
     global _dataset
     _dataset = dataset
     show_input_warnings()  # a worker's input warnings are one line each, as in the main process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_without, args=(parent,), name="samrefiner-orphan-watch", daemon=True).start()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored inside the block (processes started there inherit that); a no-op outside the
+    main thread, where Python cannot change signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_without(parent: int) -> None:
+    """End this process once `parent` is no longer its parent (it died and the process was adopted)."""
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_POLL_SECONDS)
+    os._exit(1)
 
 
 def _load(ref: SampleRef) -> Sample | Exception:

@@ -8,16 +8,18 @@ and paths, `--limit`, the number of `--shard`s, ...). A field is one more keywor
 Fields in `INFORMATIVE` are kept for people and not compared (the model as it was named: the same
 weights under another path or name are the same model).
 
-What a run does with its `--out` (`claim`):
+What a run does with its output (`claim`):
 - nothing there from samrefiner: a fresh output; the manifest is created (exclusively, so
   `--shard` runs started together agree on one manifest and a run with other settings is refused);
 - an equal manifest: the same run (another shard, a rank, a rerun or `--resume`): it goes on;
-- another manifest: `--resume` is refused with one line naming the fields that differ, a plain run
-  too (pointing to `--overwrite`); `--overwrite` removes exactly that run's files (each listed in its
-  journals, see below) and its work folder, then writes the new manifest;
+- another manifest: resuming is refused with one line naming the fields that differ (an input file
+  that is one input of the whole run, a COCO file, is named as changed), a plain run too; `overwrite`
+  removes exactly that run's files (each listed in its journals, see below) and its work folder,
+  then writes the new manifest;
 - results without a manifest (made before samrefiner wrote manifests): their settings cannot be
-  checked and their files are not listed, so every run is refused, `--overwrite` included: delete
-  that output or choose another `--out`.
+  checked and their files are not listed, so every run is refused, `overwrite` included.
+
+Refusals are `RunConflict`s, whose `kind` tells the CLI which of its options resolves them.
 
 Journals: `<work>/written<suffix>.txt`, one per process (shard, torchrun rank), list every file the
 run writes outside its work folder (outputs, scores, errors, overlays), each line written before the
@@ -36,6 +38,7 @@ from typing import Any
 from samrefiner import __version__
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
+from samrefiner.outputs import folder_files
 
 MANIFEST_NAME = "run.json"
 INFORMATIVE = ("model",)
@@ -87,6 +90,15 @@ def manifest_path(layout: OutputLayout) -> Path:
     return layout.work_dir / MANIFEST_NAME
 
 
+class RunConflict(InputError):
+    """An output a run may not take as it is; `kind` says what would resolve it: "resume" (the same
+    settings as the run there), "overwrite" (replacing that run), "unusable" (another location)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def read_manifest(layout: OutputLayout) -> dict[str, Any] | None:
     path = manifest_path(layout)
     if not path.is_file():
@@ -94,44 +106,53 @@ def read_manifest(layout: OutputLayout) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable run manifest ({error}); delete that output or choose another --out") from None
+        raise RunConflict(f"{path}: not a readable run manifest ({error})", "unusable") from None
+
+
+def file_fields(**files: Path | None) -> dict[str, str | None]:
+    """`<name>_sha256` for each input file that is one input of the whole run (a COCO file, a
+    data.yaml): its digest, or None when not given. Beside a `<name>` path field, a change is
+    described as that file having changed."""
+    from samrefiner.fingerprints import file_sha256
+
+    return {f"{name}_sha256": None if path is None else file_sha256(path) for name, path in files.items()}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'field (old -> new)' for every compared field whose value differs (a missing field is null)."""
+    """'field (old -> new)' for every compared field whose value differs (a missing field is null);
+    'PATH changed since (old -> new)' for the digest of an input file whose path is the same."""
     names = [name for name in {**old, **new} if name not in INFORMATIVE]
-    return [
-        f"{name} ({_short(old.get(name))} -> {_short(new.get(name))})"
-        for name in names
-        if old.get(name) != new.get(name)
-    ]
+    return [_difference(name, old, new) for name in names if old.get(name) != new.get(name)]
+
+
+def _difference(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
+    values = f"({_short(old.get(name))} -> {_short(new.get(name))})"
+    path = new.get(name.removesuffix("_sha256"))
+    if name.endswith("_sha256") and isinstance(path, str) and old.get(name.removesuffix("_sha256")) == path:
+        return f"{path} changed since {values}"
+    return f"{name} {values}"
 
 
 def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool, partial: bool = False) -> None:
-    """Make `layout` this run's output, or refuse (InputError, one line); see the module docstring.
+    """Make `layout` this run's output, or refuse (RunConflict, one line); see the module docstring.
 
     `partial`: only refuse, comparing the fields `manifest` has (a check before the model is loaded);
     nothing is written or removed."""
     existing = read_manifest(layout)
     if existing is None and _has_results(layout):
-        raise InputError(
+        raise RunConflict(
             f"{layout.out}: holds results of a samrefiner run without a run manifest (an older version): their "
-            "settings cannot be checked nor their files listed; delete that output or choose another --out"
+            "settings cannot be checked nor their files listed",
+            "unusable",
         )
     if existing is not None:
         changed = differences({name: existing.get(name) for name in manifest} if partial else existing, manifest)
         if not changed:
             return
         if resume:
-            raise InputError(
-                f"{layout.out}: --resume with other settings than the run there: {', '.join(changed)} "
-                "(resume with that run's options, --shard and --limit included)"
-            )
+            raise RunConflict(f"{layout.out}: the run there has other settings: {', '.join(changed)}", "resume")
         if not overwrite:
-            raise InputError(
-                f"{layout.out}: holds another run's results ({', '.join(changed)}); "
-                "--overwrite replaces them, or choose another --out"
-            )
+            raise RunConflict(f"{layout.out}: holds another run's results ({', '.join(changed)})", "overwrite")
     if partial:
         return
     if existing is not None:
@@ -227,3 +248,17 @@ def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # a sha256
     return text if len(text) <= 60 else "..." + text[-57:]
+
+
+def owns(layout: OutputLayout, location: Any) -> bool:
+    """Whether the output `location` (a samrefiner.outputs.Location) of a run into `layout` was
+    written by samrefiner: the output itself and its work folder when `layout` holds a work folder
+    (`claim` then decides what the run may do there), any other path (errors file, overlays) when
+    the journals there list every file in it."""
+    if not layout.work_dir.is_dir():
+        return False
+    path = Path(os.path.abspath(location.path))
+    if path in (Path(os.path.abspath(layout.out)), Path(os.path.abspath(layout.work_dir))):
+        return True
+    files = folder_files(path) if location.folder else {path}
+    return files <= set(journaled_files(layout))

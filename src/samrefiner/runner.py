@@ -2,8 +2,11 @@
 
 For each selected image: load it (image + coarse masks), refine, write its outputs (each file
 atomically), then write its record into the work folder. The record is the mark of a finished
-image: `--resume` skips images that have one, so a run killed at any point loses at most the
-image in progress and never writes an image twice. An image that fails gives one line in the
+image: a resumed run skips images that have one, so a run killed at any point loses at most the
+image in progress and never writes an image twice. Records are named by the sha256 of the image's
+key (any path the file system takes as an input works) and hold the fingerprints of the image's
+input files (samrefiner.fingerprints): a resumed run redoes exactly the finished images whose
+input files changed since, and says how many. An image that fails gives one line in the
 errors file and the run goes on. At the end the dataset merges the records (COCO: the output
 JSON) and the per-object scores are written.
 
@@ -30,13 +33,15 @@ output of another run is refused (or removed with `overwrite`), so output never 
 every file the run writes outside its work folder is listed in its journal.
 
 Failure policy (samrefiner.failures): a failed image gets one line in the errors file and its
-traceback in `<work>/failures.log`; bad inputs (`InputError`) never stop the run; the same other
+traceback in `<work>/failures.log`; bad inputs (`InputError`, and whatever else reading an
+image's files raises, see `load_one`) never stop the run; the same other
 exception type on `max_consecutive_failures` images in a row, or any device error (CUDA out of
 memory, ...), stops it at once: `Summary.stopped` names the cause, finished work is merged and kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -46,15 +51,15 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote, unquote
 
 from tqdm import tqdm
 
 from samrefiner.errors import InputError, SamRefinerError
 from samrefiner.failures import DEFAULT_MAX_CONSECUTIVE, FailureLog, FailurePolicy
+from samrefiner.fingerprints import fingerprint, first_change
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import announcing_writes, atomic_write
 from samrefiner.manifest import Journal, claim
@@ -74,13 +79,13 @@ class Shard:
 
     @classmethod
     def parse(cls, text: str) -> Shard:
-        """'K/N' -> Shard(K, N) with 0 <= K < N."""
+        """'K/N' -> Shard(K, N) with 0 <= K < N (InputError naming `text` otherwise)."""
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise InputError(f"--shard {text}: expected K/N, e.g. 0/4") from None
+            raise InputError(f"{text}: expected K/N, e.g. 0/4") from None
         if not 0 <= index < count:
-            raise InputError(f"--shard {text}: K must be in 0..N-1")
+            raise InputError(f"{text}: K must be in 0..N-1")
         return cls(index, count)
 
     def select(self, refs: list[SampleRef]) -> list[SampleRef]:
@@ -107,6 +112,7 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image key, errors-file line)
     idle: dict[str, float] | None = None  # share of the wall time the model waited, by cause (timing.idle_shares)
     stopped: str | None = None  # why the run stopped early (failure policy), None when it did not
+    changed: list[str] = field(default_factory=list)  # finished images redone: their inputs changed (--resume)
 
     def __str__(self) -> str:
         rate = f"{self.images / self.seconds:.2f} images/s" if self.seconds else "-"
@@ -126,6 +132,9 @@ class Summary:
             text += f" (see {self.errors_path})"
         if self.skipped:
             text += f"; {self.skipped} already done"
+        if self.changed:
+            more = ", ..." if len(self.changed) > 1 else ""
+            text += f"; {len(self.changed)} redone, their inputs changed ({self.changed[0]}{more})"
         if self.idle:
             causes = ", ".join(f"{name} {share:.0%}" for name, share in self.idle.items() if name != "total")
             text += f"; model idle {self.idle['total']:.0%} of the time ({causes})"
@@ -145,18 +154,22 @@ class Summary:
 
 
 class RecordStore:
-    """One JSON record per finished image in `<work>/records/`, each written atomically."""
+    """One JSON record per finished image in `<work>/records/<sha256 of its key>.json`, each written
+    atomically: a fixed-length name, whatever the image's path. A record holds the image's key, the
+    fingerprints of its input files (samrefiner.fingerprints), its scores and its output."""
 
     def __init__(self, work_dir: Path) -> None:
         self.folder = work_dir / "records"
 
-    def finished(self) -> set[str]:
+    def finished(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that have a record."""
         if not self.folder.is_dir():
             return set()
-        return {unquote(path.stem) for path in self.folder.glob("*.json")}
+        present = {entry.name for entry in os.scandir(self.folder)}
+        return {key for key in keys if self._path(key).name in present}
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        text = json.dumps(record, separators=(",", ":"))
+        text = json.dumps({"key": key, **record}, separators=(",", ":"))
         atomic_write(self._path(key), lambda handle: handle.write(text.encode("utf-8")))
 
     def drop(self, key: str) -> None:
@@ -165,14 +178,15 @@ class RecordStore:
     def read(self, keys: Iterable[str], part: str) -> Records:
         """`part` ("output" or "scores") of the records of those keys that have one, in the order
         given; each read from its file when it is looked up, so a merge holds one at a time."""
-        finished = self.finished()
+        keys = list(keys)
+        finished = self.finished(keys)
         return Records(self, [key for key in keys if key in finished], part)
 
     def load(self, key: str) -> dict[str, Any]:
         return json.loads(self._path(key).read_text(encoding="utf-8"))
 
     def _path(self, key: str) -> Path:
-        return self.folder / f"{quote(key, safe='')}.json"
+        return self.folder / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
 
 
 class Records(Mapping[str, Any]):
@@ -238,12 +252,21 @@ def load_in_order(dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[Sam
 
 
 def load_one(dataset: Dataset, ref: SampleRef) -> Sample | Exception:
-    """The decoded sample, or the exception that loading it raised (the "read" stage)."""
+    """The decoded sample with the fingerprints of its input files, or the exception that loading
+    raised (the "read" stage). Whatever reading one image's files raises is a fault of that input:
+    an error that is not an InputError comes back as one (same line, the original as its cause), so
+    that the failure policy never takes a bad input for a broken run."""
     with stage("read"):
         try:
-            return dataset.load(ref)
-        except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
+            sample = dataset.load(ref)
+            sample.inputs = fingerprint(dataset.input_files(ref))
+            return sample
+        except InputError as error:
             return error
+        except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
+            wrapped = InputError(describe_failure(ref, error))
+            wrapped.__cause__ = error
+            return wrapped
 
 
 def refine_one(refiner: Any, loaded: Sample | Exception) -> Any:
@@ -264,7 +287,7 @@ def refine_in_order(refiner: Any, loaded: Loaded) -> Generator[tuple[SampleRef, 
 
 def write_and_record(dataset: Dataset, store: RecordStore, sample: Sample, result: Any, overlays: Path | None) -> None:
     """Write one image's outputs, then its record (the mark of a finished image)."""
-    store.put(sample.ref.key, _write_one(dataset, sample, result, overlays))
+    store.put(sample.ref.key, {"inputs": sample.inputs, **_write_one(dataset, sample, result, overlays)})
 
 
 class InlineWrites:
@@ -314,96 +337,153 @@ def select(refs: list[SampleRef], shard: Shard, limit: int | None) -> list[Sampl
     return chosen if limit is None else chosen[:limit]
 
 
-def run(
-    dataset: Dataset,
-    refiner: Any,
-    *,
-    shard: Shard = Shard(),
-    limit: int | None = None,
-    resume: bool = False,
-    errors_path: Path | None = None,
-    overlays: Path | None = None,
-    progress: bool = True,
-    loader: Loader = load_in_order,
-    merge: bool = True,
-    writer: Writer = InlineWrites,
-    manifest: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE,
-    stop_flag: Path | None = None,
-    refining: Refining = refine_in_order,
-) -> Summary:
-    """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`).
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run` goes through a dataset.
 
-    `limit`: the first `limit` images of this shard. `manifest`: claim the output for this run first
-    (samrefiner.manifest.claim with `resume` and `overwrite`). `merge=False` leaves merging the
-    finished records into the output to a later `merge_outputs` (several processes writing one output
-    merge once, after all of them are done). `stop_flag`: a file shared by the processes of one run;
-    a process that stops writes its cause there, the others stop after their current image.
-    `refining`: how loaded images become results (`refine_in_order`, or samrefiner.overlap's two at a
-    time); an image still in flight when the run stops is dropped (no output, no record).
-    """
-    policy = FailurePolicy(max_consecutive_failures)
-    if manifest is not None:
-        claim(dataset.layout, manifest, resume=resume, overwrite=overwrite)
-    all_refs = dataset.refs()
-    chosen = select(all_refs, shard, limit)
-    store = RecordStore(dataset.layout.work_dir)
-    finished = store.finished() if resume else set()
-    todo = [ref for ref in chosen if ref.key not in finished]
-    journal = Journal(dataset.layout, shard.suffix)
-    journal.add(errors_path or shard_path(dataset.layout.errors_path, shard))
-    errors = ErrorLog(errors_path or shard_path(dataset.layout.errors_path, shard))
-    tracebacks = FailureLog(dataset.layout.work_dir / "failures.log")
-    summary = Summary(skipped=len(chosen) - len(todo), errors_path=errors.path)
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    writes = writer(dataset, store, overlays)
+    `limit`: the first `limit` images of this shard. `resume`: skip the images an earlier run
+    finished, unless their input files changed since (those are redone). `manifest`: claim the
+    output for this run first (samrefiner.manifest.claim with `resume` and `overwrite`).
+    `merge=False` leaves merging the finished records into the output to a later `merge_outputs`
+    (several processes writing one output merge once, after all of them are done). `stop_flag`: a
+    file shared by the processes of one run; a process that stops writes its cause there, the
+    others stop after their current image. `refining`: how loaded images become results
+    (`refine_in_order`, or samrefiner.overlap's two at a time); an image still in flight when the
+    run stops is dropped (no output, no record)."""
 
-    def settle(finished: Iterable[tuple[SampleRef, Any, Exception | None]]) -> None:
-        """Count written images; record failed ones (the failure policy may stop the run)."""
-        for ref, result, error in finished:
-            if error is None:
-                summary.images += 1
-                summary.count_objects(result)
-                policy.succeeded()
-                continue
-            store.drop(ref.key)
-            errors.add(ref, error)
-            tracebacks.add(ref.name, error)
-            cause = policy.failed(ref.name, error)
-            if cause and summary.stopped is None:
-                summary.stopped = cause
-                if stop_flag is not None:
-                    atomic_write(stop_flag, lambda handle: handle.write(cause.encode("utf-8")))
+    shard: Shard = Shard()
+    limit: int | None = None
+    resume: bool = False
+    errors_path: Path | None = None
+    overlays: Path | None = None
+    progress: bool = True
+    loader: Loader = load_in_order
+    merge: bool = True
+    writer: Writer = InlineWrites
+    manifest: dict[str, Any] | None = None
+    overwrite: bool = False
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE
+    stop_flag: Path | None = None
+    refining: Refining = refine_in_order
 
+
+@dataclass
+class Plan:
+    """The images a run refines: those selected, less those an earlier run finished (`resume`)
+    from inputs that are still as they were."""
+
+    todo: list[SampleRef]
+    skipped: int
+    changed: list[str]  # why each finished image is redone ("<file>: changed")
+
+
+def plan(dataset: Dataset, store: RecordStore, options: RunOptions) -> Plan:
+    chosen = select(dataset.refs(), options.shard, options.limit)
+    finished = store.finished(ref.key for ref in chosen) if options.resume else set()
+    changes = {ref.key: input_change(dataset, store, ref) for ref in chosen if ref.key in finished}
+    todo = [ref for ref in chosen if ref.key not in finished or changes[ref.key]]
+    return Plan(todo, len(chosen) - len(todo), [change for change in changes.values() if change])
+
+
+def input_change(dataset: Dataset, store: RecordStore, ref: SampleRef) -> str | None:
+    """How a finished image's input files differ from those its record was made from (None: not)."""
     try:
-        with announcing_writes(journal.add), closing(refining(refiner, loader(dataset, todo))) as outcomes:
-            for ref, loaded, outcome in outcomes:
+        files = dataset.input_files(ref)
+    except InputError as error:
+        return str(error)
+    return first_change(store.load(ref.key).get("inputs"), files)
+
+
+def run(dataset: Dataset, refiner: Any, options: RunOptions | None = None, **fields: Any) -> Summary:
+    """Refine this shard's images of `dataset` with `refiner` (anything with `.refine(image, masks)`)
+    as `options` say (`fields`: RunOptions fields to replace, e.g. `run(dataset, refiner, limit=2)`)."""
+    options = replace(options or RunOptions(), **fields)
+    if options.manifest is not None:
+        claim(dataset.layout, options.manifest, resume=options.resume, overwrite=options.overwrite)
+    batch = Batch(dataset, options)
+    try:
+        batch.go(refiner)
+    finally:
+        batch.close()
+    if options.merge:
+        with stage("write"), announcing_writes(batch.journal.add):
+            merge_outputs(dataset)
+    batch.summary.seconds = time.perf_counter() - batch.start
+    return batch.summary
+
+
+class Batch:
+    """One run's images through the refiner: failures recorded, the failure policy applied."""
+
+    def __init__(self, dataset: Dataset, options: RunOptions) -> None:
+        self.dataset, self.options = dataset, options
+        self.store = RecordStore(dataset.layout.work_dir)
+        self.plan = plan(dataset, self.store, options)
+        errors_path = options.errors_path or shard_path(dataset.layout.errors_path, options.shard)
+        self.journal = Journal(dataset.layout, options.shard.suffix)
+        self.journal.add(errors_path)
+        self.errors = ErrorLog(errors_path)
+        self.tracebacks = FailureLog(dataset.layout.work_dir / "failures.log")
+        self.policy = FailurePolicy(options.max_consecutive_failures)
+        self.summary = Summary(skipped=self.plan.skipped, errors_path=self.errors.path, changed=self.plan.changed)
+        self.start = time.perf_counter()
+        self.bar = tqdm(
+            total=len(self.plan.todo), unit="img", disable=not options.progress, file=sys.stderr, dynamic_ncols=True
+        )
+        self.writes = options.writer(dataset, self.store, options.overlays)
+
+    def go(self, refiner: Any) -> None:
+        """Refine and write every image to do, in order, until done or stopped."""
+        loaded = self.options.loader(self.dataset, self.plan.todo)
+        with announcing_writes(self.journal.add), closing(self.options.refining(refiner, loaded)) as outcomes:
+            for ref, sample, outcome in outcomes:
                 try:
                     if isinstance(outcome, Exception):
                         raise outcome
-                    writes.submit(cast(Sample, loaded), outcome)  # loaded, since refined
+                    self.writes.submit(cast(Sample, sample), outcome)  # loaded, since refined
                 except Exception as error:  # noqa: BLE001  (recorded; the failure policy decides)
-                    writes.fail(ref, error)
-                settle(writes.settled())
-                bar.set_postfix_str(f"{summary.all_objects / (time.perf_counter() - start):.1f} objects/s", refresh=False)
-                bar.update(1)
-                if summary.stopped is None and stop_flag is not None and stop_flag.exists():
-                    summary.stopped = stop_flag.read_text(encoding="utf-8")
-                if summary.stopped:
+                    self.writes.fail(ref, error)
+                self.settle(self.writes.settled())
+                self.advance()
+                if self.stopped():
                     break
-            settle(writes.settled(wait=True))  # images refined before a stop are written and kept
-    finally:
-        writes.close()
-        bar.close()
-        errors.close()
-    summary.failures, summary.failed = errors.count, errors.entries
-    if merge:
-        with stage("write"), announcing_writes(journal.add):
-            merge_outputs(dataset)
-    summary.seconds = time.perf_counter() - start
-    return summary
+            self.settle(self.writes.settled(wait=True))  # images refined before a stop are written and kept
+
+    def settle(self, finished: Iterable[tuple[SampleRef, Any, Exception | None]]) -> None:
+        """Count written images; record failed ones (the failure policy may stop the run)."""
+        for ref, result, error in finished:
+            if error is None:
+                self.summary.images += 1
+                self.summary.count_objects(result)
+                self.policy.succeeded()
+                continue
+            self.store.drop(ref.key)
+            self.errors.add(ref, error)
+            self.tracebacks.add(ref.name, error)
+            cause = self.policy.failed(ref.name, error)
+            if cause and self.summary.stopped is None:
+                self.summary.stopped = cause
+                if self.options.stop_flag is not None:
+                    text = cause.encode("utf-8")
+                    atomic_write(self.options.stop_flag, lambda handle, text=text: handle.write(text))
+
+    def advance(self) -> None:
+        rate = self.summary.all_objects / (time.perf_counter() - self.start)
+        self.bar.set_postfix_str(f"{rate:.1f} objects/s", refresh=False)
+        self.bar.update(1)
+
+    def stopped(self) -> bool:
+        """Whether this run stops: its own failure policy, or another process of the run (stop flag)."""
+        flag = self.options.stop_flag
+        if self.summary.stopped is None and flag is not None and flag.exists():
+            self.summary.stopped = flag.read_text(encoding="utf-8")
+        return bool(self.summary.stopped)
+
+    def close(self) -> None:
+        self.writes.close()
+        self.bar.close()
+        self.errors.close()
+        self.summary.failures, self.summary.failed = self.errors.count, self.errors.entries
 
 
 def _write_one(dataset: Dataset, sample: Sample, result: Any, overlays: Path | None) -> dict[str, Any]:

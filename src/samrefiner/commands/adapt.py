@@ -30,6 +30,7 @@ from samrefiner.commands.refine import (
 )
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.errors import InputError
+from samrefiner.outputs import Location, check_locations, folder_files
 
 TRAINING_PANEL = "Training (AdaptConfig)"
 # The dataset readers are built for `refine` and want an output location; adapt never writes through them.
@@ -82,8 +83,7 @@ def adapt_command(
         prompt=prompt, seed=seed,
     )
     dataset = open_dataset(images, _READ_ONLY_OUTPUT, masks=masks, label_maps=label_maps, coco=coco)
-    inputs = [path for path in (images, masks, label_maps, coco) if path is not None]
-    check_apart(inputs, [out, *([cache] if cache else [])])
+    check_outputs([path for path in (images, masks, label_maps, coco) if path is not None], out, cache)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     sam = load_model(model, device=device)
@@ -96,6 +96,29 @@ def adapt_command(
         f"top-1 agreement with coarse-mask IoU {result.before.agreement:.1%} -> {result.after.agreement:.1%}; "
         f"wrote {out}"
     )
+
+
+def check_outputs(inputs: list[Path], out: Path, cache: Path | None) -> None:
+    """The adapter file and the cache folder: apart from the inputs, writable, new or samrefiner's."""
+    check_apart(inputs, [out, *([cache] if cache else [])])
+    check_locations(
+        [Location("--out", out, folder=False), *([Location("--cache", cache, folder=True)] if cache else [])],
+        is_ours=is_adapt_output,
+        remedy="choose another path (an adapter file or an embedding cache samrefiner wrote can be written again)",
+    )
+
+
+def is_adapt_output(location: Location) -> bool:
+    """An IoU adapter file (its format in the metadata), or a folder of embedding-cache entries."""
+    from samrefiner.adapter import FORMAT, read_safetensors
+
+    if location.folder:
+        return all(path.name.endswith(".safetensors") for path in folder_files(location.path))
+    try:
+        _, metadata = read_safetensors(location.path)
+    except Exception:  # noqa: BLE001  (anything unreadable is not an adapter)
+        return False
+    return metadata.get("format") == FORMAT
 
 
 def parse_milestones(text: str) -> tuple[int, ...]:

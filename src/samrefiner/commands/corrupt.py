@@ -28,6 +28,7 @@ from samrefiner.errors import SamRefinerError
 from samrefiner.groundtruth import AUTO, Truth, parse_void, read_truth
 from samrefiner.io.datasets import check_apart
 from samrefiner.io.images import atomic_write
+from samrefiner.outputs import Location, check_locations
 
 if TYPE_CHECKING:
     from samrefiner.corrupt import Corruption
@@ -53,6 +54,11 @@ def corrupt_command(
 
     void_value = parse_void(void)
     check_apart([gt, images], [out])
+    check_locations(
+        [Location("--out", out, folder=True)],
+        is_ours=lambda location: (location.path / REPORT_NAME).is_file(),
+        remedy=f"choose another --out (a folder samrefiner corrupt wrote holds {REPORT_NAME})",
+    )
     dataset = YoloDataset(gt, out, image_root=images) if (gt / "data.yaml").is_file() else MaskFolders(images, gt, out)
     written = {}
     started = time.perf_counter()

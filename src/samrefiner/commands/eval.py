@@ -49,6 +49,7 @@ from samrefiner.groundtruth import AUTO, Void, label_map_void, parse_void, read_
 from samrefiner.io.images import atomic_write, read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, ambiguous, list_files
+from samrefiner.outputs import Location, check_locations
 
 if TYPE_CHECKING:
     from samrefiner.metrics import ConfusionMatrix, MaskScores
@@ -93,6 +94,12 @@ def eval_command(
 ) -> None:
     """Score predictions against ground truth: IoU, boundary IoU, mBA, mIoU or COCO (boundary) AP."""
     void_value = parse_void(void)
+    if json_file is not None:
+        check_locations(
+            [Location("--json", json_file, folder=False)],
+            is_ours=is_eval_json,
+            remedy="choose another --json file (a scores file samrefiner eval wrote can be written again)",
+        )
     report = evaluate(gt, pred, format or detect_format(gt), void_value)
     print_report(report)
     if json_file is not None:
@@ -373,6 +380,15 @@ def write_json(path: Path, report: EvalReport) -> None:
     document = {**json_ready(report.scores), "missing": report.missing, "unusable": report.unusable}
     text = json.dumps(document, indent=2) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def is_eval_json(location: Location) -> bool:
+    """Whether the file is a scores file of `samrefiner eval --json` (its "missing" and "unusable" lists)."""
+    try:
+        document = json.loads(location.path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and all(isinstance(document.get(key), list) for key in ("missing", "unusable"))
 
 
 def json_ready(scores: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,9 @@ import inspect
 import re
 import time
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +35,17 @@ from samrefiner.cli import app
 from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import check_apart, open_dataset
-from samrefiner.runner import Shard
+from samrefiner.manifest import (
+    RunConflict,
+    claim,
+    file_fields,
+    model_fields,
+    new_manifest,
+    owns,
+    settings_fields,
+)
+from samrefiner.outputs import Location, check_locations
+from samrefiner.runner import RunOptions, Shard, Summary, shard_path
 
 CONFIG_PANEL = "Refinement (RefinerConfig)"
 CONFIG_HELP = {
@@ -162,144 +173,240 @@ def in_option_terms(message: str) -> str:
     return message.replace("must be True", "must be on")
 
 
+RefineImagesOption = Annotated[
+    Path | None, typer.Option("--images", help="Folder of images (searched recursively); with --yolo: the YOLO folder.")
+]
+OutOption = Annotated[Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")]
+CopyImagesOption = Annotated[
+    bool, typer.Option("--copy-images", help="--yolo: also copy the images into the output dataset.")
+]
+CocoSegmentationOption = Annotated[
+    str,
+    typer.Option(
+        "--coco-segmentation", help="--coco output: rle, polygons, or input (each annotation in its input kind)."
+    ),
+]
+OverlaysOption = Annotated[
+    Path | None, typer.Option("--save-overlays", help="Also write coarse | refined overlays here, one PNG per image.")
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit", min=1, help="Refine the first N images of the --shard selection (torchrun ranks share them)."
+    ),
+]
+ShardOption = Annotated[
+    str, typer.Option("--shard", help="K/N: only every N-th image from the K-th (0-based), e.g. a SLURM array task.")
+]
+ResumeOption = Annotated[
+    bool,
+    typer.Option("--resume", help="Skip images an earlier run finished (redone when their input files changed)."),
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace another run's results in --out (removes exactly its files); write into a folder or over a file "
+        "samrefiner did not write (its other files are never removed).",
+    ),
+]
+ErrorsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--errors",
+        help="Where to list failed images (default: beside the output); with --shard K/N: NAME.shard-K-of-N.EXT.",
+    ),
+]
+MaxFailuresOption = Annotated[
+    int,
+    typer.Option(
+        "--max-consecutive-failures",
+        min=1,
+        help="Stop (exit 3) when the same error, not a bad input, fails N images in a row.",
+    ),
+]
+AdapterOption = Annotated[
+    Path | None, typer.Option("--adapter", help="SAMRefiner++ IoU adapter (.safetensors from `samrefiner adapt`).")
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Processes that read and write images beside the model, and two images in flight (0: a thread reads).",
+    ),
+]
+FOREIGN_REMEDY = (
+    "choose another path, or give --overwrite to write there anyway (samrefiner never removes files it did not write)"
+)
+
+
 @app.command("refine")
 @with_config_options(config_fields())
 def refine_command(
     *,
-    images: Annotated[
-        Path | None, typer.Option("--images", help="Folder of images (searched recursively); with --yolo: the YOLO folder.")
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", help="Output folder (masks, label maps) or .json file (COCO).")
-    ],
+    images: RefineImagesOption = None,
+    out: OutOption,
     masks: MasksOption = None,
     label_maps: LabelMapsOption = None,
     coco: CocoOption = None,
     instance_maps: InstanceMapsOption = None,
     ignore_exif: IgnoreExifOption = False,
     yolo: YoloOption = None,
-    copy_images: Annotated[
-        bool, typer.Option("--copy-images", help="--yolo: also copy the images into the output dataset.")
-    ] = False,
-    coco_segmentation: Annotated[
-        str, typer.Option("--coco-segmentation", help="--coco output: rle, polygons, or input (each annotation in its input kind).")
-    ] = "input",
+    copy_images: CopyImagesOption = False,
+    coco_segmentation: CocoSegmentationOption = "input",
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
-    save_overlays: Annotated[
-        Path | None, typer.Option("--save-overlays", help="Also write coarse | refined overlays here, one PNG per image.")
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=1, help="Refine the first N images of the --shard selection (torchrun ranks share them)."),
-    ] = None,
-    shard: Annotated[
-        str, typer.Option("--shard", help="K/N: only every N-th image from the K-th (0-based), e.g. a SLURM array task.")
-    ] = "0/1",
-    resume: Annotated[bool, typer.Option("--resume", help="Skip images an earlier run already finished.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace another run's results in --out (removes exactly its files).")
-    ] = False,
-    errors: Annotated[
-        Path | None,
-        typer.Option("--errors", help="Where to list failed images (default: beside the output); with --shard K/N: NAME.shard-K-of-N.EXT."),
-    ] = None,
-    max_consecutive_failures: Annotated[
-        int,
-        typer.Option(
-            "--max-consecutive-failures", min=1, help="Stop (exit 3) when the same error, not a bad input, fails N images in a row."
-        ),
-    ] = 5,
+    save_overlays: OverlaysOption = None,
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    resume: ResumeOption = False,
+    overwrite: OverwriteOption = False,
+    errors: ErrorsOption = None,
+    max_consecutive_failures: MaxFailuresOption = 5,
     progress: ProgressOption = True,
-    adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="SAMRefiner++ IoU adapter (.safetensors from `samrefiner adapt`).")
-    ] = None,
+    adapter: AdapterOption = None,
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
-    workers: Annotated[
-        int, typer.Option("--workers", min=0, help="Processes that read and write images beside the model, and two images in flight (0: a thread reads).")
-    ] = 0,
+    workers: WorkersOption = 0,
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Refine every image's coarse masks with SAM and write them in the input's format.
 
     Under torchrun each process refines its share of the images and rank 0 merges them into one
     output, the same as a single process leaves (see samrefiner.distributed)."""
-    from samrefiner.distributed import Ranks, run_ranks
+    from samrefiner.distributed import Ranks
+
+    with in_cli_terms():
+        if resume and overwrite:
+            raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
+        sources = {"masks": masks, "label_maps": label_maps, "coco": coco, "instance_maps": instance_maps, "yolo": yolo}
+        dataset = open_dataset(images, out, **sources, copy_images=copy_images, ignore_exif=ignore_exif)
+        set_coco_segmentation(dataset, coco_segmentation)
+        options = RunOptions(
+            shard=parse_shard(shard), limit=limit, resume=resume, errors_path=errors, overlays=save_overlays,
+            progress=progress, overwrite=overwrite, max_consecutive_failures=max_consecutive_failures,
+        )  # fmt: skip
+        inputs = [path for path in (images or yolo, *sources.values(), adapter) if path is not None]
+        check_paths(dataset, inputs, options)
+        fields = identity_fields(
+            {"images": images, **sources}, options, config_values or {},
+            ignore_exif=ignore_exif, coco_segmentation=coco_segmentation, copy_images=copy_images,
+        )  # fmt: skip
+        claim(dataset.layout, new_manifest(**fields), resume=resume, overwrite=overwrite, partial=True)
+        ranks = Ranks.from_env()
+        refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
+        manifest = new_manifest(**fields, **model_fields(refiner, model, adapter))
+        summary = refine_dataset(dataset, refiner, ranks, replace(options, manifest=manifest), workers)
+    report(summary, dataset, ranks)
+
+
+CONFLICT_REMEDIES = {  # what resolves a refused output claim (samrefiner.manifest.RunConflict.kind)
+    "resume": "--resume continues only the same run: give that run's options (--shard and --limit included), "
+    "or --overwrite to start over",
+    "overwrite": "--overwrite replaces them, or choose another --out",
+    "unusable": "delete that output or choose another --out",
+}
+
+
+@contextmanager
+def in_cli_terms() -> Iterator[None]:
+    """Ctrl-C at any point as one line (rank 0 under torchrun) and exit 130; a refused output claim
+    with the options that resolve it."""
+    from samrefiner.distributed import Ranks
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if Ranks.from_env().rank == 0:
+            typer.echo("samrefiner: interrupted; run the same command with --resume to continue", err=True)
+        raise typer.Exit(130) from None
+    except RunConflict as error:
+        raise InputError(f"{error}; {CONFLICT_REMEDIES[error.kind]}") from None
+
+
+def parse_shard(text: str) -> Shard:
+    """--shard K/N (InputError naming the option when malformed)."""
+    try:
+        return Shard.parse(text)
+    except InputError as error:
+        raise InputError(f"--shard {error}") from None
+
+
+def check_paths(dataset: Any, inputs: list[Path], options: RunOptions) -> None:
+    """Before the model loads: something to refine, outputs apart from the inputs and from each
+    other, each writable and either new, samrefiner's own, or allowed by --overwrite."""
+    if not dataset.refs():
+        raise InputError(f"{inputs[1]}: no coarse masks to refine")
+    given = [path for path in (options.errors_path, options.overlays) if path is not None]
+    check_apart(inputs, [*dataset.layout.written_paths(), *given])
+    check_locations(
+        output_locations(dataset.layout, options),
+        is_ours=functools.partial(owns, dataset.layout),
+        foreign_allowed=options.overwrite,
+        remedy=FOREIGN_REMEDY,
+    )
+
+
+def output_locations(layout: Any, options: RunOptions) -> list[Location]:
+    """Where a refine run writes: --out (for a .json output also its work folder, scores and errors
+    files beside it), --errors, --save-overlays."""
+    is_folder = layout.work_dir.parent == layout.out
+    locations = [Location("--out", layout.out, folder=is_folder)]
+    if not is_folder:
+        locations += [Location("", layout.work_dir, folder=True), Location("", layout.scores_path, folder=False)]
+    if options.errors_path is not None or not is_folder:
+        errors = shard_path(options.errors_path or layout.errors_path, options.shard)
+        locations.append(Location("--errors" if options.errors_path else "", errors, folder=False))
+    if options.overlays is not None:
+        locations.append(Location("--save-overlays", options.overlays, folder=True))
+    return locations
+
+
+def identity_fields(
+    sources: dict[str, Path | None], options: RunOptions, config_values: dict[str, Any], **settings: Any
+) -> dict[str, Any]:
+    """What decides the output besides the model (samrefiner.manifest), checked against an earlier
+    run in --out before the model loads: the inputs (paths, and digests of the files that are one
+    input of the whole run), the dataset settings, the selection and the refinement settings."""
+    yolo = sources.get("yolo")
+    return {
+        **sources,
+        **settings,
+        "limit": options.limit,
+        "shards": options.shard.count,
+        **settings_fields(config_values),
+        **file_fields(coco=sources.get("coco"), yolo_data_yaml=yolo / "data.yaml" if yolo else None),
+    }
+
+
+def refine_dataset(dataset: Any, refiner: Any, ranks: Any, options: RunOptions, workers: int) -> Summary:
+    """Claim the output and run (every rank), reading and writing in `workers` processes or a thread."""
+    from samrefiner.distributed import run_ranks
     from samrefiner.loader import Workers, load_in_background
     from samrefiner.overlap import refine_overlapped
     from samrefiner.runner import InlineWrites, refine_in_order
     from samrefiner.timing import StageTimes, idle_shares, recording
-    from samrefiner.manifest import claim, model_fields, new_manifest, settings_fields
 
-    if resume and overwrite:
-        raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
-    dataset = open_dataset(
-        images,
-        out,
-        masks=masks,
-        label_maps=label_maps,
-        coco=coco,
-        instance_maps=instance_maps,
-        yolo=yolo,
-        copy_images=copy_images,
-        ignore_exif=ignore_exif,
-    )
-    set_coco_segmentation(dataset, coco_segmentation)
-    shard_spec = Shard.parse(shard)
-    inputs = [path for path in (images or yolo, masks, label_maps, coco, instance_maps, yolo, adapter) if path is not None]
-    if not dataset.refs():
-        raise InputError(f"{inputs[1]}: no coarse masks to refine")
-    check_apart(inputs, [*dataset.layout.written_paths(), *(p for p in (errors, save_overlays) if p)])
-    if errors is not None and (not str(errors) or errors.is_dir()):
-        raise InputError(f"--errors {str(errors)!r}: a folder, not a file to list failed images in")
-    ranks = Ranks.from_env()
-    run_fields = dict(  # what decides the output besides the model (one line per field)
-        images=images,
-        masks=masks,
-        label_maps=label_maps,
-        coco=coco,
-        instance_maps=instance_maps,
-        yolo=yolo,
-        ignore_exif=ignore_exif,
-        coco_segmentation=coco_segmentation,
-        copy_images=copy_images,
-        limit=limit,
-        shards=shard_spec.count,
-        **settings_fields(config_values or {}),
-    )
-    claim(dataset.layout, new_manifest(**run_fields), resume=resume, overwrite=overwrite, partial=True)  # before the model loads
-    refiner = build_refiner(model, device, config_values or {}, adapter, precision, compile_model, ranks)
-    manifest = new_manifest(**run_fields, **model_fields(refiner, model, adapter))
     pool = Workers(dataset, workers) if workers else None
+    if pool:
+        options = replace(options, loader=pool.loader, writer=pool.writer, refining=refine_overlapped)
+    else:
+        options = replace(options, loader=load_in_background, writer=InlineWrites, refining=refine_in_order)
     times = StageTimes(stage_synchronizer(refiner))
     start = time.perf_counter()
     try:
         with recording(times):
-            summary = run_ranks(
-                dataset,
-                refiner,
-                ranks,
-                shard=shard_spec,
-                limit=limit,
-                resume=resume,
-                errors_path=errors,
-                overlays=save_overlays,
-                progress=progress,
-                loader=pool.loader if pool else load_in_background,
-                writer=pool.writer if pool else InlineWrites,
-                refining=refine_overlapped if pool else refine_in_order,
-                manifest=manifest,
-                overwrite=overwrite,
-                max_consecutive_failures=max_consecutive_failures,
-            )
-    except KeyboardInterrupt:
-        typer.echo("interrupted; run the same command with --resume to continue", err=True)
-        raise typer.Exit(130) from None
+            summary = run_ranks(dataset, refiner, ranks, options)
     finally:
         if pool:
             pool.close()
     summary.idle = idle_shares(times, time.perf_counter() - start)  # this process's (rank 0's under torchrun)
+    return summary
+
+
+def report(summary: Summary, dataset: Any, ranks: Any) -> None:
+    """Print the summary (rank 0) and exit: 0 all refined, 1 some failed, 3 stopped by the failure policy."""
     if ranks.rank > 0:
         raise typer.Exit(3 if summary.stopped else 0)  # rank 0 reports the whole run
     typer.echo(str(summary))

@@ -11,13 +11,17 @@ handled, 1 when some were not (one line each on stderr), 2 on a usage or input e
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from samrefiner.cli import app
-from samrefiner.review.page import PAGE_SIZE
+from samrefiner.io.images import announcing_writes
+from samrefiner.manifest import Journal, owns
+from samrefiner.outputs import Location, check_locations
+from samrefiner.review.page import DATA_DIR, PAGE_SIZE
 
 if TYPE_CHECKING:
     from samrefiner.review.datasets import ReadLog
@@ -50,6 +54,11 @@ def review_command(
     from samrefiner.review.report import build_report
 
     check_apart([images, coarse, refined], [out])
+    check_locations(
+        [Location("--out", out, folder=True)],
+        is_ours=lambda location: (location.path / DATA_DIR / "manifest.js").is_file(),
+        remedy="choose another --out (a report folder of samrefiner review can be written again)",
+    )
     pair = open_pair(images, coarse, refined, kind=kind)
     log = ReadLog()
     summaries = build_report(
@@ -82,9 +91,16 @@ def apply_review_command(
 
     choices = read_decisions(decisions, undecided_refined=not undecided_coarse)
     pair = open_pair(images, coarse, refined, out, kind)
-    check_apart([images, coarse, refined, decisions], pair.coarse.layout.written_paths())
+    layout = pair.coarse.layout
+    check_apart([images, coarse, refined, decisions], layout.written_paths())
+    check_locations(
+        [Location("--out", out, folder=layout.work_dir.parent == layout.out)],
+        is_ours=functools.partial(owns, layout),
+        remedy="choose another --out (an earlier apply-review output can be written again)",
+    )
     check_report(choices, decisions, report_id(pair))
-    summary = apply_decisions(pair, choices)
+    with announcing_writes(Journal(layout).add):  # what makes the output recognisable as samrefiner's
+        summary = apply_decisions(pair, choices)
     _report_problems(summary.log)
     typer.echo(str(summary))
     raise typer.Exit(1 if summary.log.errors else 0)

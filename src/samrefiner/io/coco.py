@@ -122,6 +122,10 @@ class CocoDataset(Dataset):
             order += [image_id for image_id in self._by_image if image_id not in self._entries]
         return [SampleRef(str(image_id), self._describe(image_id)) for image_id in order]
 
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        """The image file (the annotation file is one input of the whole run: see samrefiner.manifest)."""
+        return [self._image_path(self._id_of_key[ref.key])]
+
     def load(self, ref: SampleRef) -> Sample:
         image_id = self._id_of_key[ref.key]
         if image_id in self.index.problems:

@@ -9,6 +9,7 @@ location in the same format. The runner only sees this interface:
   object); raises `InputError` naming the file when the image or its masks cannot be used.
 - `write(sample, result)`: writes the refined result of one image, each file atomically, and
   returns what the resume record must keep beyond the scores (COCO: the refined annotations).
+- `input_files(ref)`: the files of one image, undecoded (a resume checks them for changes).
 - `finalize(outputs)`: called once at the end of a run with what `write` returned for every
   finished image, of this run and earlier ones (COCO: merges them into the output JSON), as a
   mapping that reads each image's part of its record from disk when it is looked up.
@@ -58,6 +59,7 @@ class Sample:
     masks: np.ndarray  # N x H x W bool
     objects: list[dict[str, Any]]  # per object: "id" plus format-specific fields ("category_id")
     context: Any = None  # what the format's writer needs besides the masks
+    inputs: list[dict[str, Any]] | None = None  # fingerprints of `Dataset.input_files` (set by the runner)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,11 @@ class Dataset(ABC):
         Returns what `finalize` will need of this image (kept in its resume record).
         """
 
+    @abstractmethod
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        """The files this image is made of (image, mask files, map, label file), without decoding
+        them; InputError when they cannot be told. `--resume` redoes an image when one changed."""
+
     def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
         """Called at the end of a run with `write`'s return value for every finished image."""
 
@@ -156,6 +163,9 @@ class LabelMaps(Dataset):
 
     def refs(self) -> list[SampleRef]:
         return [SampleRef(key, str(path)) for key, path in self._maps.items()]
+
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        return [one_file(self._images, ref.key, self.images, ref.name), self._maps[ref.key]]
 
     def load(self, ref: SampleRef) -> Sample:
         from samrefiner.semantic import split_then_merge

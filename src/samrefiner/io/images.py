@@ -130,7 +130,8 @@ def atomic_write(path: str | Path, write) -> None:
     for hook in _WRITE_HOOKS:
         hook(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    short = os.fsencode(path.name)[:200].decode(errors="ignore")  # room for the 14 bytes added: any name works
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual mode
         with os.fdopen(fd, "wb") as handle:

@@ -63,6 +63,9 @@ class MaskFolders(Dataset):
     def refs(self) -> list[SampleRef]:
         return [SampleRef(key, str(self._sources[key])) for key in sorted(self._sources)]
 
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        return [one_file(self._images, ref.key, self.images, ref.name), *self._objects[ref.key]]
+
     def load(self, ref: SampleRef) -> Sample:
         files = self._objects[ref.key]
         image_path = one_file(self._images, ref.key, self.images, ref.name)

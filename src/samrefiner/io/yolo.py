@@ -81,6 +81,10 @@ class YoloDataset(Dataset):
     def refs(self) -> list[SampleRef]:
         return [SampleRef(key, str(self.images / relative)) for key, (relative, _) in self._labels.items()]
 
+    def input_files(self, ref: SampleRef) -> list[Path]:
+        relative, label = self._labels[ref.key]
+        return [self.images / relative, label]
+
     def load(self, ref: SampleRef) -> Sample:
         relative, label = self._labels[ref.key]
         image_path = self.images / relative
