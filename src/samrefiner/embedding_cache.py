@@ -30,13 +30,16 @@ def image_hash(image: np.ndarray) -> str:
     return digest.hexdigest()[:20]
 
 
+PREPROCESSING = 2  # bumped when a backend reads images differently (2: SAM 2.1/SAM 3/EdgeTAM float resize)
+
+
 def model_key(model: PromptableModel) -> str:
     """What distinguishes one model's embeddings from another's: its source and IoU-head fingerprint,
     the precision it computes in and the kind of device it runs on (CPU fp32 and GPU bf16 embeddings
     of one image differ; GPUs of one kind give the same)."""
     precision = str(getattr(model, "autocast_dtype", None) or torch.float32).removeprefix("torch.")
     device = torch.device(model.device).type
-    source = f"{model.kind}:{model.name}:{model.image_size}:{precision}:{device}"
+    source = f"{model.kind}:{model.name}:{model.image_size}:{precision}:{device}:{PREPROCESSING}"
     return f"{model_fingerprint(model)}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
 
 

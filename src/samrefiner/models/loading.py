@@ -98,7 +98,9 @@ def from_pretrained(source: str, device: str | torch.device = "cpu") -> Promptab
     try:
         model_type = AutoConfig.from_pretrained(source, **hub_options).model_type
         backend = _pretrained_backend(source, model_type)
-        model, info = backend.model_class.from_pretrained(source, output_loading_info=True, **hub_options)
+        model, info = backend.model_class.from_pretrained(
+            source, output_loading_info=True, dtype=torch.float32, **hub_options
+        )  # float32 always: transformers 5 would keep a half-precision hub file in half precision
     except (OSError, ValueError, RuntimeError) as error:
         if offline:
             raise CheckpointError(
