@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.adapt import AdaptConfig, collect_samples, train_adapter  # noqa: E402
 from samrefiner.adapter import IoUAdapter, adapted  # noqa: E402
-from samrefiner.corrupt import corrupt_mask, object_rng  # noqa: E402
+from samrefiner.evaluation.corrupt import corrupt_mask, object_rng  # noqa: E402
 from samrefiner.embedding_cache import EmbeddingCache  # noqa: E402
 from samrefiner.io.images import read_image, read_mask  # noqa: E402
 from samrefiner.models.base import PromptableModel  # noqa: E402

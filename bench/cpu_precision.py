@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
-from samrefiner.bench import labelled_images  # noqa: E402
-from samrefiner.metrics import mask_iou  # noqa: E402
+from samrefiner.evaluation.bench import labelled_images  # noqa: E402
+from samrefiner.evaluation.metrics import mask_iou  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 MODELS = {

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from samrefiner.fingerprints import fingerprint, first_change
+from samrefiner.run.fingerprints import fingerprint, first_change
 from samrefiner.io.masks import MaskFolders
 
 SHARED = Path(os.environ.get("SAMREFINER_SHARED", Path(__file__).resolve().parents[2] / "shared"))

@@ -87,9 +87,9 @@ def measure_whole(path: Path) -> dict:
 
 def measure_rank(path: Path, rank: int, world: int) -> dict:
     """The streaming index as a rank builds it, then this rank's annotations."""
-    from samrefiner.distributed import Ranks
+    from samrefiner.run.distributed import Ranks
     from samrefiner.io.coco import CocoDataset
-    from samrefiner.runner import Shard
+    from samrefiner.run.runner import Shard
 
     before = rss_mib()
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from conftest import DATA, SAM_REF
 from PIL import Image
 from typer.testing import CliRunner
 
-from samrefiner.bench import COARSE, PROMPT_SETTINGS, labelled_images
+from samrefiner.evaluation.bench import COARSE, PROMPT_SETTINGS, labelled_images
 from samrefiner.cli import _register_commands, app
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_mask

@@ -8,7 +8,7 @@ import pytest
 from conftest import DATA, SAM_REF
 from typer.testing import CliRunner
 
-from samrefiner.bench import LabelledImages
+from samrefiner.evaluation.bench import LabelledImages
 from samrefiner.cli import _register_commands, app
 
 

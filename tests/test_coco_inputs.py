@@ -12,7 +12,7 @@ from PIL import Image
 
 from samrefiner.errors import InputWarning
 from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -10,9 +10,9 @@ from conftest import DATA
 from typer.testing import CliRunner
 
 from samrefiner.cli import _register_commands, app
-from samrefiner.corrupt import IOU_BAND, MAX_DEFECTS, corrupt_mask, object_rng
+from samrefiner.evaluation.corrupt import IOU_BAND, MAX_DEFECTS, corrupt_mask, object_rng
 from samrefiner.io.images import read_image, read_mask
-from samrefiner.metrics import mask_iou
+from samrefiner.evaluation.metrics import mask_iou
 
 CASES = [
     ("davis2016/JPEGImages/dog/00020.jpg", "davis2016/Annotations/dog/00020.png"),

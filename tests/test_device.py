@@ -14,7 +14,7 @@ from cuda_fake import FakeCuda, fake_load_model
 from samrefiner import load_model
 from samrefiner.cli import main
 from samrefiner.commands.refine import build_refiner
-from samrefiner.distributed import Ranks, process_device
+from samrefiner.run.distributed import Ranks, process_device
 from samrefiner.errors import DeviceError, SamRefinerError
 from samrefiner.models.device import check_device
 

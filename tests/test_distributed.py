@@ -15,10 +15,10 @@ from conftest import DATA, SAM_REF
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from samrefiner.distributed import Ranks
+from samrefiner.run.distributed import Ranks
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
-from samrefiner.runner import Shard, select
+from samrefiner.run.runner import Shard, select
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_STUFF = DATA / "coco_stuff"

@@ -16,7 +16,7 @@ from samrefiner.io.datasets import LabelMaps
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.io.coco import CocoDataset, encode_mask
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

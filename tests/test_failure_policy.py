@@ -20,9 +20,9 @@ from test_run_manifest import ModelRefiner, run_cli
 
 import samrefiner.commands.refine as refine_module
 from samrefiner.config import RefinerConfig
-from samrefiner.distributed import Ranks, run_ranks
+from samrefiner.run.distributed import Ranks, run_ranks
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import Shard, run
+from samrefiner.run.runner import Shard, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_limit_is_the_first_images_of_the_shard_selection(tmp_path):
 
 
 def test_max_consecutive_failures_must_be_positive():
-    from samrefiner.failures import FailurePolicy
+    from samrefiner.run.failures import FailurePolicy
 
     with pytest.raises(ValueError, match="max_consecutive 0: must be at least 1") as refused:
         FailurePolicy(0)
@@ -207,10 +207,10 @@ RANK_RUN = textwrap.dedent(
     from pathlib import Path
     import torch
     from io_fakes import IdentityRefiner
-    from samrefiner.distributed import Ranks, run_ranks
+    from samrefiner.run.distributed import Ranks, run_ranks
     from samrefiner.errors import InputError
     from samrefiner.io.masks import MaskFolders
-    from samrefiner.manifest import new_manifest
+    from samrefiner.run.manifest import new_manifest
 
     root, iterations = Path(sys.argv[1]), int(sys.argv[2])
     ranks = Ranks.from_env()

@@ -22,7 +22,7 @@ from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # n
 
 from samrefiner.io.coco import CocoDataset, encode_mask
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SIZE = (20, 28)  # height, width

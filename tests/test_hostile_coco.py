@@ -24,7 +24,7 @@ from pycocotools import mask as mask_utils
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
 from samrefiner.review.datasets import class_names
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning", "ignore::samrefiner.errors.InputWarning"

@@ -23,7 +23,7 @@ from PIL import Image
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image, read_mask_encoded
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 SIZE = (6, 7)  # height, width
 

@@ -15,7 +15,7 @@ from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # n
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import LabelMaps, open_dataset
 from samrefiner.io.instancemaps import InstanceMaps
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"
 DAVIS = DATA / "davis2016"

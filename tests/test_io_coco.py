@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
 from samrefiner.io.labelmaps import read_label_map
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here

@@ -12,7 +12,7 @@ from PIL import Image
 
 from samrefiner.io.datasets import LabelMaps
 from samrefiner.io.labelmaps import read_label_map
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"
 

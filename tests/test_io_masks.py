@@ -14,7 +14,7 @@ from PIL import Image
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_mask
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 DAVIS = DATA / "davis2016"
 

@@ -17,7 +17,7 @@ from PIL import Image
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import RecordStore, Shard, run
+from samrefiner.run.runner import RecordStore, Shard, run
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = 6
@@ -114,7 +114,7 @@ KILLED_RUN = textwrap.dedent(
     import samrefiner.io.masks as masks_module
     from io_fakes import IdentityRefiner
     from samrefiner.io.masks import MaskFolders
-    from samrefiner.runner import run
+    from samrefiner.run.runner import run
 
     root, kill_at = Path(sys.argv[1]), int(sys.argv[2])
     files = []

@@ -18,7 +18,7 @@ from PIL import Image
 from samrefiner.errors import InputError
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.yolo import YoloDataset
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"
 DAVIS = DATA / "davis2016"

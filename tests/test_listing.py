@@ -14,7 +14,7 @@ from samrefiner.errors import InputError
 from samrefiner.io.images import write_png
 from samrefiner.io.masks import MaskFolders
 from samrefiner.review.datasets import detect_format
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 
 def touch(path: Path) -> Path:

@@ -16,7 +16,7 @@ from samrefiner.errors import InputError, InputWarning
 from samrefiner.io.images import read_mask
 from samrefiner.io.masks import MaskFolders
 from samrefiner.refine import as_masks
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 SIZE = (40, 60)
 

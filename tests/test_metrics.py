@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samrefiner.metrics import (
+from samrefiner.evaluation.metrics import (
     ConfusionMatrix,
     MaskScores,
     boundary_accuracy,

@@ -171,7 +171,7 @@ def test_apply_review_into_a_folder_of_other_files_is_refused_and_rerun_into_its
     from io_fakes import BoxRefiner
 
     from samrefiner.io.masks import MaskFolders
-    from samrefiner.runner import run
+    from samrefiner.run.runner import run
 
     images, masks = make_dataset(tmp_path, count=2)
     refined = tmp_path / "refined"

@@ -22,7 +22,7 @@ from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.images import read_image
 from samrefiner.io.yolo import YoloDataset
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

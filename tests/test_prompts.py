@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import DATA, SAM_REF
 from PIL import Image
 
-from samrefiner.corrupt import corrupt_mask
+from samrefiner.evaluation.corrupt import corrupt_mask
 from samrefiner.prompts import (
     MASK_SIZE,
     PromptMiner,
@@ -73,7 +73,7 @@ def scenes() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 
 def load_scenes() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(image, ground truth, flawed mask) for each scene, flawed with samrefiner.corrupt's seeded defects."""
+    """(image, ground truth, flawed mask) for each scene, flawed with samrefiner.evaluation.corrupt's seeded defects."""
     loaded = []
     for image_path, gt_path, seed in SCENES:
         image = Image.open(DATA / image_path).convert("RGB")

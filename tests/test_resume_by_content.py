@@ -18,7 +18,7 @@ from test_run_manifest import fake_build_refiner, run_cli
 
 import samrefiner.commands.refine as refine_module
 from samrefiner.io.masks import MaskFolders
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from samrefiner.cli import _register_commands, app
 from samrefiner.io.images import read_mask
-from samrefiner.metrics import mask_iou
+from samrefiner.evaluation.metrics import mask_iou
 from samrefiner.review.objects import ObjectSummary
 from samrefiner.review.page import THUMBNAIL_DIR, prepare_report_dir, write_page
 from samrefiner.review.thumbnails import PANEL_GAP, PANEL_SIZE
@@ -130,7 +130,7 @@ def refined_davis(reduced_model, tmp_path_factory) -> dict[str, Path]:
     """Four DAVIS frames refined by the reduced random SAM (one iteration), as `samrefiner refine` does."""
     from samrefiner import Refiner, RefinerConfig
     from samrefiner.io.masks import MaskFolders
-    from samrefiner.runner import run
+    from samrefiner.run.runner import run
 
     root = tmp_path_factory.mktemp("davis")
     for sequence, frame in FRAMES:

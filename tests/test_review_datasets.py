@@ -26,9 +26,9 @@ from samrefiner.io.datasets import LabelMaps
 from samrefiner.io.images import read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.masks import MaskFolders
-from samrefiner.metrics import mask_iou
+from samrefiner.evaluation.metrics import mask_iou
 from samrefiner.review.datasets import detect_format, split_like_regions
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 from samrefiner.semantic import split_then_merge
 
 DAVIS = DATA / "davis2016"

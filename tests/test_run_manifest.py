@@ -23,7 +23,7 @@ from samrefiner.cli import main
 from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
-from samrefiner.manifest import check_same, new_manifest
+from samrefiner.run.manifest import check_same, new_manifest
 
 MODEL = SAM_REF / "reduced_sam.pth"
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
@@ -219,7 +219,7 @@ def test_resume_and_overwrite_together_are_refused(fake_model, capsys, monkeypat
 
 
 def test_a_rank_whose_settings_differ_from_the_claimed_manifest_is_refused(tmp_path):
-    from samrefiner.manifest import claim
+    from samrefiner.run.manifest import claim
 
     layout = OutputLayout.folder(tmp_path / "out")
     claim(layout, new_manifest(iterations=5, model_sha256="a" * 64), resume=False, overwrite=False)
@@ -253,7 +253,7 @@ def test_overwrite_of_a_coco_output_keeps_only_the_new_runs_annotations(tmp_path
     from test_io_coco import build_coco
 
     from samrefiner.io.coco import CocoDataset
-    from samrefiner.runner import run
+    from samrefiner.run.runner import run
 
     images, path, data = build_coco(tmp_path)
     out = tmp_path / "refined.json"
@@ -274,7 +274,7 @@ def test_overwrite_of_a_coco_output_keeps_only_the_new_runs_annotations(tmp_path
 
 def test_the_library_names_no_option_when_it_refuses_an_output(tmp_path):
     """`claim` says what is wrong; the CLI adds the options that resolve it (tested above)."""
-    from samrefiner.manifest import RunConflict, claim
+    from samrefiner.run.manifest import RunConflict, claim
 
     layout = OutputLayout.folder(tmp_path / "out")
     claim(layout, new_manifest(iterations=5), resume=False, overwrite=False)

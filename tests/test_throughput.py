@@ -20,12 +20,12 @@ from samrefiner import Refiner, RefinerConfig
 from samrefiner.commands.refine import build_refiner
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
-from samrefiner.loader import load_in_background
+from samrefiner.run.loader import load_in_background
 from samrefiner.mining import mine_in_threads
 from samrefiner.models import speed
 from samrefiner.models.base import Encoding
 from samrefiner.prompts import PromptMiner
-from samrefiner.runner import load_in_order, run
+from samrefiner.run.runner import load_in_order, run
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording, stage
 
 REPO = Path(__file__).resolve().parents[1]

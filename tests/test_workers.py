@@ -1,5 +1,5 @@
 """`refine --workers N`: reading and writing in worker processes, and two images in flight around
-the model (samrefiner.overlap), leave the same bytes as without; the summary gives the share of the
+the model (samrefiner.run.overlap), leave the same bytes as without; the summary gives the share of the
 time the model waited, by cause."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from samrefiner import Refiner, RefinerConfig
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.datasets import LabelMaps
 from samrefiner.io.masks import MaskFolders
-from samrefiner.loader import Workers
-from samrefiner.overlap import ModelTurns, refine_overlapped
-from samrefiner.runner import Shard, Summary, refine_in_order, run
+from samrefiner.run.loader import Workers
+from samrefiner.run.overlap import ModelTurns, refine_overlapped
+from samrefiner.run.runner import Shard, Summary, refine_in_order, run
 from samrefiner.timing import StageTimes, idle_shares, recording, stage
 
 STUFF = DATA / "coco_stuff"
@@ -70,7 +70,7 @@ def _run_both_ways(make_dataset, out0: Path, out2: Path, workers: int, refiner=N
 
 @pytest.fixture
 def turns(monkeypatch) -> list[str]:
-    """The thread that held the model, turn by turn (samrefiner.overlap's model lock); checks
+    """The thread that held the model, turn by turn (samrefiner.run.overlap's model lock); checks
     that no two turns overlap."""
     taken: list[str] = []
     holders: list[str] = []
@@ -192,7 +192,7 @@ def test_an_interrupt_two_at_a_time_stops_the_threads(tmp_path, monkeypatch) -> 
     def interrupted(self, sample, result):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("samrefiner.runner.InlineWrites.submit", interrupted)
+    monkeypatch.setattr("samrefiner.run.runner.InlineWrites.submit", interrupted)
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         run(MaskFolders(images, masks, tmp_path / "out"), TurnTaker(slow=(1, 2)), progress=False, refining=refine_overlapped)

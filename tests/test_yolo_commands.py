@@ -14,7 +14,7 @@ from test_review import read_manifest
 from test_review_datasets import write_decisions
 
 from samrefiner.io.yolo import YoloDataset
-from samrefiner.runner import run
+from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

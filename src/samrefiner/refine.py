@@ -102,7 +102,7 @@ class Refiner:
 
     `adapter` is the optional SAMRefiner++ IoU adapter (an `IoUAdapter` or its .safetensors file,
     refused when made for another model); it only re-scores the candidates.
-    `model_turn` is entered around every model call (encode, decode, upscale): samrefiner.overlap
+    `model_turn` is entered around every model call (encode, decode, upscale): samrefiner.run.overlap
     sets it to let one thread at a time use the model.
     """
 

@@ -16,7 +16,7 @@ which in a new thread is cuda:0. Stages may run in
 several threads at once (the background loader reads while the model works): their seconds add up
 to more than the wall time then.
 
-Two images in flight (samrefiner.overlap): model stages stay serialized (one thread holds the model
+Two images in flight (samrefiner.run.overlap): model stages stay serialized (one thread holds the model
 at a time), so their sum is still the model's busy time and "idle" is the wall time the model was
 free. Each free interval is charged (`charge_idle`) to the stage that the thread taking the model
 next finished last (mining, waiting for input, ...): what the model was waiting for.

@@ -30,7 +30,7 @@ from samrefiner.commands.refine import (
 )
 from samrefiner.io.datasets import check_apart, open_dataset
 from samrefiner.errors import InputError
-from samrefiner.outputs import Location, check_locations, folder_files
+from samrefiner.run.outputs import Location, check_locations, folder_files
 
 TRAINING_PANEL = "Training (AdaptConfig)"
 # The dataset readers are built for `refine` and want an output location; adapt never writes through them.
@@ -131,7 +131,7 @@ def parse_milestones(text: str) -> tuple[int, ...]:
 
 def _readable(dataset, limit: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(image, coarse masks) of each image that loads; a failure is one line on stderr."""
-    from samrefiner.runner import describe_failure, load_in_order
+    from samrefiner.run.runner import describe_failure, load_in_order
 
     refs = dataset.refs()[:limit]
     for ref, sample in load_in_order(dataset, refs):

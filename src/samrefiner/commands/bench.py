@@ -53,7 +53,7 @@ def bench_command(
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Score coarse masks and SAMRefiner with each prompt combination: IoU, boundary IoU, mBA, time."""
-    from samrefiner.bench import PROMPT_SETTINGS, labelled_images, run_bench
+    from samrefiner.evaluation.bench import PROMPT_SETTINGS, labelled_images, run_bench
 
     settings = _chosen_settings(only, PROMPT_SETTINGS)
     data = labelled_images(images, gt, coarse=coarse, seed=seed, limit=limit)

@@ -25,13 +25,13 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.errors import SamRefinerError
-from samrefiner.groundtruth import AUTO, Truth, parse_void, read_truth
+from samrefiner.evaluation.groundtruth import AUTO, Truth, parse_void, read_truth
 from samrefiner.io.datasets import check_apart
 from samrefiner.io.images import atomic_write
-from samrefiner.outputs import Location, check_locations
+from samrefiner.run.outputs import Location, check_locations
 
 if TYPE_CHECKING:
-    from samrefiner.corrupt import Corruption
+    from samrefiner.evaluation.corrupt import Corruption
 
 REPORT_NAME = "corrupt.json"
 
@@ -48,7 +48,7 @@ def corrupt_command(
     ] = AUTO,
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
-    from samrefiner.corrupt import IOU_BAND, corrupt_sample
+    from samrefiner.evaluation.corrupt import IOU_BAND, corrupt_sample
     from samrefiner.io.masks import MaskFolders
     from samrefiner.io.yolo import YoloDataset
 

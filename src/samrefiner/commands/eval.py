@@ -20,7 +20,7 @@ object value is `masks`; a flat folder where some PNG holds several values is `l
 any other folder (e.g. flat binary masks, which could be one-class label maps) is refused with
 a line asking for `--format`.
 
-Void (`--void`, `samrefiner.groundtruth`): ground-truth pixels of the void value are left out of
+Void (`--void`, `samrefiner.evaluation.groundtruth`): ground-truth pixels of the void value are left out of
 every score; by default 128 in masks whose values are exactly {0, 128, 255} (GrabCut), 255 in
 label maps.
 
@@ -45,14 +45,14 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.errors import InputError
-from samrefiner.groundtruth import AUTO, Void, label_map_void, parse_void, read_truth
+from samrefiner.evaluation.groundtruth import AUTO, Void, label_map_void, parse_void, read_truth
 from samrefiner.io.images import atomic_write, read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, ambiguous, list_files
-from samrefiner.outputs import Location, check_locations
+from samrefiner.run.outputs import Location, check_locations
 
 if TYPE_CHECKING:
-    from samrefiner.metrics import ConfusionMatrix, MaskScores
+    from samrefiner.evaluation.metrics import ConfusionMatrix, MaskScores
 
 LISTED_PROBLEMS = 10
 DETECTION_SAMPLE = 50  # PNGs whose values `detect_format` looks at
@@ -154,7 +154,7 @@ def _holds_several_values(path: Path) -> bool:
 
 def evaluate_masks(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """Binary masks paired by relative path: pooled and mean IoU, boundary IoU, mBA (outside void)."""
-    from samrefiner.metrics import MaskScores
+    from samrefiner.evaluation.metrics import MaskScores
 
     scores = MaskScores()
 
@@ -168,7 +168,7 @@ def evaluate_masks(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
 def evaluate_label_maps(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """Label maps paired by relative path: mIoU from one confusion matrix (GT void, 255 by default, ignored)."""
-    from samrefiner.metrics import ConfusionMatrix
+    from samrefiner.evaluation.metrics import ConfusionMatrix
 
     matrix = ConfusionMatrix(label_map_void(void))
 
@@ -220,7 +220,7 @@ def _check_prediction_folder(
 def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
     from samrefiner.io.coco import check_identity, check_segmentations, load_json
-    from samrefiner.metrics import coco_boundary_ap, coco_mask_ap
+    from samrefiner.evaluation.metrics import coco_boundary_ap, coco_mask_ap
 
     if void != AUTO:
         raise InputError(f"--void {'none' if void is None else void}: COCO ground truth has no void value")
@@ -248,7 +248,7 @@ def evaluate_yolo(gt: Path, pred: Path) -> EvalReport:
     position (prediction images looked up in `gt` when `pred` has none)."""
     from samrefiner.io.yolo import YoloDataset, label_path, read_label_file
     from samrefiner.io.polygons import rasterize
-    from samrefiner.metrics import MaskScores
+    from samrefiner.evaluation.metrics import MaskScores
 
     truth = YoloDataset(gt, pred)  # read only: nothing is written
     report, scores = EvalReport(Format.yolo, {}), MaskScores()
@@ -337,7 +337,7 @@ def _scores_by_id(
 ) -> MaskScores:
     """Per-object scores of each ground-truth annotation against the prediction with its id."""
     from samrefiner.io.coco import decode_segmentation
-    from samrefiner.metrics import MaskScores
+    from samrefiner.evaluation.metrics import MaskScores
 
     scores = MaskScores()
     for annotation in objects:

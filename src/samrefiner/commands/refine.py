@@ -9,9 +9,9 @@
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
 the dataclass so the two never drift apart. The output never goes over or inside the input, and
-never mixes two runs (samrefiner.manifest). Exit code: 0 when every image was refined, 1 when some
+never mixes two runs (samrefiner.run.manifest). Exit code: 0 when every image was refined, 1 when some
 failed (listed in the errors file), 2 on a usage or input error (one line on stderr), 3 when the
-failure policy stopped the run (samrefiner.failures; finished work kept, `--resume` continues),
+failure policy stopped the run (samrefiner.run.failures; finished work kept, `--resume` continues),
 130 when interrupted.
 """
 
@@ -35,7 +35,7 @@ from samrefiner.cli import app
 from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import check_apart, open_dataset
-from samrefiner.manifest import (
+from samrefiner.run.manifest import (
     RunConflict,
     claim,
     file_fields,
@@ -44,8 +44,8 @@ from samrefiner.manifest import (
     owns,
     settings_fields,
 )
-from samrefiner.outputs import Location, check_locations
-from samrefiner.runner import RunOptions, Shard, Summary, shard_path
+from samrefiner.run.outputs import Location, check_locations
+from samrefiner.run.runner import RunOptions, Shard, Summary, shard_path
 
 CONFIG_PANEL = "Refinement (RefinerConfig)"
 CONFIG_HELP = {
@@ -143,7 +143,7 @@ ModelOption = Annotated[
 def checked_device(value: str) -> str:
     """--device: "auto", or a device this machine has, for this process under torchrun too (DeviceError,
     one line, before any work starts)."""
-    from samrefiner.distributed import Ranks, process_device
+    from samrefiner.run.distributed import Ranks, process_device
 
     process_device(value, Ranks.from_env(), name="--device")
     return value
@@ -274,8 +274,8 @@ def refine_command(
     """Refine every image's coarse masks with SAM and write them in the input's format.
 
     Under torchrun each process refines its share of the images and rank 0 merges them into one
-    output, the same as a single process leaves (see samrefiner.distributed)."""
-    from samrefiner.distributed import Ranks
+    output, the same as a single process leaves (see samrefiner.run.distributed)."""
+    from samrefiner.run.distributed import Ranks
 
     with in_cli_terms():
         if resume and overwrite:
@@ -301,7 +301,7 @@ def refine_command(
     report(summary, dataset, ranks)
 
 
-CONFLICT_REMEDIES = {  # what resolves a refused output claim (samrefiner.manifest.RunConflict.kind)
+CONFLICT_REMEDIES = {  # what resolves a refused output claim (samrefiner.run.manifest.RunConflict.kind)
     "resume": "--resume continues only the same run: give that run's options (--shard and --limit included), "
     "or --overwrite to start over",
     "overwrite": "--overwrite replaces them, or choose another --out",
@@ -313,7 +313,7 @@ CONFLICT_REMEDIES = {  # what resolves a refused output claim (samrefiner.manife
 def in_cli_terms() -> Iterator[None]:
     """Ctrl-C at any point as one line (rank 0 under torchrun) and exit 130; a refused output claim
     with the options that resolve it."""
-    from samrefiner.distributed import Ranks
+    from samrefiner.run.distributed import Ranks
 
     try:
         yield
@@ -366,7 +366,7 @@ def output_locations(layout: Any, options: RunOptions) -> list[Location]:
 def identity_fields(
     sources: dict[str, Path | None], options: RunOptions, config_values: dict[str, Any], **settings: Any
 ) -> dict[str, Any]:
-    """What decides the output besides the model (samrefiner.manifest), checked against an earlier
+    """What decides the output besides the model (samrefiner.run.manifest), checked against an earlier
     run in --out before the model loads: the inputs (paths, and digests of the files that are one
     input of the whole run), the dataset settings, the selection and the refinement settings."""
     yolo = sources.get("yolo")
@@ -382,10 +382,10 @@ def identity_fields(
 
 def refine_dataset(dataset: Any, refiner: Any, ranks: Any, options: RunOptions, workers: int) -> Summary:
     """Claim the output and run (every rank), reading and writing in `workers` processes or a thread."""
-    from samrefiner.distributed import run_ranks
-    from samrefiner.loader import Workers, load_in_background
-    from samrefiner.overlap import refine_overlapped
-    from samrefiner.runner import InlineWrites, refine_in_order
+    from samrefiner.run.distributed import run_ranks
+    from samrefiner.run.loader import Workers, load_in_background
+    from samrefiner.run.overlap import refine_overlapped
+    from samrefiner.run.runner import InlineWrites, refine_in_order
     from samrefiner.timing import StageTimes, idle_shares, recording
 
     pool = Workers(dataset, workers) if workers else None
@@ -449,7 +449,7 @@ def build_refiner(
     """Check the refinement options, then load the model on `device` (this rank's GPU under torchrun)
     with its speed settings and wrap it in a Refiner (with the IoU adapter file `adapter`, if any)."""
     from samrefiner import Refiner, load_model
-    from samrefiner.distributed import Ranks, process_device
+    from samrefiner.run.distributed import Ranks, process_device
     from samrefiner.models.device import make_current
     from samrefiner.models.speed import PRECISIONS
 

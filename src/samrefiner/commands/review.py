@@ -19,8 +19,8 @@ import typer
 
 from samrefiner.cli import app
 from samrefiner.io.images import announcing_writes
-from samrefiner.manifest import Journal, owns
-from samrefiner.outputs import Location, check_locations
+from samrefiner.run.manifest import Journal, owns
+from samrefiner.run.outputs import Location, check_locations
 from samrefiner.review.page import DATA_DIR, PAGE_SIZE
 
 if TYPE_CHECKING:

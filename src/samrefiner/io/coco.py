@@ -123,7 +123,7 @@ class CocoDataset(Dataset):
         return [SampleRef(str(image_id), self._describe(image_id)) for image_id in order]
 
     def input_files(self, ref: SampleRef) -> list[Path]:
-        """The image file (the annotation file is one input of the whole run: see samrefiner.manifest)."""
+        """The image file (the annotation file is one input of the whole run: see samrefiner.run.manifest)."""
         return [self._image_path(self._id_of_key[ref.key])]
 
     def load(self, ref: SampleRef) -> Sample:

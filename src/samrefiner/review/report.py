@@ -10,7 +10,7 @@ from PIL import Image
 
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image
-from samrefiner.metrics import mask_iou
+from samrefiner.evaluation.metrics import mask_iou
 from samrefiner.review.objects import ObjectSummary, ReviewImage, ReviewObject
 from samrefiner.review.page import PAGE_SIZE, THUMBNAIL_DIR, prepare_report_dir, write_page
 from samrefiner.review.thumbnails import object_crop, side_by_side

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samrefiner.corrupt import corrupt_sample
+from samrefiner.evaluation.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
-from samrefiner.groundtruth import AUTO, Truth, read_truth
+from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
 from samrefiner.io.datasets import Sample
 from samrefiner.io.masks import MaskFolders
-from samrefiner.metrics import MaskScores
+from samrefiner.evaluation.metrics import MaskScores
 from samrefiner.models.base import PromptableModel
 from samrefiner.refine import Refiner, RefinerConfig
 
@@ -80,7 +80,7 @@ class LabelledImages:
     read from `coarse` (same layout and file names as `gt`), or made from the ground truth by
     `samrefiner corrupt` with `seed` (the same masks it would write). Iterating loads them one by
     one; an image that cannot be used is yielded as its error. `len()` is the number of images.
-    Ground truth is read with its void pixels (`samrefiner.groundtruth`, the `auto` rule)."""
+    Ground truth is read with its void pixels (`samrefiner.evaluation.groundtruth`, the `auto` rule)."""
 
     def __init__(
         self, images: Path, gt: Path, coarse: Path | None = None, seed: int | None = None, limit: int | None = None

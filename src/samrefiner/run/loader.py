@@ -1,6 +1,6 @@
 """Reading and writing beside the model: a background thread, or N worker processes (`--workers N`).
 
-`load_in_background` is a drop-in `loader` for `samrefiner.runner.run`: the same (ref, sample or
+`load_in_background` is a drop-in `loader` for `samrefiner.run.runner.run`: the same (ref, sample or
 exception) pairs as `load_in_order`, in the same order, but a thread decodes up to `depth` samples
 ahead (a bounded queue, so memory holds at most depth + 2 samples: the queue, the one being
 decoded and the one being refined). A sample that fails to load comes back as its exception, in its
@@ -12,7 +12,7 @@ images there (up to 2 n ahead) and its `writer` writes each image's outputs and 
 there (up to 2 n pending). Workers leave Ctrl-C to the main process and exit by themselves when
 it dies (a kill -9 leaves no process behind). Both keep the run's order: samples and failures come back in dataset
 order, so outputs, records, scores and errors are those of a run without workers. The model, and
-prompt mining, stay in the main process (where samrefiner.overlap mines one image while the model
+prompt mining, stay in the main process (where samrefiner.run.overlap mines one image while the model
 works on another).
 """
 
@@ -40,8 +40,8 @@ import numpy as np
 from samrefiner.errors import show_input_warnings
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import announcing_writes
-from samrefiner.manifest import Journal
-from samrefiner.runner import InlineWrites, RecordStore, load_one, write_and_record
+from samrefiner.run.manifest import Journal
+from samrefiner.run.runner import InlineWrites, RecordStore, load_one, write_and_record
 from samrefiner.timing import stage
 
 DEFAULT_DEPTH = 2

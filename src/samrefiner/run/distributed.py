@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from samrefiner.errors import DeviceError, InputError
 from samrefiner.io.datasets import Dataset
 from samrefiner.io.images import announcing_writes, atomic_write
-from samrefiner.manifest import Journal, RunConflict, check_same, claim
-from samrefiner.runner import RunOptions, Shard, Summary, merge_outputs, run, shard_path
+from samrefiner.run.manifest import Journal, RunConflict, check_same, claim
+from samrefiner.run.runner import RunOptions, Shard, Summary, merge_outputs, run, shard_path
 
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,7 @@ boundary does either (even odds). Defects then grow superpixel by superpixel int
 until the IoU with the ground truth falls below a target drawn uniformly from [0.75, 0.85]; a
 superpixel that would take it below the band is skipped. When an attempt cannot land in the
 band, finer superpixels are tried; the closest mask any attempt reached is returned, flagged as
-outside the band. Void pixels (GrabCut's 128 band, `samrefiner.groundtruth`) are left out of
+outside the band. Void pixels (GrabCut's 128 band, `samrefiner.evaluation.groundtruth`) are left out of
 every IoU, as `samrefiner eval` does.
 """
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.segmentation import slic
 
-from samrefiner.groundtruth import Truth
+from samrefiner.evaluation.groundtruth import Truth
 from samrefiner.io.datasets import Sample
-from samrefiner.metrics import mask_iou
+from samrefiner.evaluation.metrics import mask_iou
 
 IOU_BAND = (0.75, 0.85)
 SEGMENT_RANGE = (50, 700)

@@ -38,7 +38,7 @@ from typing import Any
 from samrefiner import __version__
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
-from samrefiner.outputs import folder_files
+from samrefiner.run.outputs import folder_files
 
 MANIFEST_NAME = "run.json"
 INFORMATIVE = ("model",)
@@ -113,7 +113,7 @@ def file_fields(**files: Path | None) -> dict[str, str | None]:
     """`<name>_sha256` for each input file that is one input of the whole run (a COCO file, a
     data.yaml): its digest, or None when not given. Beside a `<name>` path field, a change is
     described as that file having changed."""
-    from samrefiner.fingerprints import file_sha256
+    from samrefiner.run.fingerprints import file_sha256
 
     return {f"{name}_sha256": None if path is None else file_sha256(path) for name, path in files.items()}
 
@@ -251,7 +251,7 @@ def _short(value: Any) -> str:
 
 
 def owns(layout: OutputLayout, location: Any) -> bool:
-    """Whether the output `location` (a samrefiner.outputs.Location) of a run into `layout` was
+    """Whether the output `location` (a samrefiner.run.outputs.Location) of a run into `layout` was
     written by samrefiner: the output itself and its work folder when `layout` holds a work folder
     (`claim` then decides what the run may do there), any other path (errors file, overlays) when
     the journals there list every file in it."""

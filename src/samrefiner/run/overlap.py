@@ -3,7 +3,7 @@ at the model runs.
 
 Mining of a cascade pass needs the masks of the pass before, so within one image mining and the
 model take turns; across images they need not. `refine_overlapped` is a `refining` for
-`samrefiner.runner.run`: `depth` threads each take the next loaded image and refine it with a copy
+`samrefiner.run.runner.run`: `depth` threads each take the next loaded image and refine it with a copy
 of the refiner whose `model_turn` lets one thread at a time into the model (encode, decode,
 upscale), so the model works for one image while the other image is mined (or waits for input).
 Results come back in dataset order, each the same as `refine_in_order` gives (model calls see the
@@ -33,7 +33,7 @@ from typing import Any
 from samrefiner.io.datasets import Sample, SampleRef
 from samrefiner.models.device import cuda_device, make_current
 from samrefiner.pipeline import Cancelled, in_order
-from samrefiner.runner import Loaded, refine_one
+from samrefiner.run.runner import Loaded, refine_one
 from samrefiner.timing import charge_idle, last_stage, stage
 
 DEPTH = 2

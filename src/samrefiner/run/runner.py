@@ -5,7 +5,7 @@ atomically), then write its record into the work folder. The record is the mark 
 image: a resumed run skips images that have one, so a run killed at any point loses at most the
 image in progress and never writes an image twice. Records are named by the sha256 of the image's
 key (any path the file system takes as an input works) and hold the fingerprints of the image's
-input files (samrefiner.fingerprints): a resumed run redoes exactly the finished images whose
+input files (samrefiner.run.fingerprints): a resumed run redoes exactly the finished images whose
 input files changed since, and says how many. An image that fails gives one line in the
 errors file and the run goes on. At the end the dataset merges the records (COCO: the output
 JSON) and the per-object scores are written.
@@ -26,13 +26,13 @@ coarse mask), `chosen` its index among the three candidates (-1 then); `empty_in
 
 Sharding (`Shard`), the loader and `refining` are parameters so that several processes (SLURM
 arrays, torchrun ranks) can split one dataset, reading can move to a background loader, and two
-images can be refined at once (samrefiner.overlap), results still taken in dataset order.
+images can be refined at once (samrefiner.run.overlap), results still taken in dataset order.
 
-Run identity: given a `manifest` (see samrefiner.manifest), the run first claims the output: an
+Run identity: given a `manifest` (see samrefiner.run.manifest), the run first claims the output: an
 output of another run is refused (or removed with `overwrite`), so output never mixes two runs;
 every file the run writes outside its work folder is listed in its journal.
 
-Failure policy (samrefiner.failures): a failed image gets one line in the errors file and its
+Failure policy (samrefiner.run.failures): a failed image gets one line in the errors file and its
 traceback in `<work>/failures.log`; bad inputs (`InputError`, and whatever else reading an
 image's files raises, see `load_one`) never stop the run; the same other
 exception type on `max_consecutive_failures` images in a row, or any device error (CUDA out of
@@ -58,11 +58,11 @@ from typing import Any, cast
 from tqdm import tqdm
 
 from samrefiner.errors import InputError, SamRefinerError
-from samrefiner.failures import DEFAULT_MAX_CONSECUTIVE, FailureLog, FailurePolicy
-from samrefiner.fingerprints import fingerprint, first_change
+from samrefiner.run.failures import DEFAULT_MAX_CONSECUTIVE, FailureLog, FailurePolicy
+from samrefiner.run.fingerprints import fingerprint, first_change
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import announcing_writes, atomic_write
-from samrefiner.manifest import Journal, claim
+from samrefiner.run.manifest import Journal, claim
 from samrefiner.timing import stage
 
 Loader = Callable[[Dataset, list[SampleRef]], Iterable[tuple[SampleRef, "Sample | Exception"]]]
@@ -156,7 +156,7 @@ class Summary:
 class RecordStore:
     """One JSON record per finished image in `<work>/records/<sha256 of its key>.json`, each written
     atomically: a fixed-length name, whatever the image's path. A record holds the image's key, the
-    fingerprints of its input files (samrefiner.fingerprints), its scores and its output."""
+    fingerprints of its input files (samrefiner.run.fingerprints), its scores and its output."""
 
     def __init__(self, work_dir: Path) -> None:
         self.folder = work_dir / "records"
@@ -343,12 +343,12 @@ class RunOptions:
 
     `limit`: the first `limit` images of this shard. `resume`: skip the images an earlier run
     finished, unless their input files changed since (those are redone). `manifest`: claim the
-    output for this run first (samrefiner.manifest.claim with `resume` and `overwrite`).
+    output for this run first (samrefiner.run.manifest.claim with `resume` and `overwrite`).
     `merge=False` leaves merging the finished records into the output to a later `merge_outputs`
     (several processes writing one output merge once, after all of them are done). `stop_flag`: a
     file shared by the processes of one run; a process that stops writes its cause there, the
     others stop after their current image. `refining`: how loaded images become results
-    (`refine_in_order`, or samrefiner.overlap's two at a time); an image still in flight when the
+    (`refine_in_order`, or samrefiner.run.overlap's two at a time); an image still in flight when the
     run stops is dropped (no output, no record)."""
 
     shard: Shard = Shard()

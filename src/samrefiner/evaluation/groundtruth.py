@@ -1,6 +1,6 @@
 """Ground-truth masks with void pixels, for `samrefiner eval --void` and `samrefiner corrupt`.
 
-A void value marks pixels whose truth is unknown; scores leave them out (`samrefiner.metrics`).
+A void value marks pixels whose truth is unknown; scores leave them out (`samrefiner.evaluation.metrics`).
 `--void auto` (the default) is 128 for a mask whose values are exactly {0, 128, 255} (GrabCut's
 "uncertain" band) and no void otherwise; for label maps it is 255. With a void value V the
 object is every nonzero pixel that is not V; a mask without void is read by `read_mask`.

@@ -1,0 +1,1 @@
+"""Dataset runs: the runner, its records, manifest, failures, output locations, worker processes and ranks."""
