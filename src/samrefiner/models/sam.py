@@ -23,6 +23,7 @@ from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.models.convert_sam import build_sam_model, is_sam_state_dict
 from samrefiner.models.fused_decoder import FusedSamDecoder
 from samrefiner.models.speed import CPU_DECODE_BATCH, autocast, autocast_dtype, decode_batch
+from samrefiner.types import Precision
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -118,7 +119,7 @@ class SamBackend(PromptableModel):
         self.embedding_size = int(config.image_embedding_size)
         self.mask_input_size = 4 * self.embedding_size  # the mask embedding's two stride-2 convolutions
 
-    def speed_up(self, precision: str = "auto", compile: bool = False) -> None:
+    def speed_up(self, precision: Precision = "auto", compile: bool = False) -> None:
         """Autocast precision of the model calls ("auto": bf16 on CUDA, fp32 elsewhere; see
         `samrefiner.models.speed`) and, with `compile`, torch.compile of the image encoder and the
         decoder (the first calls then take a while)."""
