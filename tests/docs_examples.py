@@ -39,7 +39,8 @@ class Example:
 
     @property
     def name(self) -> str:
-        return f"{self.path.relative_to(REPO)}:{self.line}"
+        where = self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path
+        return f"{where}:{self.line}"
 
     @property
     def needs(self) -> set[str]:
@@ -54,7 +55,10 @@ class Example:
 
 
 def documentation_files(root: Path = REPO) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    """README.md and docs/**/*.md, and the Markdown files SAMREFINER_EXTRA_DOCS names (paths
+    separated by os.pathsep: to check a page before it joins docs/)."""
+    extra = [Path(path).resolve() for path in os.environ.get("SAMREFINER_EXTRA_DOCS", "").split(os.pathsep) if path]
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md")), *extra]
 
 
 def examples(files: list[Path] | None = None) -> list[Example]:

@@ -155,5 +155,6 @@ def segmentation_map(label: Any, where: str) -> np.ndarray:
     else:
         raise InputError(f"{where}: Segmentation has neither mask nor mask_path")
     if label_map.ndim != 2 or not np.issubdtype(label_map.dtype, np.integer):
-        raise InputError(f"{where}: Segmentation must be a 2-D integer label map, got shape {label_map.shape} dtype {label_map.dtype}")
+        shape, dtype = label_map.shape, label_map.dtype
+        raise InputError(f"{where}: Segmentation must be a 2-D integer label map, got shape {shape} dtype {dtype}")
     return label_map
