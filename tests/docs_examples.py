@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The names an example may take from its prose, with their types (what mypy checks them as).
 GIVEN = {"image": "np.ndarray", "masks": "np.ndarray", "label_map": "np.ndarray", "refiner": "Refiner"}
-FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^([ \t]*)```python[ \t]*\n(.*?)^\1```[ \t]*$", re.MULTILINE | re.DOTALL)  # may be indented
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def examples(files: list[Path] | None = None) -> list[Example]:
     for path in files if files is not None else documentation_files():
         text = path.read_text(encoding="utf-8")
         for match in FENCE.finditer(text):
-            found.append(Example(path, text.count("\n", 0, match.start()) + 1, match.group(1)))
+            found.append(Example(path, text.count("\n", 0, match.start()) + 1, textwrap.dedent(match.group(2))))
     return found
 
 
