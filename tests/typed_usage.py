@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import samrefiner
-from samrefiner import InputError, Refiner, RefinerConfig, RefineResult, load_model
+from samrefiner import AdaptConfig, InputError, Refiner, RefinerConfig, RefineResult, load_model
+from samrefiner.types import POINT_STRATEGIES, PointStrategy
 
 
 def refine_boxes(model_path: str, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
@@ -24,3 +25,20 @@ def refine_file(refiner: samrefiner.Refiner, path: str, masks: np.ndarray) -> np
         return refiner.refine(path, masks).masks
     except InputError:
         return None
+
+
+def configs(strategy: PointStrategy) -> list[object]:
+    """Option values are Literal types: a literal or a variable typed with the alias passes."""
+    return [
+        RefinerConfig(point_strategy="box_center"),
+        RefinerConfig(point_strategy=strategy),
+        AdaptConfig(prompt="box+point"),
+    ]
+
+
+def config_from_text(text: str) -> RefinerConfig:
+    """A plain str (from argparse, a file) is checked against the values first."""
+    for strategy in POINT_STRATEGIES:
+        if text == strategy:
+            return RefinerConfig(point_strategy=strategy)
+    raise ValueError(f"point strategy {text!r}: choose one of {', '.join(POINT_STRATEGIES)}")

@@ -10,7 +10,7 @@ from samrefiner.errors import CheckpointError, InputError, SamRefinerError
 __version__ = "0.1.0"
 
 # Public names -> the module that defines them; imported on first use so that `import samrefiner`
-# stays light and the CLI starts fast.
+# (which every `samrefiner` command runs, the CLI being part of the package) does not import torch.
 _EXPORTS = {
     "load_model": "samrefiner.models",
     "PromptableModel": "samrefiner.models.base",
@@ -38,9 +38,26 @@ if TYPE_CHECKING:
     from samrefiner.refine import Refiner, RefineResult
     from samrefiner.semantic import split_then_merge
 
-_ERRORS = ["CheckpointError", "InputError", "SamRefinerError"]
-
-__all__ = sorted(_EXPORTS) + _ERRORS + ["__version__"]
+# A literal list, as type checkers need it to see these names as exported (`mypy --strict`).
+__all__ = [
+    "AdaptConfig",
+    "CheckpointError",
+    "Decoded",
+    "Encoding",
+    "InputError",
+    "IoUAdapter",
+    "PromptableModel",
+    "Prompts",
+    "RefineResult",
+    "Refiner",
+    "RefinerConfig",
+    "SamRefinerError",
+    "__version__",
+    "collect_samples",
+    "load_model",
+    "split_then_merge",
+    "train_adapter",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,8 +28,7 @@ from samrefiner.errors import SamRefinerError
 from samrefiner.io.images import read_image
 from samrefiner.models.base import Encoding, PromptableModel
 from samrefiner.prompts import positive_points, tight_boxes
-
-PROMPT_TYPES = ("box", "point", "box+point")
+from samrefiner.types import ADAPT_PROMPTS, AdaptPrompt
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class AdaptConfig:
     epochs: int = 1
     milestones: tuple[int, ...] = (60, 100)
     lr_gamma: float = 0.1
-    prompt: str = "box"
+    prompt: AdaptPrompt = "box"
     seed: int = 0
 
 
@@ -83,7 +82,7 @@ class AdaptResult:
 def collect_samples(
     model: PromptableModel,
     items: Iterable[tuple[np.ndarray | str | Path, np.ndarray]],
-    prompt: str = "box",
+    prompt: AdaptPrompt = "box",
     encode: Callable[[np.ndarray], Encoding] | None = None,
     progress: bool = False,
 ) -> AdaptSamples:
@@ -92,8 +91,8 @@ def collect_samples(
     `items` yields (image, masks): an H x W x 3 uint8 RGB array or its path, and N x H x W masks.
     `encode` replaces `model.encode`, e.g. `EmbeddingCache(model, folder).encode`.
     """
-    if prompt not in PROMPT_TYPES:
-        raise SamRefinerError(f"unknown prompt type {prompt!r}: choose one of {', '.join(PROMPT_TYPES)}")
+    if prompt not in ADAPT_PROMPTS:
+        raise SamRefinerError(f"unknown prompt type {prompt!r}: choose one of {', '.join(ADAPT_PROMPTS)}")
     encode = encode or model.encode
     inputs, targets, columns, skipped = [], [], None, 0
     for image, masks in tqdm(items, desc="encode", unit="image", disable=not progress):
@@ -123,7 +122,7 @@ class _HeadRecord:
 
 
 def _decode_for_training(
-    model: PromptableModel, encoding: Encoding, masks: np.ndarray, prompt: str
+    model: PromptableModel, encoding: Encoding, masks: np.ndarray, prompt: AdaptPrompt
 ) -> tuple[_HeadRecord, torch.Tensor, torch.Tensor]:
     """Decode `masks`' prompts once: the IoU head's inputs/outputs, the scores, each candidate's coarse IoU."""
     boxes = tight_boxes(masks) if "box" in prompt else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-POINT_STRATEGIES = ("distance", "box_center", "random")
+from samrefiner.types import POINT_STRATEGIES, PointStrategy
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class RefinerConfig:
     gamma: float = 4.0
     strength: float = 30.0
     iterations: int = 5
-    point_strategy: str = "distance"
+    point_strategy: PointStrategy = "distance"
     seed: int = 0
     chunk_size: int = 64
 

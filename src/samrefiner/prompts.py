@@ -21,7 +21,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
-from samrefiner.config import POINT_STRATEGIES
+from samrefiner.types import POINT_STRATEGIES, PointStrategy
 
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
 MASK_SIZE = 256  # side of SAM's dense mask prompt
@@ -420,7 +420,7 @@ class PromptMiner:
         box_expand_passes: int = 1,
         gamma: float = 4.0,
         strength: float = 30.0,
-        point_strategy: str = "distance",
+        point_strategy: PointStrategy = "distance",
         rng: np.random.Generator | None = None,
         geometry: Geometry = SAM_GEOMETRY,
     ) -> None:

@@ -16,6 +16,10 @@ Two label types are refined:
 - `Segmentation` label maps (`mask` or `mask_path`; 2-D integer maps): refined with
   `Refiner.refine_label_map` into a `Segmentation` whose `mask` is the refined map.
 
+Every refined label is a new label (its own id, as FiftyOne gives copies) whose `source_id`
+attribute is the id of the label it was refined from, so refined and coarse labels pair up:
+`refined.source_id == coarse.id`.
+
 Resumable by sample: a sample that already has a value in the new field is skipped (unless
 `overwrite`), and each sample is saved as soon as it is refined, so an interrupted call is
 continued by calling it again. A progress bar counts samples.
@@ -54,6 +58,8 @@ def refine_field(
     """Refine `dataset`'s `field` (Detections with masks, or Segmentation) into `new_field`."""
     from tqdm import tqdm
 
+    if new_field == field:
+        raise InputError(f"the refined labels need a field of their own: {field!r} is the input field")
     summary = FieldSummary()
     for sample in tqdm(dataset.iter_samples(), total=len(dataset), unit="sample", disable=not progress):
         if not overwrite and sample.has_field(new_field) and sample[new_field] is not None:
@@ -84,12 +90,14 @@ def refine_label(refiner: Refiner, image: np.ndarray, label: Any, where: str) ->
         refined = label.copy()
         refined.mask = refiner.refine_label_map(image, segmentation_map(label, where))
         refined.mask_path = None
+        refined.source_id = label.id
         return refined, 0
     raise InputError(f"{where}: a {kind} label; only Detections with masks and Segmentation are refined")
 
 
 def refine_detection_list(refiner: Refiner, image: np.ndarray, detections: list[Any]) -> tuple[list[Any], int]:
-    """Copies of FiftyOne `Detection`s with refined `bounding_box` and `mask`."""
+    """Copies of FiftyOne `Detection`s with refined `bounding_box` and `mask`, each with
+    `source_id` the id of its input detection."""
     height, width = image.shape[:2]
     if not detections:
         return [], 0
@@ -98,6 +106,7 @@ def refine_detection_list(refiner: Refiner, image: np.ndarray, detections: list[
     refined, kept = [], 0
     for detection, mask in zip(detections, result.masks):
         copy = detection.copy()
+        copy.source_id = detection.id
         fields = cropped_mask(mask)
         if fields is None:
             kept += 1
@@ -146,5 +155,6 @@ def segmentation_map(label: Any, where: str) -> np.ndarray:
     else:
         raise InputError(f"{where}: Segmentation has neither mask nor mask_path")
     if label_map.ndim != 2 or not np.issubdtype(label_map.dtype, np.integer):
-        raise InputError(f"{where}: Segmentation must be a 2-D integer label map, got shape {label_map.shape} dtype {label_map.dtype}")
+        shape, dtype = label_map.shape, label_map.dtype
+        raise InputError(f"{where}: Segmentation must be a 2-D integer label map, got shape {shape} dtype {dtype}")
     return label_map

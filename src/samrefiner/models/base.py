@@ -12,6 +12,7 @@ import torch
 
 from samrefiner.errors import CheckpointError
 from samrefiner.models.speed import CPU_DECODE_BATCH, autocast, autocast_dtype
+from samrefiner.types import Precision
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class PromptableModel(ABC):
         """This backend built from an official state dict (float32 tensors) read from `source`."""
         raise CheckpointError(f"{source}: {cls.__name__} reads no official checkpoint layout")
 
-    def speed_up(self, precision: str = "auto", compile: bool = False) -> None:
+    def speed_up(self, precision: Precision = "auto", compile: bool = False) -> None:
         """Autocast precision of the model calls ("auto": bf16 on CUDA, fp32 elsewhere; see
         `samrefiner.models.speed`) and, with `compile`, torch.compile of `compile_targets` (the
         first calls then take a while)."""

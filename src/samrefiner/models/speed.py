@@ -15,8 +15,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from samrefiner.errors import InputError
+from samrefiner.types import PRECISIONS, Precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_DECODE_BATCH = 1
 DECODE_BYTES_PER_OBJECT = 48 << 20  # fp32 working set of one object in the decoder (measured ~25-35 MiB)
 DECODE_MEMORY_SHARE = 0.5  # of the free device memory, for one decoder call
@@ -24,7 +24,7 @@ DECODE_MEMORY_SHARE = 0.5  # of the free device memory, for one decoder call
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device` (None: plain float32)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
