@@ -87,7 +87,7 @@ WRONG_USAGES = {
     "AdaptConfig(prompt='boxes')":
         'Argument "prompt" to "AdaptConfig" has incompatible type "Literal[\'boxes\']"',
     "backend.speed_up(precision='fp8')":
-        'Argument "precision" to "speed_up" of "SamBackend" has incompatible type "Literal[\'fp8\']"',
+        'Argument "precision" to "speed_up" of "PromptableModel" has incompatible type "Literal[\'fp8\']"',
 }
 
 
