@@ -1,5 +1,5 @@
-"""YOLO segmentation datasets: read, refine, write back; outputs read with a reader written from
-the format's documentation (data.yaml + `class x1 y1 ...` lines, normalised to the image size)."""
+"""YOLO datasets: read, refine, write back; outputs read back with supervision's reader (Ultralytics'
+pixel-centre convention), inputs written by supervision's writer."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import supervision as sv
 import yaml
 from conftest import DATA
 from io_fakes import IdentityRefiner, fake_result, tree_digest
 from PIL import Image
+from scipy import ndimage
+from scipy.sparse.csgraph import minimum_spanning_tree
 
 from samrefiner.errors import InputError
 from samrefiner.io.labelmaps import read_label_map
@@ -58,31 +61,29 @@ def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1"), davis: bool = Tr
     return regions
 
 
-def read_documented(root: Path, image_root: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """Per label file (`split/stem`), (class id, mask) per line: the Ultralytics docs' format,
-    each polygon filled at its image's size (`fill_even_odd`)."""
+def read_with_supervision(root: Path, image_root: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """Per label file (`split/stem`), (class id, mask) per object as supervision reads the dataset
+    (`DetectionDataset.from_yolo(force_masks=True)`: Ultralytics' pixel-centre rasterisation),
+    one image folder (data.yaml's splits, or `images/`) at a time."""
     config = yaml.safe_load((root / "data.yaml").read_text())
+    splits = [split for split in ("train", "val", "test") if config.get(split)]
+    folders = [(split, image_root / config[split], root / "labels" / split) for split in splits]
+    if not folders:
+        folders = [("", image_root / "images", root / "labels")]
     found = {}
-    for split in ("train", "val", "test"):
-        if not config.get(split):
-            continue
-        for image in sorted((image_root / config[split]).iterdir()):
-            label = root / "labels" / split / f"{image.stem}.txt"
-            if not label.is_file():
-                continue
-            width, height = Image.open(image).size
-            objects = []
-            for line in label.read_text().splitlines():
-                class_id, *values = line.split()
-                points = np.array(values, float).reshape(-1, 2) * (width, height)
-                objects.append((int(class_id), fill_even_odd(points, height, width)))
-            found[f"{split}/{image.stem}"] = objects
+    for split, images, labels in folders:
+        dataset = sv.DetectionDataset.from_yolo(str(images), str(labels), str(root / "data.yaml"), force_masks=True)
+        for path, _, detections in dataset:
+            if (labels / f"{Path(path).stem}.txt").is_file():
+                objects = [(int(c), m) for c, m in zip(detections.class_id, detections.mask)] if len(detections) else []
+                found[f"{split}/{Path(path).stem}".lstrip("/")] = objects
     return found
 
 
 def fill_even_odd(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """The pixels whose centres (column + 0.5, row + 0.5) lie inside the closed polygon `points`
-    ((x, y) in pixel units) by the even-odd rule: a scanline fill, one row at a time."""
+    ((x, y) in pixel-corner units: COCO's convention, for `RefineResult.to_polygons` in
+    test_public_api) by the even-odd rule: a scanline fill, one row at a time."""
     mask = np.zeros((height, width), bool)
     start, end = points, np.roll(points, -1, axis=0)
     for row in range(height):
@@ -112,7 +113,22 @@ class RegionRefiner(IdentityRefiner):
         return fake_result(np.stack(wanted))
 
 
-def test_unchanged_masks_round_trip_with_classes_order_and_layout_kept(tmp_path):
+def seam_lower_bound(mask: np.ndarray) -> tuple[int, float]:
+    """(parts, the least background pixels that straight seams joining them must cross): the
+    minimum spanning tree of the parts' chessboard gaps (a straight 8-connected seam across a gap
+    of d pixels crosses at least d - 1 background pixels)."""
+    labels, count = ndimage.label(mask, np.ones((3, 3)))
+    gaps = np.zeros((count, count))
+    for index in range(count):
+        distance = ndimage.distance_transform_cdt(labels != index + 1, metric="chessboard")
+        for other in range(index + 1, count):
+            gaps[index, other] = distance[labels == other + 1].min() - 1 + 1e-9
+    return count, float(minimum_spanning_tree(gaps).sum())
+
+
+def test_unchanged_masks_round_trip_through_supervisions_reader(tmp_path):
+    """Our reader gives the masks supervision reads from the input, and supervision reads our
+    output of them as the same masks, pixel for pixel: single polygons have no seam to cost."""
     source, out = tmp_path / "yolo", tmp_path / "out"
     build_yolo(source)
     before = tree_digest(source)
@@ -126,20 +142,21 @@ def test_unchanged_masks_round_trip_with_classes_order_and_layout_kept(tmp_path)
     assert not (out / "images").exists()  # not copied by default
     config = yaml.safe_load((out / "data.yaml").read_text())
     assert config["path"] == str(out.resolve()) and config["val"] == "images/val"
-    written = read_documented(out, source)
-    assert sorted(written) == ["train/blackswan", "val/0", "val/1"]
+    expected, written = read_with_supervision(source, source), read_with_supervision(out, source)
+    assert sorted(written) == sorted(expected) == ["train/blackswan", "val/0", "val/1"]
     for key, objects in written.items():
         sample = coarse[f"images/{key}"]
-        input_lines = (source / "labels" / f"{key}.txt").read_text().split("\n")[:-1]
-        assert [class_id for class_id, _ in objects] == [int(line.split()[0]) for line in input_lines]
+        assert [c for c, _ in objects] == [c for c, _ in expected[key]] == [m["category_id"] for m in sample.objects]
         assert len(objects) == len(sample.masks) > 0
-        for (_, mask), unchanged in zip(objects, sample.masks):
-            assert iou(mask, unchanged) >= 0.98
+        for (_, mask), (_, theirs), ours in zip(objects, expected[key], sample.masks):
+            np.testing.assert_array_equal(ours, theirs)  # read as supervision reads it
+            np.testing.assert_array_equal(mask, ours)  # written so that supervision reads it back
     report = json.loads((out / "polygons.json").read_text())
-    assert report["objects"] == sum(len(o) for o in written.values()) and report["share_changed"] < 0.02
+    assert report["objects"] == sum(len(o) for o in written.values())
+    assert (report["added"], report["lost"], report["share_changed"]) == (0, 0, 0.0)
 
 
-def test_several_parts_and_holes_are_written_as_one_polygon_each(tmp_path):
+def test_several_parts_and_holes_are_one_line_each_costing_only_the_seams(tmp_path):
     source, out = tmp_path / "yolo", tmp_path / "out"
     regions = build_yolo(source)
     split_parts = [mask for masks in regions.values() for mask in masks if cv2.connectedComponents(mask.astype(np.uint8))[0] > 2]
@@ -147,11 +164,18 @@ def test_several_parts_and_holes_are_written_as_one_polygon_each(tmp_path):
 
     run(YoloDataset(source, out, copy_images=True), RegionRefiner(regions), progress=False)
 
-    written = read_documented(out, out)  # the images were copied
+    written = read_with_supervision(out, out)  # the images were copied
+    added = 0
     for key, objects in written.items():
-        assert all(len(line.split()) % 2 == 1 for line in (out / "labels" / f"{key}.txt").read_text().splitlines())
+        lines = (out / "labels" / f"{key}.txt").read_text().splitlines()
+        assert len(lines) == len(objects) == len(regions[key]) and all(len(line.split()) % 2 for line in lines)
         for (_, mask), region in zip(objects, regions[key]):
-            assert iou(mask, region) >= 0.98
+            assert not (region & ~mask).any()  # every refined pixel is read back
+            added += int((mask & ~region).sum())
+            parts, bound = seam_lower_bound(region)
+            assert (mask & ~region).sum() <= 1.25 * bound + parts  # near the least any seams can cost
+    report = json.loads((out / "polygons.json").read_text())
+    assert (report["added"], report["lost"]) == (added, 0) and report["share_changed"] < 0.01
     assert tree_digest(out / "images") .keys() == {str(out / "images" / k) for k in ("train/blackswan.jpg", "val/0.jpg", "val/1.jpg")}
 
 
