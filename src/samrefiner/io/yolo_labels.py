@@ -69,8 +69,6 @@ def parse_label_line(line: str, number: int, class_count: int | None, where: str
     class_id = parse_class_id(tokens[0], class_count, where)
     coordinates = _numbers(values, where)
     if len(values) == BOX_VALUES:
-        if coordinates[2] < 0 or coordinates[3] < 0:
-            raise InputError(f"{where}: a box's width and height must not be negative")
         return LabelLine(number, line.strip(), tokens[0], class_id, box_vertices(*coordinates), box=True)
     return LabelLine(number, line.strip(), tokens[0], class_id, coordinates.reshape(-1, 2))
 

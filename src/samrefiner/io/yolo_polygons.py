@@ -62,12 +62,49 @@ def ring_line(ring: np.ndarray, height: int, width: int) -> str:
 def mask_ring(mask: np.ndarray) -> np.ndarray | None:
     """One closed ring (M x 2 int pixel (x, y) vertices) through every outline of `mask` (see the
     module docstring); None for an empty mask."""
-    contours, _ = cv2.findContours(np.ascontiguousarray(mask, np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    contours, hierarchy = cv2.findContours(np.ascontiguousarray(mask, np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     outlines = [contour.reshape(-1, 2).astype(np.int64) for contour in contours]
     if not outlines:
         return None
-    links = seam_tree(outlines)
-    return _walk(outlines, links)
+    seams = seam_tree(outlines)
+    kept = _worth_joining(outlines, hierarchy[0][:, 3] < 0, seams, np.asarray(mask, bool))
+    if len(kept) < len(outlines):
+        index = {old: new for new, old in enumerate(kept)}
+        outlines = [outlines[old] for old in kept]
+        seams = [(index[a], va, index[b], vb) for a, va, b, vb in seams if a in index and b in index]
+    return _walk(outlines, seams)
+
+
+def _worth_joining(
+    outlines: list[np.ndarray], outer: np.ndarray, seams: list[tuple[int, int, int, int]], mask: np.ndarray
+) -> list[int]:
+    """The outlines to write: a part at the end of the tree whose seam would paint more background
+    pixels than the part has is left out (repeatedly, from the ends inwards); holes always stay."""
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    areas = np.bincount(labels.ravel())
+    links: dict[int, dict[int, int]] = defaultdict(dict)
+    for a, vertex_a, b, vertex_b in seams:
+        cost = _background_on_line(outlines[a][vertex_a], outlines[b][vertex_b], mask)
+        links[a][b] = links[b][a] = cost
+    kept = set(range(len(outlines)))
+    ends = [node for node in kept if len(links[node]) == 1]
+    while ends and len(kept) > 1:
+        node = ends.pop()
+        x, y = outlines[node][0]
+        (neighbour, cost), = links[node].items()
+        if outer[node] and cost > areas[labels[y, x]]:
+            kept.discard(node)
+            del links[neighbour][node]
+            if len(links[neighbour]) == 1:
+                ends.append(neighbour)
+    return sorted(kept)
+
+
+def _background_on_line(start: np.ndarray, end: np.ndarray, mask: np.ndarray) -> int:
+    """Background pixels on the straight 8-connected line from `start` to `end` ((x, y) pixels)."""
+    steps = int(np.abs(end - start).max()) + 1
+    xs, ys = (np.rint(np.linspace(start[i], end[i], steps)).astype(np.int64) for i in (0, 1))
+    return int((~mask[ys, xs]).sum())
 
 
 def seam_tree(outlines: list[np.ndarray]) -> list[tuple[int, int, int, int]]:
