@@ -81,7 +81,7 @@ def build(root: Path, label_lines: list[str], config: dict) -> Path:
     return label
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(label_lines=st.lists(lines, min_size=1, max_size=4), config=configs)
 def test_hostile_lines_and_data_yaml(label_lines, config, capsys, monkeypatch):
     work = Path(tempfile.mkdtemp())

@@ -110,7 +110,7 @@ class YoloDataset(Dataset):
         started = time.thread_time()
         relative, lines = sample.context
         height, width = sample.image.shape[:2]
-        stats = dict.fromkeys(TOTALS, 0)
+        stats: dict[str, Any] = dict.fromkeys(TOTALS, 0)
         masks = iter(result.masks)
         written = [_written_line(line, next(masks), height, width, stats) if line.is_object else "" for line in lines]
         text = "".join(line + "\n" for line in written)
