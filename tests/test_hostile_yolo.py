@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import supervision as sv
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from io_fakes import tree_digest
 from PIL import Image
@@ -44,11 +44,15 @@ yaml_values = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.integers(-1, 4), st.text(max_size=4)), inner, max_size=3)),
     max_leaves=6,
 )
-configs = st.one_of(
-    st.fixed_dictionaries({"names": st.just([f"c{i}" for i in range(CLASSES)])}),  # supervision's layout: images/
-    st.fixed_dictionaries({"val": st.just("images"), "names": yaml_values}),
-    st.fixed_dictionaries({"val": st.one_of(st.just("images"), yaml_values), "nc": yaml_values}),
-    st.fixed_dictionaries({"train": yaml_values, "names": st.just({i: f"c{i}" for i in range(CLASSES)})}),
+VALID_CONFIGS = [
+    {"names": [f"c{i}" for i in range(CLASSES)], "nc": CLASSES},  # supervision's layout: images/ beside it
+    {"path": "/elsewhere", "val": "images", "names": {i: f"c{i}" for i in range(CLASSES)}},  # Ultralytics'
+]
+configs = st.one_of(  # (data.yaml, whether it is known to be valid)
+    st.sampled_from(VALID_CONFIGS).map(lambda config: (config, True)),
+    st.fixed_dictionaries({"val": st.just("images"), "names": yaml_values}).map(lambda config: (config, False)),
+    st.fixed_dictionaries({"val": st.one_of(st.just("images"), yaml_values), "nc": yaml_values}).map(lambda c: (c, False)),
+    st.fixed_dictionaries({"train": yaml_values, "names": st.just(VALID_CONFIGS[1]["names"])}).map(lambda c: (c, False)),
 )
 
 
@@ -83,7 +87,10 @@ def build(root: Path, label_lines: list[str], config: dict) -> Path:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(label_lines=st.lists(lines, min_size=1, max_size=4), config=configs)
+@example(label_lines=["1.0 0.5 0.5 0.2 0.2", "", "2 0.1 0.1 0.9 0.1 0.5 0.8"], config=(VALID_CONFIGS[0], True))
+@example(label_lines=["0 0.1 0.1 0.9 0.1 0.5 0.8 0.7"], config=(VALID_CONFIGS[1], True))
 def test_hostile_lines_and_data_yaml(label_lines, config, capsys, monkeypatch):
+    config, known_valid = config
     work = Path(tempfile.mkdtemp())
     try:
         root, out = work / "yolo", work / "out"
@@ -92,6 +99,7 @@ def test_hostile_lines_and_data_yaml(label_lines, config, capsys, monkeypatch):
         code, stdout, stderr = run_cli(capsys, monkeypatch, "refine", *FAST, "--yolo", root, "--out", out)
         assert "Traceback" not in stderr + stdout and tree_digest(root) == before
         if code == 2:
+            assert not known_valid, stderr
             assert stderr.count("\n") == 1 and stderr.startswith("samrefiner: error: ")
             assert "data.yaml" in stderr  # only a bad data.yaml stops a run
             return
