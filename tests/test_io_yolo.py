@@ -113,11 +113,14 @@ class RegionRefiner(IdentityRefiner):
         return fake_result(np.stack(wanted))
 
 
-def seam_lower_bound(mask: np.ndarray) -> tuple[int, float]:
+def seam_lower_bound(mask: np.ndarray, exact_up_to: int = 30) -> tuple[int, float]:
     """(parts, the least background pixels that straight seams joining them must cross): the
     minimum spanning tree of the parts' chessboard gaps (a straight 8-connected seam across a gap
-    of d pixels crosses at least d - 1 background pixels)."""
+    of d pixels crosses at least d - 1 background pixels); past `exact_up_to` parts (model noise)
+    the cheap bound of one pixel per seam."""
     labels, count = ndimage.label(mask, np.ones((3, 3)))
+    if count > exact_up_to:
+        return count, float(count - 1)
     gaps = np.zeros((count, count))
     for index in range(count):
         distance = ndimage.distance_transform_cdt(labels != index + 1, metric="chessboard")
