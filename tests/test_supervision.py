@@ -88,11 +88,18 @@ def test_boxes_without_masks_are_the_coarse_masks_and_bgr_is_flipped():
         refine_detections(refiner, image, sv.Detections(xyxy=detections.xyxy[:1], mask=detections.mask[:1, :, :400]))
 
 
-def test_with_the_reduced_model():
+def test_with_the_reduced_model_per_object_as_the_api_from_an_array_a_bgr_array_and_a_path():
     image, detections = detections_from_coco_stuff()
     refiner = Refiner(load_model(str(SAM_REF / "reduced_sam.pth")), RefinerConfig(iterations=1))
-    refined = refine_detections(refiner, image, detections[:2])
-    assert_fields_kept(refined, detections[:2])
-    assert refined.mask.shape == detections.mask[:2].shape and refined.mask.dtype == bool
-    assert (refined.mask != detections.mask[:2]).any()  # refined, not passed through
-    np.testing.assert_array_equal(refined.xyxy, independent_xyxy(refined.mask))
+    expected = refiner.refine(image, detections.mask[:2]).masks
+    assert (expected != detections.mask[:2]).any()  # refined, not passed through
+    for given, bgr in ((image, False), (np.ascontiguousarray(image[..., ::-1]), True), (STUFF / "imgs" / "0.jpg", False)):
+        refined = refine_detections(refiner, given, detections[:2], bgr=bgr)
+        assert_fields_kept(refined, detections[:2])
+        for got, want in zip(refined.mask, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(refined.xyxy, independent_xyxy(expected))
+    refined = refine_detections(refiner, str(STUFF / "imgs" / "0.jpg"), detections[:1])
+    np.testing.assert_array_equal(refined.mask[0], refiner.refine(image, detections.mask[:1]).masks[0])
+    with pytest.raises(InputError, match="an image file is read as RGB"):
+        refine_detections(refiner, STUFF / "imgs" / "0.jpg", detections[:1], bgr=True)

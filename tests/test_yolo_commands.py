@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from io_fakes import BoxRefiner, box_mask, tree_digest
-from test_io_yolo import build_yolo, iou, read_documented
+from test_io_yolo import build_yolo, iou, read_with_supervision
 from test_refine_cli import run_cli
 from test_review import read_manifest
 from test_review_datasets import write_decisions
@@ -21,9 +21,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 @pytest.fixture()
 def boxed(tmp_path):
-    """A YOLO dataset and its `refine` output where every mask became its bounding box."""
+    """A YOLO dataset (its val/0.txt starting with a blank line: refine must not shift the lines)
+    and its `refine` output where every mask became its bounding box."""
     source, out = tmp_path / "yolo", tmp_path / "boxed"
     build_yolo(source, stems=("0",))
+    label = source / "labels" / "val" / "0.txt"
+    label.write_text("\n" + label.read_text())
     run(YoloDataset(source, out), BoxRefiner(), progress=False)
     return source, out
 
@@ -38,7 +41,7 @@ def test_eval_pairs_objects_by_file_and_line(boxed, tmp_path, capsys, monkeypatc
     assert code == 0 and scores["count"] == len(truth)
     assert scores["mean_iou"] == pytest.approx(expected, abs=1e-9)
     label = out / "labels" / "val" / "0.txt"
-    label.write_text("\n".join(label.read_text().splitlines()[1:]) + "\n")  # a line lost
+    label.write_text("\n".join(label.read_text().splitlines()[2:]) + "\n")  # the blank line and an object lost
     monkeypatch.setenv("COLUMNS", "400")  # one line per problem
     code, stdout, _ = run_cli(capsys, monkeypatch, "eval", "--gt", source, "--pred", out, "--format", "yolo")
     assert code == 1 and f"{label}: " in stdout and "differ from the ground truth's" in stdout
@@ -49,7 +52,7 @@ def test_review_and_apply_review_write_a_yolo_dataset(boxed, tmp_path, capsys, m
     code, stdout, _ = run_cli(capsys, monkeypatch, "review", "--images", source, "--coarse", source, "--refined", out, "--out", tmp_path / "report")
     assert code == 0 and "(yolo)" in stdout and (tmp_path / "report" / "index.html").is_file()
     report_id = read_manifest(tmp_path / "report")["reportId"]
-    write_decisions(tmp_path / "decisions.json", report_id, ("images/val/0", "1", "reject"))
+    write_decisions(tmp_path / "decisions.json", report_id, ("images/val/0", "2", "reject"))  # line 2: the first object
     final = tmp_path / "final"
     code, _, _ = run_cli(
         capsys, monkeypatch, "apply-review", "--decisions", tmp_path / "decisions.json",
@@ -59,10 +62,11 @@ def test_review_and_apply_review_write_a_yolo_dataset(boxed, tmp_path, capsys, m
     assert yaml.safe_load((final / "data.yaml").read_text())["path"] == str(final.resolve())
     coarse = YoloDataset(source, tmp_path / "unused")
     sample = coarse.load(next(ref for ref in coarse.refs() if ref.key == "images/val/0"))
-    (_, first), *others = read_documented(final, source)["val/0"]
-    assert iou(first, sample.masks[0]) >= 0.98  # line 1 rejected: coarse
-    for (_, mask), coarse_mask in zip(others, sample.masks[1:]):
-        assert iou(mask, box_mask(coarse_mask)) >= 0.98  # accepted by default: refined
+    (_, first), *others = read_with_supervision(final, source)["val/0"]
+    np.testing.assert_array_equal(first, sample.masks[0])  # line 2 rejected: coarse
+    for (_, mask), coarse_mask in zip(others, sample.masks[1:], strict=True):
+        np.testing.assert_array_equal(mask, box_mask(coarse_mask))  # accepted by default: refined
+    assert (final / "labels" / "val" / "0.txt").read_text().startswith("\n")
 
 
 def test_corrupt_writes_a_flawed_yolo_dataset(tmp_path, capsys, monkeypatch):

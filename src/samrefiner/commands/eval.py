@@ -244,10 +244,10 @@ def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
 
 def evaluate_yolo(gt: Path, pred: Path) -> EvalReport:
-    """YOLO datasets: each ground-truth line against the prediction's line of the same file and
-    position (prediction images looked up in `gt` when `pred` has none)."""
-    from samrefiner.io.yolo import YoloDataset, label_path, read_label_file
-    from samrefiner.io.polygons import rasterize
+    """YOLO datasets: each ground-truth object against the prediction's object of the same file and
+    line number (prediction images looked up in `gt` when `pred` has none)."""
+    from samrefiner.io.yolo import YoloDataset, label_path
+    from samrefiner.io.yolo_labels import read_label_file
     from samrefiner.evaluation.metrics import MaskScores
 
     truth = YoloDataset(gt, pred)  # read only: nothing is written
@@ -257,24 +257,25 @@ def evaluate_yolo(gt: Path, pred: Path) -> EvalReport:
         height, width = sample.masks.shape[1:]
         predicted = _yolo_prediction(report, pred / label_path(sample.context[0]), sample, read_label_file)
         for index, mask in enumerate(sample.masks):
-            polygon = predicted[index][2] * (width, height) if predicted else None
-            scores.add(mask, rasterize([polygon], height, width) if polygon is not None else np.zeros_like(mask))
+            scores.add(mask, predicted[index].mask(height, width) if predicted else np.zeros_like(mask))
     report.scores = scores.summary()
     return report
 
 
 def _yolo_prediction(report: EvalReport, path: Path, sample: Any, read: Callable) -> list | None:
-    """The prediction's label lines for `sample`, or None (recorded) when missing or unusable."""
+    """The prediction's objects for `sample` (its label lines that are not blank), or None (recorded)
+    when missing or unusable."""
     if not path.is_file():
         report.missing.append(str(path))
         return None
     try:
-        lines = read(path, None)
+        lines = [line for line in read(path, None) if line.is_object]
     except InputError as error:
         report.unusable.append(str(error))
         return None
-    classes = [line[1] for line in lines]
-    if classes != [meta["category_id"] for meta in sample.objects]:
+    numbers = [(line.number, line.class_id) for line in lines]
+    if numbers != [(meta["id"], meta["category_id"]) for meta in sample.objects]:
+        classes = [line.class_id for line in lines]
         report.unusable.append(f"{path}: {len(lines)} lines with classes {classes} differ from the ground truth's")
         return None
     return lines

@@ -9,16 +9,19 @@ Every detection comes back in the same order with its `class_id`, `confidence`, 
 `data` and `metadata` unchanged, its `mask` refined and its `xyxy` recomputed from the refined
 mask (x_max, y_max the last covered pixel: supervision's "inclusive" convention; zeros for an
 empty mask). Detections without masks are refined from their boxes: each box, filled, is the
-coarse mask. The image is RGB (`bgr=True` for an OpenCV `cv2.imread` image).
+coarse mask. The image is what `Refiner.refine` takes: an image file (read upright, as RGB) or an
+H x W x 3 uint8 RGB array (`bgr=True` for an OpenCV `cv2.imread` array).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from samrefiner.errors import InputError
+from samrefiner.io.images import read_image
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -26,11 +29,18 @@ if TYPE_CHECKING:
     from samrefiner.refine import Refiner
 
 
-def refine_detections(refiner: Refiner, image: np.ndarray, detections: sv.Detections, *, bgr: bool = False) -> sv.Detections:
+def refine_detections(
+    refiner: Refiner, image: np.ndarray | str | Path, detections: sv.Detections, *, bgr: bool = False
+) -> sv.Detections:
     """The detections with refined masks and boxes, every other field kept (see the module)."""
     import supervision as sv
 
-    pixels = np.ascontiguousarray(image[..., ::-1]) if bgr else image
+    if isinstance(image, (str, Path)):
+        if bgr:
+            raise InputError(f"{image}: bgr is for arrays in OpenCV's channel order; an image file is read as RGB")
+        pixels = read_image(image)
+    else:
+        pixels = np.ascontiguousarray(np.asarray(image)[..., ::-1]) if bgr else np.asarray(image)
     coarse = coarse_masks(detections, pixels.shape[:2])
     result = refiner.refine(pixels, coarse)
     return sv.Detections(

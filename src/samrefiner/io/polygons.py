@@ -1,4 +1,4 @@
-"""Masks to polygons and back, for the polygon formats (COCO polygons, YOLO segmentation lines).
+"""Masks to polygons and back in COCO's pixel-corner convention (COCO polygons, `RefineResult.to_polygons`).
 
 Coordinates are continuous pixel coordinates `(x, y)`: pixel (row r, column c) covers
 `[c, c + 1] x [r, r + 1]`, as COCO's rasteriser (pycocotools) reads polygons. Outlines run
@@ -6,11 +6,7 @@ through the middle of the edges between object and background pixels (marching s
 level 0.5), then are simplified with Douglas-Peucker (OpenCV's approxPolyDP) at `tolerance` pixels (0: not
 at all).
 
-`join_parts` makes one closed polygon of several outlines the way Ultralytics' converter joins
-the parts of a mask (`merge_multi_segment`): consecutive parts are linked at their two nearest
-vertices and the path goes out through every part and comes back over the same links, so the
-links enclose no area. Read with the even-odd rule (pycocotools, OpenCV), a hole's outline
-joined this way stays a hole.
+YOLO lines use the pixel-centre convention instead: `samrefiner.io.yolo_polygons`.
 """
 
 from __future__ import annotations
@@ -50,32 +46,6 @@ def _corners(ring: np.ndarray) -> np.ndarray:
 def has_holes(mask: np.ndarray) -> bool:
     """Whether some background pixels are enclosed by the mask."""
     return bool((ndimage.binary_fill_holes(mask) & ~mask.astype(bool)).any())
-
-
-def join_parts(parts: list[np.ndarray]) -> np.ndarray:
-    """One closed path (M x 2) through every outline in `parts`, linked in their order at their
-    nearest vertices and walked there and back (Ultralytics' way of writing a multi-part mask)."""
-    if len(parts) == 1:
-        return parts[0]
-    links = [_nearest_pair(parts[index], parts[index + 1]) for index in range(len(parts) - 1)]
-    entries = [0] + [entry for _, entry in links]
-    rounds, exits = [], []
-    for index, part in enumerate(parts):
-        rolled = np.roll(part, -entries[index], axis=0)
-        rounds.append(np.concatenate([rolled, rolled[:1]]))  # from the entry round to the entry
-        if index < len(links):
-            exits.append((links[index][0] - entries[index]) % len(part))
-    out = [rounds[index][: exits[index] + 1] for index in range(len(links))]  # entry -> exit, onwards
-    out.append(rounds[-1])
-    out += [rounds[index][exits[index] :] for index in reversed(range(len(links)))]  # exit -> entry, back
-    return np.concatenate(out)
-
-
-def _nearest_pair(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
-    """Indices of the closest vertices of two outlines."""
-    distances = ((first[:, None, :] - second[None, :, :]) ** 2).sum(-1)
-    index = np.unravel_index(int(np.argmin(distances)), distances.shape)
-    return int(index[0]), int(index[1])
 
 
 def rasterize(polygons: list[np.ndarray] | list[list[float]], height: int, width: int) -> np.ndarray:

@@ -1,32 +1,35 @@
-"""Ultralytics YOLO segmentation datasets (`samrefiner refine --yolo DIR`).
+"""Ultralytics YOLO segmentation and detection datasets (`samrefiner refine --yolo DIR`).
 
-Layout: `DIR/data.yaml` names the split folders (`train`, `val`, `test`: a folder or a list of
+Layouts: `DIR/data.yaml` as Ultralytics writes it (`train`, `val`, `test`: a folder or a list of
 folders, relative to DIR; `../x` falls back to `x` as Ultralytics does; `path` is not used for
-reading). Every image under a split folder pairs with the label file at the same path with its
-last `images` folder replaced by `labels` and the suffix `.txt`
-(`images/train/a.jpg` -> `labels/train/a.txt`). Images without a label file are background
-images: nothing to refine. Image lists (`train: train.txt`) are refused.
+reading; `names` a list or an id -> name mapping; `nc`) or as supervision's
+`DetectionDataset.as_yolo` writes it (`names` and `nc` only: the images are in `DIR/images/`).
+Every image under those folders pairs with the label file at the same path with its last `images`
+folder replaced by `labels` and the suffix `.txt` (`images/train/a.jpg` -> `labels/train/a.txt`).
+Images without a label file are background images: nothing to refine. Image lists
+(`train: train.txt`) are refused; so are two images that share one label file (`a.jpg`, `a.png`).
 
-A label line is `class x1 y1 x2 y2 ...`: an integer class id (below `nc`, or the largest `names`
-id + 1) and at least 3 polygon vertices normalised to 0-1; each line is one object, rasterised
-at the image's size with COCO's polygon rule (`samrefiner.io.polygons.rasterize`). Blank lines are
-skipped; any other line is refused with its file and line number. Object ids are line numbers.
+Label lines (`samrefiner.io.yolo_labels`): segments and boxes, read in Ultralytics' pixel-centre
+convention (`samrefiner.io.yolo_polygons.fill`); a box is a box-shaped coarse mask, so a detection
+dataset comes back as a segmentation dataset. A malformed line fails its image (`file:line: what`).
+Object ids are line numbers.
 
-Output under `--out`: the same relative paths, each label file with the same lines in the same
-order, class ids kept, each polygon replaced by the refined mask's outline (several parts or
-holes joined into one polygon as Ultralytics joins them, `samrefiner.io.polygons.join_parts`;
-coordinates with 6 decimals). An object whose refined mask gives no polygon (empty or under a
-pixel) keeps its input line. `data.yaml` is the input's with `path` set to the output folder;
-images are not copied unless `--copy-images` (then every refined image and every background
-image is copied; an image that failed is not, so that it is not taken for a background image).
-`polygons.json` in the output reports how far the written polygons are from the refined masks:
-`share_changed` = pixels that differ between each refined mask and its written polygon, summed
-over objects, divided by the refined masks' total area.
+Output under `--out`: the same relative paths, each label file with the same lines at the same
+line numbers (blank lines kept), each object's class id as written, its polygon or box replaced by
+the refined mask as one polygon (`samrefiner.io.yolo_polygons.mask_ring`: every part and hole
+joined by the shortest seams; 6 decimals). An object whose refined mask is empty keeps its input
+line. `data.yaml` is the input's with `path` set to the output folder; images are not copied
+unless `--copy-images` (then every refined image and every background image is copied; an image
+that failed is not, so that it is not taken for a background image). `polygons.json` in the
+output reports how far what Ultralytics and supervision read back is from the refined masks:
+`added` (pixels painted by seams), `lost`, and `share_changed` = (added + lost) / refined area.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,14 +40,16 @@ import yaml
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef, check_mask_sizes
 from samrefiner.io.images import IMAGE_SUFFIXES, atomic_write, read_image
-from samrefiner.io.polygons import DEFAULT_TOLERANCE, join_parts, outlines, rasterize
+from samrefiner.io.yolo_labels import LabelLine, read_label_file
+from samrefiner.io.yolo_polygons import fill, mask_ring, ring_line
 
 SPLITS = ("train", "val", "test")
 REPORT_NAME = "polygons.json"
+TOTALS = ("objects", "area", "added", "lost", "kept_input", "seconds")
 
 
 class YoloDataset(Dataset):
-    """A YOLO segmentation dataset, refined into the same layout under `out`.
+    """A YOLO dataset, refined into the same layout under `out`.
 
     `image_root`: where the images are (default `root`): a refined dataset written without its
     images is read with the input's folder as `image_root`.
@@ -57,26 +62,27 @@ class YoloDataset(Dataset):
         *,
         image_root: Path | None = None,
         copy_images: bool = False,
-        tolerance: float = DEFAULT_TOLERANCE,
         ignore_exif: bool = False,
     ) -> None:
         self.root, self.images, self.ignore_exif = root, image_root or root, ignore_exif
         self.layout = OutputLayout.folder(out)
-        self.copy_images, self.tolerance = copy_images, tolerance
+        self.copy_images = copy_images
         self.config = read_data_yaml(root / "data.yaml")
-        self.names = class_names(self.config)
-        declared = self.config.get("nc")
-        self.class_count = declared if isinstance(declared, int) else (max(self.names) + 1 if self.names else None)
+        self.names = class_names(self.config, root / "data.yaml")
+        self.class_count = class_count(self.config, self.names, root / "data.yaml")
         self.report_line = ""
         self._labels: dict[str, tuple[Path, Path]] = {}  # key -> (image relative to images, label file)
         self._background: list[Path] = []
+        claimed: dict[Path, list[Path]] = defaultdict(list)
         for image in self._image_files():
             relative = image.relative_to(self.images)
             label = self.root / label_path(relative)
             if label.is_file():
+                claimed[label].append(relative)
                 self._labels[relative.with_suffix("").as_posix()] = (relative, label)
             else:
                 self._background.append(relative)
+        _check_one_image_per_label(claimed, self.images)
 
     def refs(self) -> list[SampleRef]:
         return [SampleRef(key, str(self.images / relative)) for key, (relative, _) in self._labels.items()]
@@ -88,38 +94,32 @@ class YoloDataset(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         relative, label = self._labels[ref.key]
         image_path = self.images / relative
+        lines = read_label_file(label, self.class_count)
         image = read_image(image_path, ignore_exif=self.ignore_exif)
         height, width = image.shape[:2]
-        lines = read_label_file(label, self.class_count)
-        masks = [rasterize([polygon * (width, height)], height, width) for _, _, polygon, _ in lines]
+        objects = [line for line in lines if line.is_object]
+        masks = [line.mask(height, width) for line in objects]
         check_mask_sizes(image, image_path, masks, [str(label)] * len(masks))
         return Sample(
             ref,
             image_path,
             image,
             np.stack(masks) if masks else np.zeros((0, height, width), bool),
-            [{"id": number, "category_id": class_id} for number, class_id, _, _ in lines],
+            [{"id": line.number, "category_id": line.class_id} for line in objects],
             context=(relative, lines),
         )
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
         """Write the label file; return this image's polygon figures for `polygons.json`."""
+        started = time.thread_time()
         relative, lines = sample.context
         height, width = sample.image.shape[:2]
-        stats = {"objects": len(lines), "area": 0, "changed": 0, "kept_input": 0}
-        written = []
-        for (_, class_id, _, text), mask in zip(lines, result.masks):
-            parts = outlines(mask, self.tolerance)
-            if not parts:
-                written.append(text)
-                stats["kept_input"] += 1
-                continue
-            polygon = np.clip(join_parts(parts) / (width, height), 0.0, 1.0).round(6)
-            stats["area"] += int(mask.sum())
-            stats["changed"] += int((rasterize([polygon * (width, height)], height, width) != mask).sum())
-            written.append(" ".join([str(class_id), *(f"{value:.6f}" for value in polygon.reshape(-1))]))
+        stats: dict[str, Any] = dict.fromkeys(TOTALS, 0)
+        masks = iter(result.masks)
+        written = [_written_line(line, next(masks), height, width, stats) if line.is_object else "" for line in lines]
         text = "".join(line + "\n" for line in written)
         atomic_write(self.layout.out / label_path(relative), lambda handle: handle.write(text.encode("utf-8")))
+        stats["seconds"] = time.thread_time() - started  # CPU time of this thread (polygons.json)
         return {"polygons": stats, "image": relative.as_posix()}
 
     def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
@@ -127,16 +127,17 @@ class YoloDataset(Dataset):
         out = self.layout.out
         document = yaml.safe_dump({**self.config, "path": str(out.resolve())}, sort_keys=False, allow_unicode=True)
         atomic_write(out / "data.yaml", lambda handle: handle.write(document.encode("utf-8")))
-        totals = {"objects": 0, "area": 0, "changed": 0, "kept_input": 0}
+        totals = dict.fromkeys(TOTALS, 0)
         for output in outputs.values():
-            for name in totals:
+            for name in TOTALS:
                 totals[name] += output.get("polygons", {}).get(name, 0)
-        share = totals["changed"] / totals["area"] if totals["area"] else 0.0
-        report = json.dumps({**totals, "share_changed": share, "tolerance": self.tolerance}, indent=1) + "\n"
+        share = (totals["added"] + totals["lost"]) / totals["area"] if totals["area"] else 0.0
+        report = json.dumps({**totals, "share_changed": share}, indent=1) + "\n"
         atomic_write(out / REPORT_NAME, lambda handle: handle.write(report.encode("utf-8")))
         self.report_line = (
             f"polygons: {share:.2%} of the refined area changed by polygon writing "
-            f"(tolerance {self.tolerance} px; {totals['kept_input']} objects kept their input line; see {out / REPORT_NAME})"
+            f"({totals['added']} pixels added by seams, {totals['lost']} lost; {totals['kept_input']} objects "
+            f"kept their input line; see {out / REPORT_NAME})"
         )
         if self.copy_images:
             finished = [Path(output["image"]) for output in outputs.values() if "image" in output]
@@ -144,11 +145,35 @@ class YoloDataset(Dataset):
                 _copy(self.images / relative, out / relative)
 
     def _image_files(self) -> list[Path]:
-        """Every image under the split folders of data.yaml, sorted, each once."""
+        """Every image under the image folders of data.yaml, sorted, each once."""
         found: set[Path] = set()
         for folder in split_folders(self.config, self.root, self.images):
             found.update(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
         return sorted(found)
+
+
+def _written_line(line: LabelLine, mask: np.ndarray, height: int, width: int, stats: dict[str, Any]) -> str:
+    """The output line of one object: its class token and the refined mask's ring (the input line
+    when the mask is empty); adds the object's figures to `stats`."""
+    stats["objects"] += 1
+    ring = mask_ring(mask)
+    if ring is None:
+        stats["kept_input"] += 1
+        return line.text
+    coordinates = ring_line(ring, height, width)
+    read_back = fill(np.array(coordinates.split(), np.float64).reshape(-1, 2), height, width)
+    stats["area"] += int(mask.sum())
+    stats["added"] += int((read_back & ~mask).sum())
+    stats["lost"] += int((mask & ~read_back).sum())
+    return f"{line.class_token} {coordinates}"
+
+
+def _check_one_image_per_label(claimed: dict[Path, list[Path]], images: Path) -> None:
+    """InputError naming the images when two of them would pair with one label file."""
+    for label, owners in claimed.items():
+        if len(owners) > 1:
+            names = " and ".join(str(images / owner) for owner in owners)
+            raise InputError(f"{label}: claimed by {names}; a label file belongs to one image (rename one)")
 
 
 def read_data_yaml(path: Path) -> dict[str, Any]:
@@ -158,26 +183,52 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
             config = yaml.safe_load(handle)
     except FileNotFoundError:
         raise InputError(f"{path}: not found (a YOLO dataset folder needs its data.yaml)") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
+        raise InputError(f"{path}: not valid YAML ({' '.join(str(error).split())[:200]})") from None
     if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a mapping with train/val/test and names")
+        raise InputError(f"{path}: expected a mapping with names (and train/val/test folders, or images/ beside it)")
     return config
 
 
-def class_names(config: dict[str, Any]) -> dict[int, str]:
-    """Class id -> name from `names` (a list or an id -> name mapping); {} when absent."""
+def class_names(config: dict[str, Any], source: Path) -> dict[int, str]:
+    """Class id -> name from `names` (a list or an id -> name mapping); {} when absent; InputError
+    naming `source` when the ids are not whole numbers."""
     names = config.get("names")
+    if names is None:
+        return {}
     if isinstance(names, list):
         return dict(enumerate(str(name) for name in names))
-    if isinstance(names, dict):
-        return {int(key): str(value) for key, value in names.items()}
-    return {}
+    if not isinstance(names, dict):
+        raise InputError(f"{source}: names must be a list of class names or a mapping of class id to name")
+    found = {}
+    for key, value in names.items():
+        class_id = key if isinstance(key, int) and not isinstance(key, bool) else None
+        if isinstance(key, str) and key.strip().isdigit():
+            class_id = int(key)
+        if class_id is None or class_id < 0:
+            raise InputError(f"{source}: names: {key!r} is not a class id (a whole number from 0, as in {{0: cat}})")
+        found[class_id] = str(value)
+    return found
+
+
+def class_count(config: dict[str, Any], names: dict[int, str], source: Path) -> int | None:
+    """The number of classes: `nc` (a positive whole number) or the largest `names` id + 1."""
+    declared = config.get("nc")
+    if declared is None:
+        return max(names) + 1 if names else None
+    if isinstance(declared, bool) or not isinstance(declared, (int, float)) or declared < 1 or declared % 1:
+        raise InputError(f"{source}: nc: {declared!r} is not a number of classes (a whole number from 1)")
+    if names and max(names) >= declared:
+        raise InputError(f"{source}: nc: {declared!r} classes, but names has class id {max(names)}")
+    return int(declared)
 
 
 def split_folders(config: dict[str, Any], root: Path, image_root: Path) -> list[Path]:
-    """The image folders of the train/val/test entries, under `image_root` (InputError naming
-    data.yaml when an entry is not a folder inside the dataset)."""
+    """The image folders of the train/val/test entries under `image_root`, or `images/` when
+    there are none (supervision's layout); InputError naming data.yaml when an entry is not a
+    folder inside the dataset."""
     source = root / "data.yaml"
     folders = []
     for split in SPLITS:
@@ -185,10 +236,14 @@ def split_folders(config: dict[str, Any], root: Path, image_root: Path) -> list[
         for entry in entries if isinstance(entries, list) else [entries]:
             if entry in (None, ""):
                 continue
-            relative = _relative_split(str(entry), root, image_root, source, split)
+            if not isinstance(entry, str):
+                raise InputError(f"{source}: {split}: {entry!r} is not a folder (give a folder or a list of folders)")
+            relative = _relative_split(entry, root, image_root, source, split)
             folders.append(image_root / relative)
+    if not folders and (image_root / "images").is_dir():
+        folders.append(image_root / "images")
     if not folders:
-        raise InputError(f"{source}: no train, val or test folder")
+        raise InputError(f"{source}: no train, val or test folder, and no images/ folder beside it")
     return folders
 
 
@@ -197,7 +252,10 @@ def _relative_split(entry: str, root: Path, image_root: Path, source: Path, spli
     candidates = [entry, entry[3:]] if entry.startswith("../") else [entry]
     inside = []
     for candidate in candidates:
-        path = (root / candidate).resolve()
+        try:
+            path = (root / candidate).resolve()
+        except (OSError, ValueError) as error:
+            raise InputError(f"{source}: {split}: {entry!r} is not a usable folder name ({error})") from None
         if path.suffix.lower() == ".txt":
             raise InputError(f"{source}: {split}: {entry} is an image list; give image folders")
         if path == root.resolve() or root.resolve() in path.parents:
@@ -219,41 +277,6 @@ def label_path(image: Path) -> Path:
         raise InputError(f"{image}: a YOLO image must lie under an 'images' folder (labels go in 'labels')")
     parts[indices[-1]] = "labels"
     return Path(*parts).with_suffix(".txt")
-
-
-def read_label_file(path: Path, class_count: int | None) -> list[tuple[int, int, np.ndarray, str]]:
-    """(line number, class id, normalised K x 2 vertices, the line) per non-blank line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot be read ({error})") from None
-    lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            class_id, polygon = parse_label_line(line, class_count, f"{path}:{number}")
-            lines.append((number, class_id, polygon, line.strip()))
-    return lines
-
-
-def parse_label_line(line: str, class_count: int | None, where: str) -> tuple[int, np.ndarray]:
-    """Class id and K x 2 normalised vertices of one label line; InputError naming `where`."""
-    tokens = line.split()
-    try:
-        class_id = int(tokens[0])
-    except ValueError:
-        raise InputError(f"{where}: class id {tokens[0]!r} is not an integer") from None
-    if class_id < 0 or (class_count is not None and class_id >= class_count):
-        raise InputError(f"{where}: class id {class_id} is outside the {class_count} classes of data.yaml")
-    values = tokens[1:]
-    if len(values) < 6 or len(values) % 2:
-        raise InputError(f"{where}: expected a class id and at least 3 x y pairs, got {len(values)} numbers")
-    try:
-        coordinates = np.array([float(value) for value in values])
-    except ValueError:
-        raise InputError(f"{where}: polygon coordinates must be numbers") from None
-    if not np.isfinite(coordinates).all() or coordinates.min() < 0 or coordinates.max() > 1:
-        raise InputError(f"{where}: polygon coordinates must be normalised to 0-1")
-    return class_id, coordinates.reshape(-1, 2)
 
 
 def _copy(source: Path, target: Path) -> None:
