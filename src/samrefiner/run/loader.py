@@ -12,10 +12,10 @@ Closing the generator early (an error or Ctrl-C in the consumer) stops the threa
 `Workers(dataset, n)` starts n processes (spawn) that each hold the dataset: its `loader` decodes
 images there (up to 2 n ahead) and its `writer` writes each image's outputs and resume record
 there (up to 2 n pending). Workers leave Ctrl-C to the main process and exit by themselves when
-it dies (a kill -9 leaves no process behind). Both keep the run's order: samples and failures come back in dataset
-order, so outputs, records, scores and errors are those of a run without workers. The model, and
-prompt mining, stay in the main process (where samrefiner.run.overlap mines one image while the model
-works on another).
+it dies (a kill -9 leaves no process behind). Both keep the run's order: samples and failures come
+back in dataset order, so outputs, records, scores and errors are those of a run without workers.
+The model, and prompt mining, stay in the main process (where samrefiner.run.overlap mines one image
+while the model works on another).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ class _ProcessWrites(InlineWrites):
             with stage("write"):
                 busy[0].exception()
         with stage("write"):
-            return self.workers.executor.submit(_write, self.store.folder.parent, sample, _Written.of(result), self.overlays)
+            written = _Written.of(result)
+            return self.workers.executor.submit(_write, self.store.folder.parent, sample, written, self.overlays)
 
     def close(self) -> None:
         for _, _, future in self.pending:

@@ -38,7 +38,12 @@ from tqdm import tqdm
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import announcing_writes, atomic_write
-from samrefiner.run.failures import DEFAULT_MAX_CONSECUTIVE, ErrorLog, FailureLog, FailurePolicy
+from samrefiner.run.failures import (
+    DEFAULT_MAX_CONSECUTIVE,
+    ErrorLog,
+    FailureLog,
+    FailurePolicy,
+)
 from samrefiner.run.fingerprints import first_change
 from samrefiner.run.loader import Loaded, Loader, load_in_order
 from samrefiner.run.manifest import Journal, claim

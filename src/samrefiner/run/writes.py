@@ -15,8 +15,9 @@ records' scores lines made here):
 object `id` is the mask's file name (masks), the region's index in the image's split-then-merge
 regions (label maps, `category_id` its class) or the annotation id (COCO, `category_id` kept);
 `predicted_iou` is SAM's predicted IoU of the chosen mask (null when the object kept its
-coarse mask), `chosen` its index among the three candidates (-1 then); `empty_input`/`empty_output` flag an empty coarse mask and an empty refined output
-(the coarse mask was kept); `box_expanded` tells whether the elastic box grew.
+coarse mask), `chosen` its index among the three candidates (-1 then); `empty_input`/`empty_output`
+flag an empty coarse mask and an empty refined output (the coarse mask was kept); `box_expanded`
+tells whether the elastic box grew.
 """
 
 from __future__ import annotations
