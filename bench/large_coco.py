@@ -89,7 +89,7 @@ def measure_rank(path: Path, rank: int, world: int) -> dict:
     """The streaming index as a rank builds it, then this rank's annotations."""
     from samrefiner.run.distributed import Ranks
     from samrefiner.io.coco import CocoDataset
-    from samrefiner.run.runner import Shard
+    from samrefiner.run.shards import Shard
 
     before = rss_mib()
     start = time.perf_counter()

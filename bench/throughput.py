@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.io.datasets import LabelMaps  # noqa: E402
-from samrefiner.run.loader import load_in_background  # noqa: E402
+from samrefiner.run.loader import Loader, load_in_background, load_in_order  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.convert_tiny_vit import tiny_vit_sam_model  # noqa: E402
 from samrefiner.models.device import cuda_device, synchronizer  # noqa: E402
@@ -69,7 +69,8 @@ from samrefiner.models.lite_medsam import LiteMedSamBackend  # noqa: E402
 from samrefiner.models.mobile_sam import MobileSamBackend  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
 from samrefiner.models.tiny_vit import TinyViTShape  # noqa: E402
-from samrefiner.run.runner import Loader, Summary, load_in_order, run  # noqa: E402
+from samrefiner.run.runner import run  # noqa: E402
+from samrefiner.run.summary import Summary  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
 SHARED = Path(os.environ.get("SAMREFINER_SHARED", REPO.parent / "shared"))

@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from samrefiner.run.distributed import Ranks
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
-from samrefiner.run.runner import Shard, select
+from samrefiner.run.shards import Shard, select
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_STUFF = DATA / "coco_stuff"

@@ -22,7 +22,8 @@ import samrefiner.commands.refine as refine_module
 from samrefiner.config import RefinerConfig
 from samrefiner.run.distributed import Ranks, run_ranks
 from samrefiner.io.masks import MaskFolders
-from samrefiner.run.runner import Shard, run
+from samrefiner.run.runner import run
+from samrefiner.run.shards import Shard
 
 REPO = Path(__file__).resolve().parents[1]
 

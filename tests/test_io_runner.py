@@ -17,7 +17,9 @@ from PIL import Image
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
 from samrefiner.io.masks import MaskFolders
-from samrefiner.run.runner import RecordStore, Shard, run
+from samrefiner.run.records import RecordStore
+from samrefiner.run.runner import run
+from samrefiner.run.shards import Shard
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = 6

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from samrefiner.io.datasets import Dataset, OutputLayout, SampleRef
-from samrefiner.run.runner import RecordStore, merge_outputs
+from samrefiner.run.merge import merge_outputs
+from samrefiner.run.records import RecordStore
 
 IMAGES = 400
 RECORD_BYTES = 50_000  # per image: 20 MB of records in all

@@ -20,12 +20,12 @@ from samrefiner import Refiner, RefinerConfig
 from samrefiner.commands.refine import build_refiner
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
-from samrefiner.run.loader import load_in_background
+from samrefiner.run.loader import load_in_background, load_in_order
 from samrefiner.mining import mine_in_threads
 from samrefiner.models import speed
 from samrefiner.models.base import Encoding
 from samrefiner.prompts import PromptMiner
-from samrefiner.run.runner import load_in_order, run
+from samrefiner.run.runner import run
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording, stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_background_loader_keeps_order_and_failures_and_stays_bounded() -> None:
         time.sleep(0.005)  # the model is slower than the loader
         dataset.consumed += 1
         seen.append((ref.key, type(sample).__name__))
-    # a reading failure comes back as that image's InputError (see runner.load_one)
+    # a reading failure comes back as that image's InputError (see loader.load_one)
     assert seen == [(ref.key, "Sample") for ref in wanted[:12]] + [("bad", "InputError"), ("img12", "Sample")]
     in_order = [(ref.key, type(sample).__name__) for ref, sample in load_in_order(SlowDataset(), wanted)]
     assert seen == in_order

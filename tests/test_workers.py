@@ -26,7 +26,9 @@ from samrefiner.io.datasets import LabelMaps
 from samrefiner.io.masks import MaskFolders
 from samrefiner.run.loader import Workers
 from samrefiner.run.overlap import ModelTurns, refine_overlapped
-from samrefiner.run.runner import Shard, Summary, refine_in_order, run
+from samrefiner.run.runner import refine_in_order, run
+from samrefiner.run.shards import Shard
+from samrefiner.run.summary import Summary
 from samrefiner.timing import StageTimes, idle_shares, recording, stage
 
 STUFF = DATA / "coco_stuff"
@@ -192,7 +194,7 @@ def test_an_interrupt_two_at_a_time_stops_the_threads(tmp_path, monkeypatch) -> 
     def interrupted(self, sample, result):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("samrefiner.run.runner.InlineWrites.submit", interrupted)
+    monkeypatch.setattr("samrefiner.run.writes.InlineWrites.submit", interrupted)
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         run(MaskFolders(images, masks, tmp_path / "out"), TurnTaker(slow=(1, 2)), progress=False, refining=refine_overlapped)

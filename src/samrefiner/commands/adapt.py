@@ -131,7 +131,8 @@ def parse_milestones(text: str) -> tuple[int, ...]:
 
 def _readable(dataset, limit: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(image, coarse masks) of each image that loads; a failure is one line on stderr."""
-    from samrefiner.run.runner import describe_failure, load_in_order
+    from samrefiner.run.failures import describe_failure
+    from samrefiner.run.loader import load_in_order
 
     refs = dataset.refs()[:limit]
     for ref, sample in load_in_order(dataset, refs):

@@ -45,7 +45,9 @@ from samrefiner.run.manifest import (
     settings_fields,
 )
 from samrefiner.run.outputs import Location, check_locations
-from samrefiner.run.runner import RunOptions, Shard, Summary, shard_path
+from samrefiner.run.runner import RunOptions
+from samrefiner.run.shards import Shard, shard_path
+from samrefiner.run.summary import Summary
 
 CONFIG_PANEL = "Refinement (RefinerConfig)"
 CONFIG_HELP = {
@@ -385,7 +387,8 @@ def refine_dataset(dataset: Any, refiner: Any, ranks: Any, options: RunOptions, 
     from samrefiner.run.distributed import run_ranks
     from samrefiner.run.loader import Workers, load_in_background
     from samrefiner.run.overlap import refine_overlapped
-    from samrefiner.run.runner import InlineWrites, refine_in_order
+    from samrefiner.run.runner import refine_in_order
+    from samrefiner.run.writes import InlineWrites
     from samrefiner.timing import StageTimes, idle_shares, recording
 
     pool = Workers(dataset, workers) if workers else None

@@ -1,1 +1,2 @@
-"""Dataset runs: the runner, its records, manifest, failures, output locations, worker processes and ranks."""
+"""Dataset runs: the runner, shards, records, writes, merge, summary, manifest, failures, output locations,
+loading (background thread, worker processes), two images in flight, and ranks."""

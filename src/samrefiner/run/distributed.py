@@ -24,9 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from samrefiner.errors import DeviceError, InputError
 from samrefiner.io.datasets import Dataset
-from samrefiner.io.images import announcing_writes, atomic_write
+from samrefiner.io.images import announcing_writes
+from samrefiner.run.failures import write_errors
 from samrefiner.run.manifest import Journal, RunConflict, check_same, claim
-from samrefiner.run.runner import RunOptions, Shard, Summary, merge_outputs, run, shard_path
+from samrefiner.run.merge import merge_outputs
+from samrefiner.run.runner import RunOptions, run
+from samrefiner.run.shards import Shard, shard_path
+from samrefiner.run.summary import Summary
 
 if TYPE_CHECKING:
     import torch
@@ -197,15 +201,6 @@ def combine(summaries: list[Summary], dataset: Dataset, errors_path: Path) -> Su
         stopped=next((summary.stopped for summary in summaries if summary.stopped), None),
         changed=[change for summary in summaries for change in summary.changed],
     )
-
-
-def write_errors(path: Path, failed: list[tuple[str, str]]) -> None:
-    """The errors file of the whole run (none when nothing failed, as a single process leaves it)."""
-    if not failed:
-        path.unlink(missing_ok=True)
-        return
-    text = "".join(line + "\n" for _key, line in failed)
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 @contextmanager

@@ -1,7 +1,12 @@
-"""Failure policy of a dataset run: which failures stay per image, which stop the run.
+"""Failures of a dataset run: how they are reported, and which stop the run.
 
-- Every failed image gets its one line in the errors file and its full traceback in
-  `<work>/failures.log` (appended, one write per entry, so processes of one run may share it).
+Reporting:
+- Every failed image gets its one line in the errors file (`ErrorLog`; `describe_failure` makes
+  the line, `write_errors` writes the merged file of several processes) and its full traceback in
+  `<work>/failures.log` (`FailureLog`: appended, one write per entry, so processes of one run may
+  share it).
+
+Policy (`FailurePolicy`):
 - An `InputError` (an image or mask that cannot be used; the runner reports whatever reading an
   image's files raises as one) is a data problem: recorded per file, it never stops the run, and it
   neither counts toward nor breaks a row of failures below.
@@ -10,7 +15,7 @@
 - A device error (CUDA out of memory, "CUDA error", a device-side assert, cuBLAS / cuDNN / NCCL
   failures, MPS out of memory) stops the run at its first image.
 
-A stopped run keeps all finished work (records and the merged output): `--resume` continues it.
+A stopped run keeps all finished work (records and the merged output): a resumed run continues it.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from samrefiner.errors import InputError
+from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.io.datasets import SampleRef
+from samrefiner.io.images import atomic_write
 
 DEFAULT_MAX_CONSECUTIVE = 5
 DEVICE_ERROR_TYPES = ("OutOfMemoryError", "AcceleratorError")  # torch's own exception classes
@@ -86,6 +95,53 @@ class FailureLog:
             os.write(fd, text.encode("utf-8"))
         finally:
             os.close(fd)
+
+
+@dataclass
+class ErrorLog:
+    """One line per failed image (`<file>: <cause>`), flushed as it happens."""
+
+    path: Path
+    entries: list[tuple[str, str]] = field(default_factory=list)  # (image key, line) as written
+    _handle: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path.unlink(missing_ok=True)  # lines of an earlier run would be stale
+
+    def add(self, ref: SampleRef, error: BaseException) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        line = describe_failure(ref, error)
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        self.entries.append((ref.key, line))
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def describe_failure(ref: SampleRef, error: BaseException) -> str:
+    """One line: our errors already name their file; anything else is prefixed with the image."""
+    if isinstance(error, SamRefinerError):
+        text = str(error)
+    else:
+        text = f"{ref.name}: {type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+def write_errors(path: Path, failed: list[tuple[str, str]]) -> None:
+    """The errors file of the whole run (none when nothing failed, as a single process leaves it)."""
+    if not failed:
+        path.unlink(missing_ok=True)
+        return
+    text = "".join(line + "\n" for _key, line in failed)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _cause(error: BaseException) -> str:

@@ -1,35 +1,36 @@
-"""Reading and writing beside the model: a background thread, or N worker processes (`--workers N`).
+"""Loading a dataset run's images: in turn, on a background thread, or in N worker processes
+(`--workers N`, which also write).
 
-`load_in_background` is a drop-in `loader` for `samrefiner.run.runner.run`: the same (ref, sample or
-exception) pairs as `load_in_order`, in the same order, but a thread decodes up to `depth` samples
-ahead (a bounded queue, so memory holds at most depth + 2 samples: the queue, the one being
-decoded and the one being refined). A sample that fails to load comes back as its exception, in its
-place; anything else that stops the thread is raised in the consumer. Closing the generator early
-(an error or Ctrl-C in the consumer) stops the thread.
+`load_in_order` decodes each image in turn (`load_one`: a failure comes back in place of its
+sample). `load_in_background` is a drop-in `loader` for `samrefiner.run.runner.run`: the same
+(ref, sample or exception) pairs, in the same order, but a thread (samrefiner.pipeline.in_order)
+decodes ahead: at most `depth` decoded samples wait, so memory holds at most depth + 2 samples (those
+waiting, the one being decoded and the one being refined). A sample that fails to load comes back
+as its exception, in its place; anything else that stops the thread is raised in the consumer.
+Closing the generator early (an error or Ctrl-C in the consumer) stops the thread.
 
 `Workers(dataset, n)` starts n processes (spawn) that each hold the dataset: its `loader` decodes
 images there (up to 2 n ahead) and its `writer` writes each image's outputs and resume record
 there (up to 2 n pending). Workers leave Ctrl-C to the main process and exit by themselves when
-it dies (a kill -9 leaves no process behind). Both keep the run's order: samples and failures come back in dataset
-order, so outputs, records, scores and errors are those of a run without workers. The model, and
-prompt mining, stay in the main process (where samrefiner.run.overlap mines one image while the model
-works on another).
+it dies (a kill -9 leaves no process behind). Both keep the run's order: samples and failures come
+back in dataset order, so outputs, records, scores and errors are those of a run without workers.
+The model, and prompt mining, stay in the main process (where samrefiner.run.overlap mines one image
+while the model works on another).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import socket
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,64 +38,67 @@ from typing import Any
 
 import numpy as np
 
-from samrefiner.errors import show_input_warnings
+from samrefiner.errors import InputError, show_input_warnings
 from samrefiner.io.datasets import Dataset, Sample, SampleRef
 from samrefiner.io.images import announcing_writes
+from samrefiner.pipeline import in_order
+from samrefiner.run.failures import describe_failure
+from samrefiner.run.fingerprints import fingerprint
 from samrefiner.run.manifest import Journal
-from samrefiner.run.runner import InlineWrites, RecordStore, load_one, write_and_record
+from samrefiner.run.records import RecordStore
+from samrefiner.run.writes import InlineWrites, write_and_record
 from samrefiner.timing import stage
 
+Loaded = Iterable[tuple[SampleRef, "Sample | Exception"]]
+Loader = Callable[[Dataset, list[SampleRef]], Loaded]
+
 DEFAULT_DEPTH = 2
-_POLL_SECONDS = 0.1
 _ORPHAN_POLL_SECONDS = 0.2  # how soon a worker notices that the main process died
 
 
-class _Crashed:
-    """Carries an error that ended the loader thread (not a per-sample failure)."""
+def load_in_order(dataset: Dataset, refs: list[SampleRef]) -> Iterator[tuple[SampleRef, Sample | Exception]]:
+    """Each image decoded in turn; a failure comes back in place of its sample."""
+    for ref in refs:
+        yield ref, load_one(dataset, ref)
 
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+
+def load_one(dataset: Dataset, ref: SampleRef) -> Sample | Exception:
+    """The decoded sample with the fingerprints of its input files, or the exception that loading
+    raised (the "read" stage). Whatever reading one image's files raises is a fault of that input:
+    an error that is not an InputError comes back as one (same line, the original as its cause), so
+    that the failure policy never takes a bad input for a broken run."""
+    with stage("read"):
+        try:
+            sample = dataset.load(ref)
+            sample.inputs = fingerprint(dataset.input_files(ref))
+            return sample
+        except InputError as error:
+            return error
+        except Exception as error:  # noqa: BLE001  (recorded, and the run goes on)
+            wrapped = InputError(describe_failure(ref, error))
+            wrapped.__cause__ = error
+            return wrapped
 
 
 def load_in_background(
     dataset: Dataset, refs: list[SampleRef], depth: int = DEFAULT_DEPTH
 ) -> Iterator[tuple[SampleRef, Sample | Exception]]:
-    """`load_in_order`, decoded by a background thread that stays at most `depth` samples ahead."""
+    """`load_in_order`, decoded by a background thread: at most `depth` decoded samples wait, plus
+    the one being decoded."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def hand_over(item: object) -> bool:
-        """Put `item` in the queue unless the consumer has gone; False when it has."""
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=_POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def load(ref: SampleRef) -> tuple[SampleRef, Sample | Exception]:
+        return ref, load_one(dataset, ref)
 
-    def produce() -> None:
-        try:
-            for ref in refs:
-                if not hand_over((ref, load_one(dataset, ref))):
-                    return
-        except BaseException as error:  # noqa: BLE001  (handed to the consumer, which raises it)
-            hand_over(_Crashed(error))
-
-    thread = threading.Thread(target=produce, name="samrefiner-loader", daemon=True)
-    thread.start()
-    try:
-        for _ in refs:
+    loads = in_order(refs, load, threads=1, ahead=depth + 1, name="samrefiner-loader")
+    with closing(loads):
+        while True:
             with stage("wait for input"):
-                item = ready.get()
-            if isinstance(item, _Crashed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+                loaded = next(loads, None)
+            if loaded is None:
+                return
+            yield loaded
 
 
 class Workers:
@@ -152,7 +156,8 @@ class _ProcessWrites(InlineWrites):
             with stage("write"):
                 busy[0].exception()
         with stage("write"):
-            return self.workers.executor.submit(_write, self.store.folder.parent, sample, _Written.of(result), self.overlays)
+            written = _Written.of(result)
+            return self.workers.executor.submit(_write, self.store.folder.parent, sample, written, self.overlays)
 
     def close(self) -> None:
         for _, _, future in self.pending:

@@ -33,7 +33,8 @@ from typing import Any
 from samrefiner.io.datasets import Sample, SampleRef
 from samrefiner.models.device import cuda_device, make_current
 from samrefiner.pipeline import Cancelled, in_order
-from samrefiner.run.runner import Loaded, refine_one
+from samrefiner.run.loader import Loaded
+from samrefiner.run.runner import refine_one
 from samrefiner.timing import charge_idle, last_stage, stage
 
 DEPTH = 2
