@@ -290,7 +290,7 @@ def test_decode_batches_reach_the_decoder_on_cuda_and_are_timed_synchronized(
         chunks.append(chunk_size)
         return real_decode_batch(device, chunk_size, cpu_batch)
 
-    monkeypatch.setattr("samrefiner.models.sam.decode_batch", recording)
+    monkeypatch.setattr("samrefiner.models.transformers_backend.decode_batch", recording)
     args = argparse.Namespace(threads=torch.get_num_threads(), device="cuda", decode_batches=[1, 4])
     throughput.decode_batches(args, tmp_path)
     assert cuda.loaded_on == ["cuda"] and set(chunks) == {1, 4}
