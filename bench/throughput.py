@@ -31,7 +31,9 @@ and upscale: reading the loader did not hide, mining, writing and the loop itsel
    machine: a COCO file with the 7 largest split-then-merge regions of each coco_stuff map as
    RLE annotations, refined with the reduced model (5 iterations); per image the seconds of
    reading (decoding image and RLEs), mining, writing (RLE encoding, records) and the rest of the
-   main thread outside the model, and the cores that 40 images/s would need.
+   main thread outside the model (CPU milliseconds), and the cores one GPU needs at 10, 40 and
+   100 images/s; then the CPU seconds outside the model for one object of a 3492 x 2328 photo
+   (../shared/data/cascadepsp/aeroplane.jpg, `--iterations`, `--threads`).
 The machine (CPU model, cores, GPU) and the load average before and after each run are printed:
 timings on a shared machine are only as good as its load.
 """
@@ -75,6 +77,7 @@ from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
 
 SHARED = Path(os.environ.get("SAMREFINER_SHARED", REPO.parent / "shared"))
 COCO_STUFF = SHARED / "data" / "coco_stuff"
+CASCADEPSP = SHARED / "data" / "cascadepsp"
 REDUCED = SHARED / "fixtures" / "sam_reference" / "reduced_sam.pth"
 STAGES = ("read", "wait for input", "encode", "mine", "decode", "upscale", "write")
 SHAPES = {
@@ -92,7 +95,7 @@ TARGET_SECONDS_PER_OBJECT = 0.6
 TARGET_MOBILE_SAM_SECONDS_PER_IMAGE = 2.0
 TARGET_OUTSIDE_SHARE = 0.15
 COCO_LIKE_OBJECTS = 7  # objects per image of the --cpu-side job (COCO: 7.3 per image)
-GPU_TARGET_IMAGES_PER_S = 40
+GPU_IMAGES_PER_S = (10, 40, 100)  # rates one GPU may reach (ViT-H at 40)
 
 
 @dataclass
@@ -284,7 +287,9 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
 
 
 def cpu_side(args: argparse.Namespace, work: Path) -> None:
-    """Per-image CPU seconds of a COCO-like job (7 objects, `--iterations`), and cores for 40 images/s."""
+    """Per-image CPU milliseconds of a COCO-like job (7 objects, `--iterations`) by stage, the cores
+    one GPU needs at 10, 40 and 100 images/s, and the CPU a high-resolution photo takes outside the
+    model."""
     from samrefiner.io.coco import CocoDataset, encode_mask
     from samrefiner.semantic import split_then_merge
 
@@ -309,11 +314,32 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
     print(f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
           f"{args.iterations} iterations, reduced SAM, {args.threads} torch threads, stages one at a time; "
           f"load average {load()}")
-    print("  CPU seconds per image: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in cpu.items())
-          + f" = {total * 1000:.0f} ms (wall: " + ", ".join(f"{name} {value * 1000:.0f} ms" for name, value in wall.items())
+    print("  CPU ms per image: " + ", ".join(f"{name} {value * 1000:.0f}" for name, value in cpu.items())
+          + f"; outside the model {total * 1000:.0f} ms, of which everything but mining "
+          f"{(total - cpu['mine']) * 1000:.0f} ms (wall: "
+          + ", ".join(f"{name} {value * 1000:.0f}" for name, value in wall.items())
           + f"); the model {sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES) / count:.1f} CPU s")
-    print(f"  at {GPU_TARGET_IMAGES_PER_S} images/s: {total:.3f} s x {GPU_TARGET_IMAGES_PER_S} = "
-          f"{total * GPU_TARGET_IMAGES_PER_S:.1f} cores busy with reading, mining and writing")
+    print("  cores one GPU needs for reading, mining and writing: "
+          + ", ".join(f"{rate} images/s {total * rate:.1f}" for rate in GPU_IMAGES_PER_S))
+    high_resolution(refiner, args)
+
+
+def high_resolution(refiner: Refiner, args: argparse.Namespace) -> None:
+    """CPU seconds outside the model for one object of a 3492 x 2328 photo (CascadePSP's aeroplane)."""
+    from samrefiner.io.images import read_image, read_mask
+
+    image, mask = read_image(CASCADEPSP / "aeroplane.jpg"), read_mask(CASCADEPSP / "aeroplane.png")
+    refiner.refine(image, mask[None])  # warm-up
+    times = StageTimes()
+    cpu = time.process_time()
+    with recording(times):
+        refiner.refine(image, mask[None])
+    cpu = time.process_time() - cpu
+    model = sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES)
+    print(f"\n== high-resolution photo: aeroplane.jpg {image.shape[1]} x {image.shape[0]}, one object, "
+          f"{refiner.config.iterations} iterations, {args.threads} torch threads; load average {load()}")
+    print(f"  CPU s outside the model {cpu - model:.3f} (mining {times.cpu_seconds.get('mine', 0.0):.3f}); "
+          f"in the reduced model {model:.2f}")
 
 
 def backend_for(name: str, device: torch.device) -> SamBackend:

@@ -1,5 +1,5 @@
 """The prompt geometry belongs to the model: the crop-wise miner equals the whole-image prompts of
-`samrefiner.prompt_reference` for SAM's geometry and for others (LiteMedSAM's 256 frame, SAM 3's
+`prompt_reference` (tests/) for SAM's geometry and for others (LiteMedSAM's 256 frame, SAM 3's
 1008 frame with a 72 grid and 288 mask prompts), on real masks with seeded defects."""
 
 from __future__ import annotations
@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from prompt_reference import reference_prompts
 from test_prompts import load_scenes
 
-from samrefiner.prompt_reference import reference_prompts
-from samrefiner.prompts import Geometry, PromptMiner, SimilarityField, valid_embedding_size
+from samrefiner.prompts import (
+    Geometry,
+    PromptMiner,
+    SimilarityField,
+    valid_embedding_size,
+)
 
 SAM = Geometry(1024, 64, 256)
 LITE_MEDSAM = Geometry(256, 64, 256)

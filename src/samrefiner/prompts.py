@@ -2,12 +2,11 @@
 
 The geometry is the model's (`Geometry`: input frame, embedding grid, mask-prompt grid; SAM's by
 default). Everything is computed on each object's bounding crop, which gives exactly the whole-image
-result (`samrefiner.prompt_reference` computes it literally; the tests hold the two together):
-distances use the exact Euclidean transform with "outside the image is not background"; the
-similarity map of the elastic box (CEBox) is evaluated only on the strips it tests; the mask
-prompt's two bilinear resizes (original -> input size -> padded input frame -> mask-prompt grid)
-are evaluated only on the grid cells the object reaches, everything else being the constant
-background value.
+result (`tests/prompt_reference.py` computes it literally from the SPEC; the tests hold the two
+together): distances use the exact Euclidean transform with "outside the image is not background";
+the negative point's transform covers the box only (every mask pixel lies in it); the similarity
+map of the elastic box (CEBox) is evaluated only on the strips it tests; the mask prompt
+(`samrefiner.mask_prompt`) only on the grid cells the object reaches.
 """
 
 from __future__ import annotations
@@ -21,12 +20,13 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from samrefiner.mask_prompt import MaskCrop, MaskPromptGrid, linear_taps
 from samrefiner.types import POINT_STRATEGIES, PointStrategy
 
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
 MASK_SIZE = 256  # side of SAM's dense mask prompt
 SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
-_EXACT_FLOAT32_DISTANCE = 1448.0  # below this, float32 distances round back to exact squared integers
+_EXACT_FLOAT32_DISTANCE = 1290.0  # below this, float32 distances square back to their exact integers
 
 
 @dataclass(frozen=True)
@@ -102,39 +102,28 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return x, y, x + width - 1, y + height - 1
 
 
-def squared_distances(binary: np.ndarray) -> np.ndarray:
-    """Exact squared Euclidean distance of each nonzero pixel to the nearest zero pixel (whole
-    numbers, float64: no integer copy of a possibly image-sized array).
+def distances_to_zero(binary: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of each nonzero pixel to the nearest zero pixel, correctly rounded
+    (float32; float64 beyond 1290); pixels outside the array are not zeros.
 
-    Pixels outside the array are not zeros. OpenCV's exact transform is used and rounded back to
-    the integer it approximates; very large distances fall back to scipy.
+    OpenCV's exact transform can be one float32 ulp off (depending on its code path, even on the
+    thread), so its distances are squared, rounded to the integers they stand for and their square
+    roots taken again, in float32: exact below 1290 (the squaring's error stays under 1/2).
+    Correctly rounded roots of integers below 1448^2 keep the integers' order and ties, so an argmax
+    over them is the integers' argmax. Larger distances fall back to scipy.
     """
     distances = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     if distances.max(initial=0.0) >= _EXACT_FLOAT32_DISTANCE:
-        distances = ndi.distance_transform_edt(binary)
-    squared = np.square(distances, dtype=np.float64)
-    return np.rint(squared, out=squared)
+        return ndi.distance_transform_edt(binary)
+    np.multiply(distances, distances, out=distances)
+    np.rint(distances, out=distances)
+    return np.sqrt(distances, out=distances)
 
 
 def first_argmax(values: np.ndarray) -> tuple[int, int]:
     """(row, col) of the first maximum in row-major order."""
     row, col = np.unravel_index(int(np.argmax(values)), values.shape)
     return int(row), int(col)
-
-
-def linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices i0, i1 and float32 weights w0, w1 of torch's bilinear resize along one axis.
-
-    align_corners=False, no antialias; the source coordinate is rounded once (as torch's fused
-    multiply-add does) so that the weights are torch's own.
-    """
-    scale = np.float32(size_in) / np.float32(size_out)
-    source = (np.float64(scale) * (np.arange(size_out) + 0.5) - 0.5).astype(np.float32)
-    source = np.maximum(source, np.float32(0.0))
-    first = source.astype(np.int64)
-    second = np.minimum(first + 1, size_in - 1)
-    weight = source - first.astype(np.float32)
-    return first, second, np.float32(1.0) - weight, weight
 
 
 def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
@@ -166,28 +155,25 @@ class _DistanceCrop:
         self.top, self.left = max(y1 - 1, 0), max(x1 - 1, 0)
         self.crop = mask[self.top : min(y2 + 2, height), self.left : min(x2 + 2, width)]
         self.full = bool(self.crop.all())  # the mask covers the whole image: no background anywhere
-        self.squared = None if self.full else squared_distances(self.crop)
+        self.distances = None if self.full else distances_to_zero(self.crop)
 
     def farthest_point(self) -> tuple[int, int]:
         """(x, y) of the first pixel farthest from the background."""
         if self.full:
             rows, cols = self.crop.shape
             return self.left + (cols - 1) // 2, self.top + (rows - 1) // 2
-        row, col = first_argmax(self.squared)
+        row, col = first_argmax(self.distances)
         return self.left + col, self.top + row
 
-    def gaussian(self, gamma: float) -> np.ndarray:
-        """exp(-(dt - max dt)^2 / max(|M| / gamma, 1)) inside the mask, 0 outside (float32, crop frame)."""
+    def for_mask_prompt(self) -> MaskCrop:
+        """The crop, its float32 distances (all equal when the mask fills the image), their peak and
+        the mask's area."""
         if self.full:
-            return np.ones(self.crop.shape, dtype=np.float32)
-        offset = np.sqrt(self.squared, dtype=np.float32)  # correctly rounded either way: the float32 distances
-        offset -= offset.max()
-        spread = np.float32(max(int(self.crop.sum()) / gamma, 1.0))
-        np.square(offset, out=offset)
-        offset /= -spread
-        gaussian = np.exp(offset, out=offset)
-        gaussian[~self.crop] = 0.0
-        return gaussian
+            distances = np.zeros(self.crop.shape, np.float32)
+        else:
+            distances = self.distances.astype(np.float32, copy=False)
+        area = int(np.count_nonzero(self.crop))
+        return MaskCrop(self.crop, (self.top, self.left), distances, distances.max(), area)
 
 
 def negative_point(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int] | None:
@@ -197,10 +183,10 @@ def negative_point(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[in
     if x2 == x1 or y2 == y1:
         return None
     background = ~mask[y1 : y2 + 1, x1 : x2 + 1]  # every mask pixel lies in the box
-    squared = squared_distances(background)[:-1, :-1]
-    if squared.max() == 0:
+    distances = distances_to_zero(background)[:-1, :-1]
+    if distances.max() == 0:
         return None
-    row, col = first_argmax(squared)
+    row, col = first_argmax(distances)
     return x1 + col, y1 + row
 
 
@@ -317,89 +303,6 @@ def elastic_box(
     return box, expanded
 
 
-@dataclass(frozen=True)
-class _CellTaps:
-    """Along one axis, for the two input-frame pixels each mask-grid cell reads (weights v0, v1;
-    pixels 4a+1 and 4a+2 at 1/2 each for SAM's 1024 -> 256): the two original pixels that each
-    reads, their weights, and whether it lies in the image (else it is padding). Arrays are (M, 2)."""
-
-    first: np.ndarray
-    second: np.ndarray
-    w0: np.ndarray
-    w1: np.ndarray
-    real: np.ndarray
-    v0: np.ndarray  # (M,) the cell's weight of its first input-frame pixel
-    v1: np.ndarray  # (M,) and of its second
-    lowest: np.ndarray  # (M,) first original pixel a cell reads (nondecreasing; huge for padding)
-    highest: np.ndarray  # (M,) last original pixel a cell reads (nondecreasing; huge for padding)
-
-    @classmethod
-    def build(cls, size_in: int, size_out: int, frame: int, cells: int) -> _CellTaps:
-        """Taps of original side `size_in` -> input side `size_out`, padded to `frame` -> `cells`."""
-        first, second, w0, w1 = linear_taps(size_in, size_out)
-        low, high, v0, v1 = linear_taps(frame, cells)
-        taps = np.stack([low, high], axis=1)
-        real = taps < size_out
-        clipped = np.minimum(taps, size_out - 1)
-        beyond = np.iinfo(np.int64).max  # padding cells: after every original pixel (keeps both sorted)
-        lowest = np.where(real[:, 0], first[clipped[:, 0]], beyond)
-        highest = np.where(real[:, 0], second[clipped[:, 1]], beyond)
-        return cls(first[clipped], second[clipped], w0[clipped], w1[clipped], real, v0, v1, lowest, highest)
-
-    def window(self, start: int, stop: int) -> slice:
-        """The cells that read original pixels in [start, stop)."""
-        return slice(int(np.searchsorted(self.highest, start)), int(np.searchsorted(self.lowest, stop)))
-
-    def local(self, cells: slice, origin: int, length: int) -> tuple[np.ndarray, ...]:
-        """Taps of `cells`, flattened, as indices into a crop at `origin` padded by one pixel of
-        `length` in all (any pixel outside the crop reads that padding)."""
-        first, second = (np.clip(part[cells].ravel() - origin + 1, 0, length - 1) for part in (self.first, self.second))
-        return first, second, self.w0[cells].ravel(), self.w1[cells].ravel(), self.real[cells].ravel()
-
-
-class MaskPromptGrid:
-    """The reference's resize chain for dense prompts, set up once per image.
-
-    Original size -> input size (bilinear) -> padded to the model's input frame -> its mask-prompt
-    grid (bilinear: each cell reads two input-frame pixels along each axis; SAM: 1024 -> 256, pixels
-    4a+1 and 4a+2), evaluated only on the cells an object's crop reaches, with torch's weights and
-    order of operations.
-    """
-
-    def __init__(
-        self, original_size: tuple[int, int], input_size: tuple[int, int], geometry: Geometry = SAM_GEOMETRY
-    ) -> None:
-        self.size = geometry.mask_input_size
-        self.rows, self.cols = (
-            _CellTaps.build(size_in, size_out, geometry.image_size, self.size)
-            for size_in, size_out in zip(original_size, input_size)
-        )
-
-    def window(self, box: tuple[int, int, int, int]) -> tuple[slice, slice]:
-        """The grid cells whose value depends on original pixels inside `box` (x1, y1, x2, y2)."""
-        x1, y1, x2, y2 = box
-        return self.rows.window(y1, y2 + 1), self.cols.window(x1, x2 + 1)
-
-    def resize(self, planes: np.ndarray, fills: np.ndarray, origin: tuple[int, int], cells: tuple[slice, slice]) -> np.ndarray:
-        """(P, rows, cols) mask-grid values on `cells` of P images that equal `planes` (P, h, w) on the
-        crop at `origin` (top, left) and `fills[p]` everywhere else."""
-        fill = fills.astype(np.float32)[:, None, None]
-        padded = np.empty((len(planes), planes.shape[1] + 2, planes.shape[2] + 2), dtype=np.float32)
-        padded[...] = fill
-        padded[:, 1:-1, 1:-1] = planes
-        r0, r1, a0, a1, real_rows = self.rows.local(cells[0], origin[0], padded.shape[1])
-        c0, c1, b0, b1, real_cols = self.cols.local(cells[1], origin[1], padded.shape[2])
-        across = b0 * padded[..., c0] + b1 * padded[..., c1]  # columns first, as torch's kernel sums
-        values = a0[:, None] * across[:, r0] + a1[:, None] * across[:, r1]
-        values[:, ~real_rows] = fill  # taps in the input frame's padding read the fill value
-        values[:, :, ~real_cols] = fill
-        v0, v1 = self.rows.v0[cells[0], None], self.rows.v1[cells[0], None]
-        u0, u1 = self.cols.v0[cells[1]], self.cols.v1[cells[1]]
-        return v0 * (u0 * values[:, 0::2, 0::2] + u1 * values[:, 0::2, 1::2]) + v1 * (
-            u0 * values[:, 1::2, 0::2] + u1 * values[:, 1::2, 1::2]
-        )
-
-
 class PromptMiner:
     """Mines the prompts of one image's masks; per-image setup is done once, here.
 
@@ -437,7 +340,11 @@ class PromptMiner:
         self.similarity = (
             SimilarityField(embeddings, self.original_size, input_size, geometry) if box_expand_threshold > 0 else None
         )
-        self.grid = MaskPromptGrid(self.original_size, input_size, geometry) if use_mask else None
+        self.grid = (
+            MaskPromptGrid(self.original_size, input_size, geometry.image_size, geometry.mask_input_size)
+            if use_mask
+            else None
+        )
 
     def mine(self, masks: np.ndarray) -> Prompts:
         """Prompts for N x H x W bool masks. An empty mask gets padding points, a zero box and an
@@ -463,7 +370,8 @@ class PromptMiner:
                 points[index, 1], labels[index, 1] = negative, NEGATIVE
             boxes[index], expanded[index] = self._box(mask, box)
             if mask_inputs is not None:
-                mask_inputs[index, 0] = self._mask_prompt(distances, box, bool(expanded[index]))
+                amplitude = 1.0 if expanded[index] else self.strength
+                self.grid.prompt(distances.for_mask_prompt(), box, self.gamma, amplitude, mask_inputs[index, 0])
         return Prompts(points, labels, boxes, expanded, mask_inputs)
 
     def _positive(self, mask: np.ndarray, box: tuple[int, int, int, int], distances: _DistanceCrop) -> tuple[int, int]:
@@ -484,19 +392,3 @@ class PromptMiner:
             return box, False
         count = partial(self.similarity.count_similar, scores)
         return elastic_box(box, count, self.original_size, self.threshold, self.passes)
-
-    def _mask_prompt(self, distances: _DistanceCrop, box: tuple[int, int, int, int], expanded: bool) -> np.ndarray:
-        """S * G on the mask-prompt grid: S = +/-strength (+/-1 where the box was expanded), G the
-        resized Gaussian with G = 1 where it is not positive."""
-        cells = self.grid.window(box)
-        planes = np.empty((2, *distances.crop.shape), dtype=np.float32)
-        planes[0] = np.where(distances.crop, np.float32(1.0), np.float32(-1.0))
-        planes[1] = distances.gaussian(self.gamma)
-        side = self.grid.size
-        signs = np.full((side, side), -1.0, dtype=np.float32)
-        gaussian = np.zeros((side, side), dtype=np.float32)
-        signs[cells], gaussian[cells] = self.grid.resize(planes, np.array([-1.0, 0.0]), (distances.top, distances.left), cells)
-        amplitude = np.float32(1.0 if expanded else self.strength)
-        signs = np.where(signs > 0, amplitude, -amplitude)
-        gaussian[gaussian <= 0] = 1.0
-        return signs * gaussian
