@@ -37,7 +37,8 @@ CONFIG_HELP = {
     "iterations": "Cascade iterations (refined masks prompt the next pass).",
     "point_strategy": "Positive point: distance, box_center or random (drawn with --seed).",
     "seed": "Seed of the random point strategy.",
-    "chunk_size": "At most this many objects per decoder call (CPU: one, the fastest; CUDA: what half the free memory holds).",
+    "chunk_size": "At most this many objects per decoder call "
+    "(CPU: one, the fastest; CUDA: what half the free memory holds).",
 }
 
 
@@ -104,13 +105,17 @@ LabelMapsOption = Annotated[
 CocoOption = Annotated[Path | None, typer.Option("--coco", help="COCO instance JSON (ground truth or a results list).")]
 InstanceMapsOption = Annotated[
     Path | None,
-    typer.Option("--instance-maps", help="Maps of object ids (0 background, 255 void): <instance-maps>/<image stem>.png."),
+    typer.Option(
+        "--instance-maps", help="Maps of object ids (0 background, 255 void): <instance-maps>/<image stem>.png."
+    ),
 ]
 IgnoreExifOption = Annotated[
-    bool, typer.Option("--ignore-exif", help="Read images and masks as stored, without applying their EXIF orientation.")
+    bool,
+    typer.Option("--ignore-exif", help="Read images and masks as stored, without applying their EXIF orientation."),
 ]
 YoloOption = Annotated[
-    Path | None, typer.Option("--yolo", help="Ultralytics YOLO segmentation dataset folder (data.yaml, images/, labels/).")
+    Path | None,
+    typer.Option("--yolo", help="Ultralytics YOLO segmentation dataset folder (data.yaml, images/, labels/)."),
 ]
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint file, transformers folder, model name or Hugging Face id.")
@@ -131,10 +136,12 @@ DeviceOption = Annotated[
 ]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 PrecisionOption = Annotated[
-    str, typer.Option("--precision", help="Model precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.")
+    str,
+    typer.Option("--precision", help="Model precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16."),
 ]
 CompileOption = Annotated[
-    bool, typer.Option("--compile", help="torch.compile the encoder and decoder (slow first images; for long GPU runs).")
+    bool,
+    typer.Option("--compile", help="torch.compile the encoder and decoder (slow first images; for long GPU runs)."),
 ]
 
 

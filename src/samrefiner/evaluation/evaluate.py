@@ -249,7 +249,7 @@ def _yolo_prediction(report: EvalReport, path: Path, sample: Any, read: Callable
 
 def _checked_ground_truth(truth: Any, gt: Path) -> dict[Any, tuple[int, int]]:
     """Image id -> (height, width); InputError naming `gt` when it is not COCO ground truth."""
-    if not isinstance(truth, dict) or not isinstance(truth.get("annotations"), list) or not isinstance(truth.get("images"), list):
+    if not isinstance(truth, dict) or not all(isinstance(truth.get(key), list) for key in ("annotations", "images")):
         raise InputError(f"{gt}: ground truth must be a COCO file with 'images' and 'annotations' lists")
     for kind, entries, keys in (
         ("image", truth["images"], ("id", "height", "width")),
@@ -276,7 +276,8 @@ def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]],
         raise InputError(f"{pred}: not a COCO annotation file or results list")
     results = []
     for index, prediction in enumerate(predictions):
-        name = f"{pred}: annotation " + (f"id {prediction['id']}" if isinstance(prediction, dict) and "id" in prediction else f"#{index}")
+        has_id = isinstance(prediction, dict) and "id" in prediction
+        name = f"{pred}: annotation " + (f"id {prediction['id']}" if has_id else f"#{index}")
         try:
             if prediction["image_id"] not in sizes:
                 raise InputError(f"image id {prediction['image_id']} is not in the ground truth")
@@ -300,7 +301,12 @@ def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]],
 
 
 def _scores_by_id(
-    objects: list[dict], by_id: dict[Any, dict], sizes: dict[Any, tuple[int, int]], gt: Path, pred: Path, report: EvalReport
+    objects: list[dict],
+    by_id: dict[Any, dict],
+    sizes: dict[Any, tuple[int, int]],
+    gt: Path,
+    pred: Path,
+    report: EvalReport,
 ) -> MaskScores:
     """Per-object scores of each ground-truth annotation against the prediction with its id."""
     from samrefiner.io.coco import decode_segmentation
@@ -374,6 +380,7 @@ def _prediction(
         report.unusable.append(str(error))
         return empty
     if array.shape != shape:
-        report.unusable.append(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from the ground truth's {shape[1]}x{shape[0]}")
+        size, expected = f"{array.shape[1]}x{array.shape[0]}", f"{shape[1]}x{shape[0]}"
+        report.unusable.append(f"{path}: size {size} differs from the ground truth's {expected}")
         return empty
     return array
