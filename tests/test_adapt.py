@@ -248,7 +248,6 @@ def test_cli_training_options_default_to_adapt_config():
 
 def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path, monkeypatch):
     from samrefiner.cli import app
-    import samrefiner.commands  # noqa: F401
 
     monkeypatch.setattr("samrefiner.models.load_model", lambda spec, device="cpu": model)  # loaded once, above
 

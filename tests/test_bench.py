@@ -11,14 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from samrefiner.evaluation.bench import COARSE, PROMPT_SETTINGS, labelled_images
-from samrefiner.cli import _register_commands, app
+from samrefiner.cli import app
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_mask
 
 
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:
-    _register_commands()
     return CliRunner()
 
 

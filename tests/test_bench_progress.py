@@ -9,7 +9,7 @@ from conftest import DATA, SAM_REF
 from typer.testing import CliRunner
 
 from samrefiner.evaluation.bench import LabelledImages
-from samrefiner.cli import _register_commands, app
+from samrefiner.cli import app
 
 
 @pytest.fixture()
@@ -33,7 +33,6 @@ def test_labelled_images_know_their_count(two_images):
 
 @pytest.mark.parametrize("flag, limit", [("--progress", "2"), ("--no-progress", "1")])
 def test_bench_progress_bar(two_images, tmp_path, flag, limit):
-    _register_commands()
     images, gt = two_images
     args = ["bench", "--model", str(SAM_REF / "reduced_sam.pth"), "--device", "cpu", "--images", str(images),
             "--gt", str(gt), "--coarse", str(gt), "--only", "box,all", "--iterations", "1", "--limit", limit, flag]

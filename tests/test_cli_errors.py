@@ -10,7 +10,7 @@ from conftest import SAM_REF
 from typer.testing import CliRunner
 
 from samrefiner import load_model
-from samrefiner.cli import _register_commands, app, main
+from samrefiner.cli import app, main
 from samrefiner.errors import CheckpointError
 
 BOX_CHARACTERS = set("╭╮╰╯│─")
@@ -19,7 +19,6 @@ COMMANDS = ["refine", "eval", "bench", "corrupt", "adapt", "review", "apply-revi
 
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:
-    _register_commands()
     return CliRunner()
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA
 from typer.testing import CliRunner
 
-from samrefiner.cli import _register_commands, app
+from samrefiner.cli import app
 from samrefiner.evaluation.corrupt import IOU_BAND, MAX_DEFECTS, corrupt_mask, object_rng
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.evaluation.metrics import mask_iou
@@ -54,7 +54,6 @@ def test_unreachable_band_gives_closest_mask_and_says_so():
 
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:
-    _register_commands()
     return CliRunner()
 
 

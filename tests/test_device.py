@@ -13,7 +13,7 @@ from cuda_fake import FakeCuda, fake_load_model
 
 from samrefiner import load_model
 from samrefiner.cli import main
-from samrefiner.commands.refine import build_refiner
+from samrefiner.commands.options import build_refiner
 from samrefiner.run.distributed import Ranks, process_device
 from samrefiner.errors import DeviceError, SamRefinerError
 from samrefiner.models.device import check_device

@@ -10,7 +10,7 @@ import pytest
 from conftest import DATA
 from typer.testing import CliRunner
 
-from samrefiner.cli import _register_commands, app
+from samrefiner.cli import app
 from samrefiner.errors import InputError
 from samrefiner.io.coco import encode_mask
 from samrefiner.io.images import write_png
@@ -19,7 +19,6 @@ from samrefiner.io.labelmaps import write_label_map
 
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:
-    _register_commands()
     return CliRunner()
 
 

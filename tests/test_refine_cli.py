@@ -19,7 +19,7 @@ from test_io_coco import build_coco, decoded
 
 import samrefiner.models
 from samrefiner.cli import main
-from samrefiner.commands.refine import CONFIG_HELP, config_fields
+from samrefiner.commands.options import CONFIG_HELP, config_fields
 from samrefiner.io.images import read_mask
 
 MODEL = str(SAM_REF / "reduced_sam.pth")

@@ -23,7 +23,7 @@ from conftest import DATA
 from PIL import Image
 from typer.testing import CliRunner
 
-from samrefiner.cli import _register_commands, app
+from samrefiner.cli import app
 from samrefiner.io.images import read_mask
 from samrefiner.evaluation.metrics import mask_iou
 from samrefiner.review.objects import ObjectSummary
@@ -115,7 +115,6 @@ PAGE = 3  # objects per page: pages of 3 and 1
 
 @pytest.fixture(scope="module")
 def cli() -> CliRunner:
-    _register_commands()
     return CliRunner()
 
 

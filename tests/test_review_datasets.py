@@ -19,7 +19,7 @@ from test_io_coco import build_coco, decoded
 from test_review import read_chunk, read_manifest
 from typer.testing import CliRunner
 
-from samrefiner.cli import _register_commands, app
+from samrefiner.cli import app
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.datasets import LabelMaps
@@ -37,7 +37,6 @@ STUFF = DATA / "coco_stuff"
 
 @pytest.fixture(scope="module")
 def cli() -> CliRunner:
-    _register_commands()
     return CliRunner()
 
 

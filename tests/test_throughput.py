@@ -17,7 +17,7 @@ import torch
 from conftest import DATA, SAM_REF
 
 from samrefiner import Refiner, RefinerConfig
-from samrefiner.commands.refine import build_refiner
+from samrefiner.commands.options import build_refiner
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
 from samrefiner.run.loader import load_in_background, load_in_order

@@ -1,4 +1,4 @@
-"""CLI subcommands; importing this package registers every one of them on `samrefiner.cli.app`."""
+"""CLI subcommands; importing this package registers every one of them on `samrefiner.commands.app.app`."""
 
 from samrefiner.commands import refine  # noqa: F401  (first: the main job)
 from samrefiner.commands import eval  # noqa: F401

@@ -18,8 +18,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from samrefiner.cli import app
-from samrefiner.commands.refine import (
+from samrefiner.commands.app import app
+from samrefiner.commands.options import (
     CocoOption,
     DeviceOption,
     ImagesOption,

@@ -11,16 +11,14 @@ set everything but the prompts, which each row switches itself.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from samrefiner.cli import app
-from samrefiner.commands.eval import json_ready
-from samrefiner.commands.refine import (
+from samrefiner.commands.app import app
+from samrefiner.commands.options import (
     DeviceOption,
     ModelOption,
     ProgressOption,
@@ -29,7 +27,6 @@ from samrefiner.commands.refine import (
     with_config_options,
 )
 from samrefiner.errors import InputError
-from samrefiner.io.images import atomic_write
 
 SETTING_NAMES = "point, box, mask, point+box, point+mask, box+mask, all"
 # Each row sets the prompts itself; --seed is the corruption seed (the random point strategy keeps
@@ -53,21 +50,17 @@ def bench_command(
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Score coarse masks and SAMRefiner with each prompt combination: IoU, boundary IoU, mBA, time."""
-    from samrefiner.evaluation.bench import PROMPT_SETTINGS, labelled_images, run_bench
+    from samrefiner.evaluation.bench import PROMPT_SETTINGS, labelled_images, run_bench, write_json
 
     settings = _chosen_settings(only, PROMPT_SETTINGS)
+    if (coarse is None) == (seed is None):
+        raise InputError("give either coarse masks (--coarse DIR) or a seed to make them (--seed S)")
     data = labelled_images(images, gt, coarse=coarse, seed=seed, limit=limit)
     refiner = build_refiner(model, device, config_values or {})
     report = run_bench(refiner.model, data, refiner.config, settings, progress=progress)
     _print_table(report)
     if json_file is not None:
-        document = {
-            "rows": {row.name: json_ready(row.summary()) for row in report.rows},
-            "encode_seconds_per_image": report.encode_seconds_per_image,
-            "failures": report.failures,
-        }
-        text = json.dumps(document, indent=2) + "\n"
-        atomic_write(json_file, lambda handle: handle.write(text.encode("utf-8")))
+        write_json(json_file, report)
     if report.failures:
         raise typer.Exit(1)
 

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import typer
 
-from samrefiner.cli import app
+from samrefiner.commands.app import app
+from samrefiner.commands.options import in_void_terms, void_option
 from samrefiner.errors import SamRefinerError
-from samrefiner.evaluation.groundtruth import AUTO, Truth, parse_void, read_truth
+from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
 from samrefiner.io.datasets import check_apart
 from samrefiner.io.images import atomic_write
 from samrefiner.run.outputs import Location, check_locations
@@ -52,7 +53,7 @@ def corrupt_command(
     from samrefiner.io.masks import MaskFolders
     from samrefiner.io.yolo import YoloDataset
 
-    void_value = parse_void(void)
+    void_value = void_option(void)
     check_apart([gt, images], [out])
     check_locations(
         [Location("--out", out, folder=True)],
@@ -73,8 +74,8 @@ def corrupt_command(
                 else [Truth(mask, None) for mask in sample.masks]  # YOLO polygons have no void
             )
         except SamRefinerError as error:
-            failures.append(str(error))
-            print(f"samrefiner: skipped: {error}", file=sys.stderr)
+            failures.append(in_void_terms(error))
+            print(f"samrefiner: skipped: {failures[-1]}", file=sys.stderr)
             continue
         corruptions = corrupt_sample(sample, seed, truths)
         written[ref.key] = dataset.write(sample, SimpleNamespace(masks=np.stack([c.mask for c in corruptions])))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from samrefiner.cli import app
+from samrefiner.commands.app import app
 from samrefiner.io.images import announcing_writes
 from samrefiner.run.manifest import Journal, owns
 from samrefiner.run.outputs import Location, check_locations

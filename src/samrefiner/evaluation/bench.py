@@ -9,6 +9,7 @@ setting would take); the coarse row has none.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
@@ -21,7 +22,9 @@ from tqdm import tqdm
 
 from samrefiner.evaluation.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.evaluation.evaluate import json_ready
 from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
+from samrefiner.io.images import atomic_write
 from samrefiner.io.datasets import Sample
 from samrefiner.io.masks import MaskFolders
 from samrefiner.evaluation.metrics import MaskScores
@@ -86,7 +89,7 @@ class LabelledImages:
         self, images: Path, gt: Path, coarse: Path | None = None, seed: int | None = None, limit: int | None = None
     ) -> None:
         if (coarse is None) == (seed is None):
-            raise InputError("give either coarse masks (--coarse DIR) or a seed to make them (--seed S)")
+            raise InputError("give either a folder of coarse masks or a seed to make them, not both")
         self.truth = MaskFolders(images, gt, out=gt)  # read only: nothing is written through it
         self.flawed = MaskFolders(images, coarse, out=coarse) if coarse is not None else None
         self.coarse, self.seed = coarse, seed
@@ -177,3 +180,14 @@ def _seconds_since(started: float, model: PromptableModel) -> float:
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     return time.perf_counter() - started
+
+
+def write_json(path: Path, report: BenchReport) -> None:
+    """The table on a 0-1 scale (NaN as null), the encoding time per image and the failures."""
+    document = {
+        "rows": {row.name: json_ready(row.summary()) for row in report.rows},
+        "encode_seconds_per_image": report.encode_seconds_per_image,
+        "failures": report.failures,
+    }
+    text = json.dumps(document, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

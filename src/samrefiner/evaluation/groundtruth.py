@@ -27,6 +27,20 @@ MAX_VALUE = 65535  # 16-bit PNG
 Void = int | str | None  # a value, AUTO, or None (no void)
 
 
+class VoidError(InputError):
+    """A void value that is malformed or does not apply, said as "void value V: ..."; `naming`
+    says it with another name for the value (the CLI's option)."""
+
+    def __init__(self, value: object, problem: str, path: str | Path | None = None) -> None:
+        self.value, self.problem, self.path = value, problem, path
+        super().__init__(self.naming("void value"))
+
+    def naming(self, name: str) -> str:
+        """The message with `name` for the void value, e.g. `--void 7: ...`."""
+        where = "" if self.path is None else f"{self.path}: "
+        return f"{where}{name} {self.value}{self.problem}"
+
+
 @dataclass(frozen=True)
 class Truth:
     """One ground-truth object: its mask and the void pixels (None when it has none)."""
@@ -36,11 +50,11 @@ class Truth:
 
 
 def parse_void(text: str) -> Void:
-    """`--void` text -> AUTO, None ("none") or a pixel value; InputError for anything else."""
+    """Void text -> AUTO, None ("none") or a pixel value; VoidError for anything else."""
     if text in (AUTO, NONE):
         return None if text == NONE else AUTO
     if not text.isdigit() or int(text) > MAX_VALUE:
-        raise InputError(f"--void {text}: expected auto, none or a pixel value 0-{MAX_VALUE}")
+        raise VoidError(text, f": expected auto, none or a pixel value 0-{MAX_VALUE}")
     return int(text)
 
 
@@ -56,7 +70,7 @@ def read_truth(path: str | Path, void: Void) -> Truth:
     except InputError:
         mask = read_mask(path)  # raises its own error when the file is unreadable
         if void not in (AUTO, None):
-            raise InputError(f"{path}: --void {void} needs a single-channel mask") from None
+            raise VoidError(void, " needs a single-channel mask", path) from None
         return Truth(mask, None)
     value = void
     if void == AUTO:
