@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
-from samrefiner.io.datasets import LabelMaps  # noqa: E402
+from samrefiner.io.labelmaps import LabelMaps  # noqa: E402
 from samrefiner.run.loader import Loader, load_in_background, load_in_order  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.convert_tiny_vit import tiny_vit_sam_model  # noqa: E402
@@ -290,8 +290,9 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
     """Per-image CPU milliseconds of a COCO-like job (7 objects, `--iterations`) by stage, the cores
     one GPU needs at 10, 40 and 100 images/s, and the CPU a high-resolution photo takes outside the
     model."""
-    from samrefiner.io.coco import CocoDataset, encode_mask
-    from samrefiner.semantic import split_then_merge
+    from samrefiner.io.coco import CocoDataset
+    from samrefiner.io.rle import encode_mask
+    from samrefiner.regions import split_then_merge
 
     torch.set_num_threads(args.threads)
     images, annotations = [], []

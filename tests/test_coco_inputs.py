@@ -11,7 +11,8 @@ from io_fakes import IdentityRefiner
 from PIL import Image
 
 from samrefiner.errors import InputWarning
-from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
+from samrefiner.io.coco import CocoDataset, decode_segmentation
+from samrefiner.io.rle import encode_mask
 from samrefiner.run.runner import run
 
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from samrefiner.cli import app
 from samrefiner.errors import InputError
-from samrefiner.io.coco import encode_mask
+from samrefiner.io.rle import encode_mask
 from samrefiner.io.images import write_png
 from samrefiner.io.labelmaps import write_label_map
 

@@ -12,9 +12,10 @@ from io_fakes import IdentityRefiner
 from PIL import Image
 from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
-from samrefiner.io.datasets import LabelMaps
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.images import read_image, read_mask
-from samrefiner.io.coco import CocoDataset, encode_mask
+from samrefiner.io.coco import CocoDataset
+from samrefiner.io.rle import encode_mask
 from samrefiner.io.masks import MaskFolders
 from samrefiner.run.runner import run
 

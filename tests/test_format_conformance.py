@@ -20,7 +20,9 @@ from pycocotools.coco import COCO
 from test_io_coco import build_coco
 from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
-from samrefiner.io.coco import CocoDataset, encode_mask
+from samrefiner.io.coco import CocoDataset
+
+from samrefiner.io.rle import encode_mask
 from samrefiner.io.masks import MaskFolders
 from samrefiner.run.runner import run
 

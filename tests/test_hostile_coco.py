@@ -22,7 +22,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samrefiner.errors import InputError
-from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
+from samrefiner.io.coco import CocoDataset, decode_segmentation
+from samrefiner.io.rle import encode_mask
 from samrefiner.review.datasets import class_names
 from samrefiner.run.runner import run
 

@@ -16,7 +16,8 @@ from PIL import Image
 from test_refine_cli import run_cli
 
 from samrefiner.errors import InputError
-from samrefiner.io.coco import CocoDataset, encode_mask
+from samrefiner.io.coco import CocoDataset
+from samrefiner.io.rle import encode_mask
 
 NO_MODEL = ["--model", "/nonexistent/model.pth", "--no-progress"]
 SQUARE = [2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]

@@ -13,7 +13,8 @@ from PIL import Image
 from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import LabelMaps, open_dataset
+from samrefiner.io.labelmaps import LabelMaps
+from samrefiner.io.formats import open_dataset
 from samrefiner.io.instancemaps import InstanceMaps
 from samrefiner.run.runner import run
 

@@ -14,7 +14,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from samrefiner.errors import InputError
-from samrefiner.io.coco import CocoDataset, decode_segmentation, encode_mask
+from samrefiner.io.coco import CocoDataset, decode_segmentation
+from samrefiner.io.rle import encode_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.run.runner import run
 

@@ -10,7 +10,7 @@ from conftest import DATA
 from io_fakes import IdentityRefiner, tree_digest
 from PIL import Image
 
-from samrefiner.io.datasets import LabelMaps
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.run.runner import run
 

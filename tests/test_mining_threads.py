@@ -37,7 +37,7 @@ def test_under_torchrun_mining_runs_on_several_threads(eight_cpus, monkeypatch) 
     other process on its node: the first two objects are mined at the same time (each waits for the
     other at a barrier, which one thread alone never passes)."""
     from samrefiner.io.labelmaps import read_label_map
-    from samrefiner.semantic import split_then_merge
+    from samrefiner.regions import split_then_merge
 
     for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(name, value)

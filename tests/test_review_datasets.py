@@ -22,14 +22,14 @@ from typer.testing import CliRunner
 from samrefiner.cli import app
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset
-from samrefiner.io.datasets import LabelMaps
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.images import read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.masks import MaskFolders
 from samrefiner.evaluation.metrics import mask_iou
 from samrefiner.review.datasets import detect_format, split_like_regions
 from samrefiner.run.runner import run
-from samrefiner.semantic import split_then_merge
+from samrefiner.regions import split_then_merge
 
 DAVIS = DATA / "davis2016"
 STUFF = DATA / "coco_stuff"

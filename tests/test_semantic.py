@@ -14,7 +14,8 @@ from samrefiner.io.images import read_image
 from samrefiner.io.labelmaps import read_label_map, write_label_map
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.refine import Refiner
-from samrefiner.semantic import refine_label_map, split_then_merge
+from samrefiner.refine import refine_label_map
+from samrefiner.regions import split_then_merge
 
 COCO_MAPS = sorted((DATA / "coco_stuff" / "pngs").glob("*.png"))
 

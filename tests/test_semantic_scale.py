@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samrefiner.semantic import split_then_merge
+from samrefiner.regions import split_then_merge
 
 
 def _scattered_blobs(cells: int, cell: int, classes: int, seed: int) -> np.ndarray:

@@ -19,7 +19,8 @@ from conftest import DATA, SAM_REF
 from samrefiner import Refiner, RefinerConfig
 from samrefiner.commands.options import build_refiner
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
+from samrefiner.io.datasets import Sample, SampleRef
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.run.loader import load_in_background, load_in_order
 from samrefiner.mining import mine_in_threads
 from samrefiner.models import speed
@@ -216,7 +217,7 @@ def test_background_loader_stops_when_the_consumer_stops_and_raises_a_crash() ->
 
 def test_threaded_mining_gives_the_prompts_of_one_thread() -> None:
     from samrefiner.io.labelmaps import read_label_map
-    from samrefiner.semantic import split_then_merge
+    from samrefiner.regions import split_then_merge
 
     label_map, _ = read_label_map(COCO_STUFF / "pngs" / "3.png")
     masks = np.stack([mask for _, mask in split_then_merge(label_map)])

@@ -22,7 +22,7 @@ from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F
 import samrefiner.models
 from samrefiner import Refiner, RefinerConfig
 from samrefiner.io.coco import CocoDataset
-from samrefiner.io.datasets import LabelMaps
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.masks import MaskFolders
 from samrefiner.run.loader import Workers
 from samrefiner.run.overlap import ModelTurns, refine_overlapped

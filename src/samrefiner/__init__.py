@@ -20,7 +20,7 @@ _EXPORTS = {
     "RefinerConfig": "samrefiner.config",
     "RefineResult": "samrefiner.refine",
     "Prompts": "samrefiner.prompts",
-    "split_then_merge": "samrefiner.semantic",
+    "split_then_merge": "samrefiner.regions",
     "IoUAdapter": "samrefiner.adapter",
     "AdaptConfig": "samrefiner.adapt",
     "collect_samples": "samrefiner.adapt",
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from samrefiner.models.base import Decoded, Encoding, PromptableModel
     from samrefiner.prompts import Prompts
     from samrefiner.refine import Refiner, RefineResult
-    from samrefiner.semantic import split_then_merge
+    from samrefiner.regions import split_then_merge
 
 # A literal list, as type checkers need it to see these names as exported (`mypy --strict`).
 __all__ = [

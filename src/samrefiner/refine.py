@@ -20,6 +20,7 @@ from samrefiner.mining import mine_in_threads
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
 from samrefiner.config import RefinerConfig
 from samrefiner.prompts import Geometry, PromptMiner, Prompts, tight_boxes
+from samrefiner.regions import paint_back, split_then_merge
 from samrefiner.timing import stage
 
 MaskInput = Union[np.ndarray, torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
@@ -83,7 +84,7 @@ class RefineResult:
 
     def to_rle(self) -> list[dict[str, Any]]:
         """Each refined mask as a compressed COCO RLE (pycocotools' dict, `counts` a str: JSON-ready)."""
-        from samrefiner.io.coco import encode_mask
+        from samrefiner.io.rle import encode_mask
 
         return [encode_mask(mask) for mask in self.masks]
 
@@ -128,9 +129,7 @@ class Refiner:
 
     def refine_label_map(self, image: np.ndarray | str | Path, label_map: np.ndarray) -> np.ndarray:
         """Refine a semantic label map region by region (SPEC section 4); see
-        `samrefiner.semantic.refine_label_map`."""
-        from samrefiner.semantic import refine_label_map
-
+        `refine_label_map`."""
         return refine_label_map(self, image, label_map)
 
     def refine_encoded(self, encoding: Encoding, masks: Any) -> RefineResult:
@@ -285,3 +284,19 @@ def _check_mask(dtype: np.dtype, shape: tuple[int, ...], size: tuple[int, int], 
         raise InputError(f"{what}: dtype {dtype} is not a mask type; use bool or integer masks (0/1 or 0/255)")
     if tuple(shape) != tuple(size):
         raise InputError(f"{what}: size {shape[0]}x{shape[1]} (HxW) differs from the image's {size[0]}x{size[1]}")
+
+
+def refine_label_map(
+    refiner: Refiner, image: np.ndarray | str | Path, label_map: np.ndarray
+) -> np.ndarray:
+    """Refine every split-then-merge region of `label_map` as an instance and paint them back.
+
+    Refined pixels take their region's class; where regions overlap, the one with the higher
+    predicted IoU wins (the later region on a tie; a region the refiner returned unrefined, with
+    score NaN, loses); pixels no region claims become background; void pixels of the input stay
+    void. Same shape and dtype as `label_map`.
+    """
+    label_map = np.asarray(label_map)
+    regions = split_then_merge(label_map)
+    result = refiner.refine(image, np.stack([mask for _, mask in regions])) if regions else None
+    return paint_back(label_map, [class_id for class_id, _ in regions], result)

@@ -28,7 +28,8 @@ from samrefiner.commands.options import (
     ModelOption,
     ProgressOption,
 )
-from samrefiner.io.datasets import check_apart, open_dataset
+from samrefiner.io.datasets import check_apart
+from samrefiner.io.formats import open_dataset
 from samrefiner.errors import InputError
 from samrefiner.run.outputs import Location, check_locations, folder_files
 

@@ -57,7 +57,8 @@ from samrefiner.commands.options import (
     with_config_options,
 )
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import check_apart, open_dataset
+from samrefiner.io.datasets import check_apart
+from samrefiner.io.formats import open_dataset
 from samrefiner.run.dataset_run import identity_fields, refine_dataset
 from samrefiner.run.manifest import RunConflict, claim, model_fields, new_manifest, owns
 from samrefiner.run.outputs import Location, check_locations

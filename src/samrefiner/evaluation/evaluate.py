@@ -186,7 +186,8 @@ def _check_prediction_folder(
 
 def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
-    from samrefiner.io.coco import check_identity, check_segmentations, load_json
+    from samrefiner.io.coco import check_identity, check_segmentations
+    from samrefiner.io.json_files import load_json
     from samrefiner.evaluation.metrics import coco_boundary_ap, coco_mask_ap
 
     if void != AUTO:
@@ -270,7 +271,8 @@ def _checked_ground_truth(truth: Any, gt: Path) -> dict[Any, tuple[int, int]]:
 def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]], report: EvalReport) -> list[dict]:
     """Predictions (a COCO file's annotations or a results list) as COCO results with compressed
     RLE segmentations and a score (1 when absent); unusable ones are recorded and left out."""
-    from samrefiner.io.coco import decode_segmentation, encode_mask
+    from samrefiner.io.coco import decode_segmentation
+    from samrefiner.io.rle import encode_mask
 
     predictions = predicted.get("annotations") if isinstance(predicted, dict) else predicted
     if not isinstance(predictions, list):

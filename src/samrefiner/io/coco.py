@@ -56,23 +56,10 @@ from samrefiner.io.datasets import (
     check_mask_sizes,
 )
 from samrefiner.io.images import atomic_write, read_image
+from samrefiner.io.json_files import load_json
 from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.polygons import coco_polygons
-
-
-def load_json(path: Path) -> Any:
-    """The parsed JSON file; InputError with the position of the first syntax error."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
-    except (UnicodeDecodeError, OSError) as error:
-        raise InputError(f"{path}: cannot be read as JSON ({error})") from None
+from samrefiner.io.rle import encode_mask
 
 
 class CocoDataset(Dataset):
@@ -371,12 +358,6 @@ def _check_counts(counts: list[Any], height: int, width: int) -> None:
         raise InputError("RLE run lengths must be non-negative integers")
     if sum(counts) != height * width:
         raise InputError(f"RLE run lengths add up to {sum(counts)}, not {height}x{width} pixels")
-
-
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """Compressed RLE of an H x W mask, with `counts` as a str (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def refined_annotation(

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from samrefiner.io.json_files import load_json
 from samrefiner.errors import InputError
 
 CHUNK_BYTES = 1 << 20
@@ -306,8 +307,6 @@ class CocoIndex:
         except FileNotFoundError:
             raise InputError(f"{path}: file not found") from None
         except _SyntaxProblem:
-            from samrefiner.io.coco import load_json
-
             load_json(path)  # raises json's own message
             raise InputError(f"{path}: not valid JSON") from None
         except (UnicodeDecodeError, OSError) as error:

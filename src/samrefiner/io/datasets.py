@@ -30,15 +30,7 @@ from typing import Any
 import numpy as np
 
 from samrefiner.errors import InputError
-from samrefiner.io.images import read_image
-from samrefiner.io.labelmaps import read_label_map, write_label_map
-from samrefiner.io.listing import (
-    IMAGE_SUFFIXES,
-    MAP_SUFFIXES,
-    ambiguous,
-    list_files,
-    one_file,
-)
+from samrefiner.io.listing import ambiguous
 
 
 @dataclass(frozen=True)
@@ -140,115 +132,6 @@ def check_mask_sizes(image: np.ndarray, image_path: Path, masks: list[np.ndarray
                 f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
                 f"{width}x{height}"
             )
-
-
-class LabelMaps(Dataset):
-    """Semantic label-map PNGs (`--label-maps DIR`): `<maps>/<key>.png` for `<images>/<key>.*`.
-
-    Each map is split into regions (split-then-merge) once, in `load`; the regions are refined as
-    instances and painted back by `write` with `samrefiner.semantic.paint_back` (the rules of
-    `refine_label_map`); the output map has the input's
-    relative path, size, dtype and palette. Object ids in the scores are region indices.
-    """
-
-    kind, value_name = "label maps", "class"  # in messages
-
-    def __init__(self, images: Path, label_maps: Path, out: Path, *, ignore_exif: bool = False) -> None:
-        self.images, self.label_maps, self.ignore_exif = images, label_maps, ignore_exif
-        self.layout = OutputLayout.folder(out)
-        self._images = list_files(images, IMAGE_SUFFIXES, "images")
-        maps = list_files(label_maps, MAP_SUFFIXES, self.kind)
-        check_claims(maps, self._images, self.kind[:-1])
-        self._maps = {key: paths[0] for key, paths in maps.items()}
-
-    def refs(self) -> list[SampleRef]:
-        return [SampleRef(key, str(path)) for key, path in self._maps.items()]
-
-    def input_files(self, ref: SampleRef) -> list[Path]:
-        return [one_file(self._images, ref.key, self.images, ref.name), self._maps[ref.key]]
-
-    def load(self, ref: SampleRef) -> Sample:
-        from samrefiner.semantic import split_then_merge
-
-        path, label_map, palette, image_path, image = self._read(ref)
-        regions = split_then_merge(label_map)
-        masks = np.stack([mask for _, mask in regions]) if regions else np.zeros((0, *label_map.shape), bool)
-        objects = [{"id": index, "category_id": class_id} for index, (class_id, _) in enumerate(regions)]
-        return Sample(ref, image_path, image, masks, objects, context=(path, label_map, palette))
-
-    def write(self, sample: Sample, result: Any) -> dict[str, Any]:
-        from samrefiner.semantic import paint_back
-
-        path, label_map, palette = sample.context
-        if len(result.masks) != len(sample.objects):
-            raise RuntimeError(f"{len(result.masks)} refined masks for {len(sample.objects)} regions")
-        refined = paint_back(label_map, [meta["category_id"] for meta in sample.objects], result)
-        write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
-        return {}
-
-    def _read(self, ref: SampleRef) -> tuple[Path, np.ndarray, list[int] | None, Path, np.ndarray]:
-        """The map (path, values, palette) and its image (path, pixels), checked to match.
-
-        A map of only background and void (0/255) is a binary mask: InputError, not 0 objects."""
-        from samrefiner.semantic import BACKGROUND, VOID
-
-        path = self._maps[ref.key]
-        label_map, palette = read_label_map(path, ignore_exif=self.ignore_exif)
-        if set(np.unique(label_map).tolist()) == {BACKGROUND, VOID}:
-            raise InputError(
-                f"{path}: holds only 0 and 255 (void), no {self.value_name} id: a binary mask? use --masks"
-            )
-        image_path = one_file(self._images, ref.key, self.images, ref.name)
-        image = read_image(image_path, ignore_exif=self.ignore_exif)
-        check_mask_sizes(image, image_path, [label_map], [ref.name])
-        return path, label_map, palette, image_path, image
-
-
-def open_dataset(
-    images: Path | None,
-    out: Path,
-    *,
-    masks: Path | None,
-    label_maps: Path | None,
-    coco: Path | None,
-    instance_maps: Path | None = None,
-    yolo: Path | None = None,
-    copy_images: bool = False,
-    ignore_exif: bool = False,
-) -> Dataset:
-    """The dataset for whichever one of --masks, --label-maps, --coco, --instance-maps, --yolo was
-    given (--yolo: --images may be omitted, it defaults to the YOLO folder).
-
-    Images and masks are read upright (EXIF orientation applied) unless `ignore_exif`."""
-    inputs = (
-        ("--masks", masks), ("--label-maps", label_maps), ("--coco", coco), ("--instance-maps", instance_maps), ("--yolo", yolo)
-    )
-    given = [name for name, value in inputs if value]
-    if len(given) != 1:
-        raise InputError(f"give exactly one of --masks, --label-maps, --coco, --instance-maps, --yolo (got {len(given)})")
-    if copy_images and yolo is None:
-        raise InputError("--copy-images is for --yolo datasets")
-    if yolo is not None:
-        from samrefiner.io.yolo import YoloDataset
-
-        return YoloDataset(yolo, out, image_root=images, copy_images=copy_images, ignore_exif=ignore_exif)
-    if images is None:
-        raise InputError(f"{given[0]} needs --images")
-    if not images.is_dir():
-        raise InputError(f"{images}: not a folder of images")
-    if masks is not None:
-        from samrefiner.io.masks import MaskFolders
-
-        return MaskFolders(images, masks, out, ignore_exif=ignore_exif)
-    if label_maps is not None:
-        return LabelMaps(images, label_maps, out, ignore_exif=ignore_exif)
-    if instance_maps is not None:
-        from samrefiner.io.instancemaps import InstanceMaps
-
-        return InstanceMaps(images, instance_maps, out, ignore_exif=ignore_exif)
-    from samrefiner.io.coco import CocoDataset
-
-    return CocoDataset(images, coco, out, ignore_exif=ignore_exif)
 
 
 def check_apart(inputs: list[Path], outputs: list[Path]) -> None:

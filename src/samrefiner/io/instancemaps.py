@@ -3,7 +3,7 @@
 `<maps>/<key>.png` goes with `<images>/<key>.*` (any depth), as label maps do. Its values are
 object ids: 0 background, 255 void, every other value one object (palette PNGs as DAVIS-2017 and
 YouTube-VOS write them, or 8/16-bit grayscale). Each id is refined as one object, whole (no
-split into regions), and painted back with `samrefiner.semantic.paint_back`: same ids, same palette,
+split into regions), and painted back with `samrefiner.regions.paint_back`: same ids, same palette,
 mode and size, void pixels kept; where refined objects overlap, the higher predicted IoU wins.
 Object ids in scores.jsonl are the instance ids.
 """
@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from samrefiner.io.datasets import LabelMaps, Sample, SampleRef
+from samrefiner.io.datasets import Sample, SampleRef
+
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.labelmaps import write_label_map
-from samrefiner.semantic import BACKGROUND, VOID, paint_back
+from samrefiner.regions import BACKGROUND, VOID, paint_back
 
 
 class InstanceMaps(LabelMaps):

@@ -138,7 +138,7 @@ def open_pair(
 ) -> DatasetPair:
     """The coarse dataset (its writer aimed at `out`; None: only read) and the refined one, in
     `kind` or the detected format."""
-    from samrefiner.io.datasets import open_dataset
+    from samrefiner.io.formats import open_dataset
 
     if kind == "auto":
         kind = detect_format(coarse, refined)

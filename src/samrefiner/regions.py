@@ -1,4 +1,4 @@
-"""Semantic label maps: split each class into instance-like regions, refine them, merge back.
+"""Semantic label maps: split each class into instance-like regions (split-then-merge), paint them back.
 
 SPEC.md section 4 (the paper's split-then-merge, STM). Label 0 is background and 255 is void;
 neither is a class.
@@ -6,14 +6,10 @@ neither is a class.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from samrefiner.refine import Refiner
 
 BACKGROUND = 0
 VOID = 255
@@ -38,25 +34,9 @@ def split_then_merge(label_map: np.ndarray, mu: float = 0.5) -> list[tuple[int, 
     return regions
 
 
-def refine_label_map(
-    refiner: Refiner, image: np.ndarray | str | Path, label_map: np.ndarray
-) -> np.ndarray:
-    """Refine every split-then-merge region of `label_map` as an instance and paint them back.
-
-    Refined pixels take their region's class; where regions overlap, the one with the higher
-    predicted IoU wins (the later region on a tie; a region the refiner returned unrefined, with
-    score NaN, loses); pixels no region claims become background; void pixels of the input stay
-    void. Same shape and dtype as `label_map`.
-    """
-    label_map = np.asarray(label_map)
-    regions = split_then_merge(label_map)
-    result = refiner.refine(image, np.stack([mask for _, mask in regions])) if regions else None
-    return paint_back(label_map, [class_id for class_id, _ in regions], result)
-
-
 def paint_back(label_map: np.ndarray, class_ids: list[int], result: Any) -> np.ndarray:
     """`label_map` redrawn from the refiner's `result` for regions of classes `class_ids`, in the
-    rules of `refine_label_map` (`result` is unused when there are no regions)."""
+    rules of `samrefiner.refine.refine_label_map` (`result` is unused when there are no regions)."""
     label_map = np.asarray(label_map)
     refined = np.full_like(label_map, BACKGROUND)
     if class_ids:
