@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "src"))
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.adapt import AdaptConfig, collect_samples, train_adapter  # noqa: E402
 from samrefiner.adapter import IoUAdapter, adapted  # noqa: E402
-from samrefiner.evaluation.corrupt import corrupt_mask, object_rng  # noqa: E402
 from samrefiner.embedding_cache import EmbeddingCache  # noqa: E402
+from samrefiner.evaluation.corrupt import corrupt_mask, object_rng  # noqa: E402
 from samrefiner.io.images import read_image, read_mask  # noqa: E402
 from samrefiner.models.base import PromptableModel  # noqa: E402
 
@@ -68,7 +68,10 @@ def refine_scores(
         prompts = result.prompts
         with adapted(adapter, model):
             decoded = model.decode(
-                encoding, prompts.points.astype(np.float32), prompts.labels, prompts.boxes.astype(np.float32),
+                encoding,
+                prompts.points.astype(np.float32),
+                prompts.labels,
+                prompts.boxes.astype(np.float32),
                 torch.from_numpy(prompts.mask_inputs),
             )
         candidates = (model.upscale(decoded.low_res_logits, encoding) > 0).numpy()
@@ -95,8 +98,10 @@ def main() -> None:
     data = coarse_dataset(args.variants, args.seed)
     samples = collect_samples(model, [(image, coarse) for image, _, coarse in data], encode=encode, progress=True)
     result = train_adapter(model, samples, AdaptConfig(epochs=args.epochs, seed=args.seed))
-    print(f"training set: {len(data)} DAVIS frames, {result.samples} coarse masks ({samples.skipped} skipped), "
-          f"{result.steps} steps")
+    print(
+        f"training set: {len(data)} DAVIS frames, {result.samples} coarse masks ({samples.skipped} skipped), "
+        f"{result.steps} steps"
+    )
     print(f"ranking loss:                              {result.before.loss:.4f} -> {result.after.loss:.4f}")
     print(f"top-1 agreement with coarse-mask IoU:      {result.before.agreement:.1%} -> {result.after.agreement:.1%}")
 
@@ -106,8 +111,10 @@ def main() -> None:
     print("refinement with all prompts, 1 iteration (SAMRefiner -> SAMRefiner++):")
     print(f"candidate masks identical:                 {identical}")
     print(f"choice changed:                            {np.mean(plain_chosen != adapted_chosen):.1%} of objects")
-    print(f"top-1 selection accuracy vs ground truth:  {np.mean(plain_chosen == best):.1%} -> "
-          f"{np.mean(adapted_chosen == best):.1%}")
+    print(
+        f"top-1 selection accuracy vs ground truth:  {np.mean(plain_chosen == best):.1%} -> "
+        f"{np.mean(adapted_chosen == best):.1%}"
+    )
     print(f"pooled IoU vs ground truth:                {plain_iou:.4f} -> {adapted_iou:.4f}")
 
 

@@ -58,8 +58,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     images, gt = DATASETS[args.dataset]
     root = SHARED / "data" / args.dataset
-    items = [item for item in labelled_images(root / images, root / gt, seed=0, limit=args.limit)
-             if not isinstance(item, Exception)]
+    items = [
+        item
+        for item in labelled_images(root / images, root / gt, seed=0, limit=args.limit)
+        if not isinstance(item, Exception)
+    ]
     for name in args.models.split(","):
         fp32, fp32_seconds = refine_all(MODELS[name], "fp32", items)
         bf16, bf16_seconds = refine_all(MODELS[name], "bf16", items)

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from samrefiner.run.fingerprints import fingerprint, first_change
 from samrefiner.io.masks import MaskFolders
+from samrefiner.run.fingerprints import fingerprint, first_change
 
 SHARED = Path(os.environ.get("SAMREFINER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 

@@ -47,7 +47,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "bench")]
 
 import throughput  # noqa: E402
-
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.io.datasets import OutputLayout  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
@@ -122,8 +121,16 @@ def float32_model(shape: str, target: torch.device) -> tuple[SamBackend, str]:
     return model, found
 
 
-def speed(device: str, shape: str, compiled: bool, chunks: list[int], images: int, iterations: int,
-          work: Path, warm_up: bool = True) -> Iterator[dict]:
+def speed(
+    device: str,
+    shape: str,
+    compiled: bool,
+    chunks: list[int],
+    images: int,
+    iterations: int,
+    work: Path,
+    warm_up: bool = True,
+) -> Iterator[dict]:
     """throughput.measure of one model at each chunk size (after a warm-up image), row by row."""
     torch.manual_seed(0)
     target = torch.device(device)
@@ -146,8 +153,10 @@ def speed(device: str, shape: str, compiled: bool, chunks: list[int], images: in
             "peak_gpu_gib": torch.cuda.max_memory_allocated(target) / 2**30 if target.type == "cuda" else None,
             "outside_model": measured.outside_share,
         }  # fmt: skip
-        print(f"speed {shape} compile={compiled} chunk={chunk}: {row['images_per_s']:.2f} images/s, "
-              f"{row['objects_per_s']:.1f} objects/s")
+        print(
+            f"speed {shape} compile={compiled} chunk={chunk}: {row['images_per_s']:.2f} images/s, "
+            f"{row['objects_per_s']:.1f} objects/s"
+        )
         yield row
 
 
@@ -184,8 +193,12 @@ def torchrun_check(device: str, work: Path, images: int, iterations: int) -> dic
         ]  # fmt: skip
         start = time.perf_counter()
         done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-        runs[name] = {"seconds": time.perf_counter() - start, "exit": done.returncode,
-                      "stdout": done.stdout[-500:], "stderr": done.stderr[-1500:]}
+        runs[name] = {
+            "seconds": time.perf_counter() - start,
+            "exit": done.returncode,
+            "stdout": done.stdout[-500:],
+            "stderr": done.stderr[-1500:],
+        }
     result = compare(work / "single", work / "torchrun", {name: run["exit"] for name, run in runs.items()})
     verdict = "identical" if result["identical"] else f"DIFFERENT: {', '.join(result['differing'])}"
     print(f"torchrun 2 ranks on {device}, {images} images: {verdict} (exit codes {result['exits']})")
@@ -196,13 +209,18 @@ def table(report: dict) -> str:
     lines = [f"machine: {report['machine']}"]
     for run in report["parity"]:
         lines.append(f"parity {run['device']} {run['precision']:>5}: worst per-object agreement {run['worst']:.4%}")
-    lines.append(f"{'model':>8} {'compile':>7} {'chunk':>5} {'img/s':>7} {'obj/s':>7} {'peak GiB':>8}  "
-                 + " ".join(f"{name[:6]:>7}" for name in STAGES) + "  (s/image)")
+    lines.append(
+        f"{'model':>8} {'compile':>7} {'chunk':>5} {'img/s':>7} {'obj/s':>7} {'peak GiB':>8}  "
+        + " ".join(f"{name[:6]:>7}" for name in STAGES)
+        + "  (s/image)"
+    )
     for row in report["speed"]:
         peak = f"{row['peak_gpu_gib']:.2f}" if row["peak_gpu_gib"] is not None else "-"
-        lines.append(f"{row['model']:>8} {str(row['compile']):>7} {row['chunk']:>5} {row['images_per_s']:>7.2f} "
-                     f"{row['objects_per_s']:>7.1f} {peak:>8}  "
-                     + " ".join(f"{row['s_per_image'][name]:>7.3f}" for name in STAGES))
+        lines.append(
+            f"{row['model']:>8} {str(row['compile']):>7} {row['chunk']:>5} {row['images_per_s']:>7.2f} "
+            f"{row['objects_per_s']:>7.1f} {peak:>8}  "
+            + " ".join(f"{row['s_per_image'][name]:>7.3f}" for name in STAGES)
+        )
     if report["skipped"]:
         lines.append(f"skipped: {', '.join(report['skipped'])}")
     if report["torchrun"]:
@@ -223,8 +241,11 @@ def arguments(cuda: bool) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--cases", type=int, default=None, help="only the first N reference runs")
-    parser.add_argument("--shapes", default="vit_b,vit_h" if cuda else "reduced",
-                        help="models to time: reduced, vit_b, vit_l, vit_h (comma-separated; '' for none)")
+    parser.add_argument(
+        "--shapes",
+        default="vit_b,vit_h" if cuda else "reduced",
+        help="models to time: reduced, vit_b, vit_l, vit_h (comma-separated; '' for none)",
+    )
     parser.add_argument("--chunks", default="16,64,256" if cuda else "64", help="decoder chunk sizes")
     parser.add_argument("--compile", default="off,on" if cuda else "off", help="off, on or off,on")
     parser.add_argument("--images", type=int, default=6 if cuda else 2, help="coco_stuff images per timing (at most 6)")
@@ -232,8 +253,12 @@ def arguments(cuda: bool) -> argparse.Namespace:
     parser.add_argument("--skip-torchrun", action="store_true")
     parser.add_argument("--keep", type=Path, default=None, help="keep the torchrun check's two outputs in this folder")
     parser.add_argument("--no-warm-up", action="store_true", help="time the first image too (no warm-up image)")
-    parser.add_argument("--budget", type=float, default=420.0,
-                        help="seconds for the speed part: a run (compilation included) past it stops and is skipped")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds for the speed part: a run (compilation included) past it stops and is skipped",
+    )
     return parser.parse_args()
 
 
@@ -245,8 +270,16 @@ def speed_part(args: argparse.Namespace, device: str, report: dict, work: Path) 
             name = f"{shape} compile={compiled}"
             try:
                 with time_limit(deadline - time.perf_counter()):
-                    for row in speed(device, shape, compiled, [int(chunk) for chunk in args.chunks.split(",")],
-                                     args.images, args.iterations, work / shape, not args.no_warm_up):
+                    for row in speed(
+                        device,
+                        shape,
+                        compiled,
+                        [int(chunk) for chunk in args.chunks.split(",")],
+                        args.images,
+                        args.iterations,
+                        work / shape,
+                        not args.no_warm_up,
+                    ):
                         report["speed"].append(row)
                         save(report, args.json)
             except PastBudget:
@@ -262,8 +295,14 @@ def main() -> None:
     if not cuda:
         print("no CUDA GPU here: running the CPU part only (parity in fp32 on CPU, CPU timings, torchrun on CPU)")
     cases = json.loads((SAM_REF / "index.json").read_text())[: args.cases]
-    report: dict = {"machine": throughput.machine(), "cuda": cuda, "parity": [], "speed": [], "skipped": [],
-                    "torchrun": None}
+    report: dict = {
+        "machine": throughput.machine(),
+        "cuda": cuda,
+        "parity": [],
+        "speed": [],
+        "skipped": [],
+        "torchrun": None,
+    }
     start = time.perf_counter()
     with strict_fp32():
         report["parity"].append(parity(device, "fp32", cases))

@@ -43,21 +43,36 @@ def write_coco(path: Path, annotations: int) -> None:
     images = -(-annotations // PER_IMAGE)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write('{"info": {"description": "synthetic, bench/large_coco.py"}, "images": [')
-        handle.write(",".join(
-            json.dumps({"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "height": HEIGHT, "width": WIDTH})
-            for i in range(images)))
+        handle.write(
+            ",".join(
+                json.dumps({"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "height": HEIGHT, "width": WIDTH})
+                for i in range(images)
+            )
+        )
         handle.write('], "annotations": [')
         corners = rng.integers(0, 400, size=(annotations, 2))
         for number in range(annotations):
             x, y = (int(value) for value in corners[number])
             if number % 2:
-                segmentation = {"size": [HEIGHT, WIDTH], "counts": [x * HEIGHT + y, 30, HEIGHT * WIDTH - x * HEIGHT - y - 30]}
+                segmentation = {
+                    "size": [HEIGHT, WIDTH],
+                    "counts": [x * HEIGHT + y, 30, HEIGHT * WIDTH - x * HEIGHT - y - 30],
+                }
             else:
                 segmentation = [[x, y, x + 40.5, y, x + 40.5, y + 30.25]]
-            annotation = {"id": number + 1, "image_id": number // PER_IMAGE + 1, "category_id": number % 80 + 1,
-                          "iscrowd": 0, "area": 607.5, "bbox": [x, y, 40.5, 30.25], "segmentation": segmentation}
+            annotation = {
+                "id": number + 1,
+                "image_id": number // PER_IMAGE + 1,
+                "category_id": number % 80 + 1,
+                "iscrowd": 0,
+                "area": 607.5,
+                "bbox": [x, y, 40.5, 30.25],
+                "segmentation": segmentation,
+            }
             handle.write(("," if number else "") + json.dumps(annotation))
-        handle.write('], "categories": [' + ",".join(json.dumps({"id": c, "name": f"c{c}"}) for c in range(1, 81)) + "]}")
+        handle.write(
+            '], "categories": [' + ",".join(json.dumps({"id": c, "name": f"c{c}"}) for c in range(1, 81)) + "]}"
+        )
 
 
 def rss_mib() -> float:
@@ -87,8 +102,8 @@ def measure_whole(path: Path) -> dict:
 
 def measure_rank(path: Path, rank: int, world: int) -> dict:
     """The streaming index as a rank builds it, then this rank's annotations."""
-    from samrefiner.run.distributed import Ranks
     from samrefiner.io.coco import CocoDataset
+    from samrefiner.run.distributed import Ranks
     from samrefiner.run.shards import Shard
 
     before = rss_mib()
@@ -105,13 +120,31 @@ def measure_rank(path: Path, rank: int, world: int) -> dict:
             parsed += len([index.annotations[i] for i in index.by_image[image_of_key[ref.key]]])
         streamed = peak_mib() - before
         held = [[index.annotations[i] for i in index.by_image[image_of_key[ref.key]]] for ref in mine]
-        return {"seconds": seconds, "images": len(mine), "annotations": parsed, "indexed_mib": indexed,
-                "streamed_mib": streamed, "held_mib": peak_mib() - before, "held": len(held)}
+        return {
+            "seconds": seconds,
+            "images": len(mine),
+            "annotations": parsed,
+            "indexed_mib": indexed,
+            "streamed_mib": streamed,
+            "held_mib": peak_mib() - before,
+            "held": len(held),
+        }
 
 
 def child(kind: str, path: Path, rank: int, world: int) -> dict:
     """Run one measurement in a fresh process (its own peak RSS)."""
-    command = [sys.executable, __file__, "--measure", kind, "--file", str(path), "--rank", str(rank), "--world", str(world)]
+    command = [
+        sys.executable,
+        __file__,
+        "--measure",
+        kind,
+        "--file",
+        str(path),
+        "--rank",
+        str(rank),
+        "--world",
+        str(world),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.splitlines()[-1])
 
@@ -128,7 +161,9 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        figures = measure_whole(args.file) if args.measure == "whole" else measure_rank(args.file, args.rank, args.world)
+        figures = (
+            measure_whole(args.file) if args.measure == "whole" else measure_rank(args.file, args.rank, args.world)
+        )
         print(json.dumps(figures))
         return
 
@@ -149,17 +184,25 @@ def main() -> None:
             worst_held = max(figures["held_mib"] for figures in ranks)
             print(f"\n== {size} annotations ({path.stat().st_size / 2**20:.0f} MiB file)")
             print(f"  whole file, one process (json.load): {whole['mib']:.0f} MiB, {whole['seconds']:.1f} s")
-            print(f"  streaming index, 1 rank: index {single['seconds']:.1f} s, {single['indexed_mib']:.0f} MiB; "
-                  f"all images streamed {single['streamed_mib']:.0f} MiB")
-            print(f"  {'rank':>6} {'images':>8} {'annotations':>12} {'index s':>8} {'index MiB':>10} "
-                  f"{'streamed MiB':>13} {'held MiB':>9}")
+            print(
+                f"  streaming index, 1 rank: index {single['seconds']:.1f} s, {single['indexed_mib']:.0f} MiB; "
+                f"all images streamed {single['streamed_mib']:.0f} MiB"
+            )
+            print(
+                f"  {'rank':>6} {'images':>8} {'annotations':>12} {'index s':>8} {'index MiB':>10} "
+                f"{'streamed MiB':>13} {'held MiB':>9}"
+            )
             for rank, figures in enumerate(ranks):
-                print(f"  {rank:>6} {figures['images']:>8} {figures['annotations']:>12} {figures['seconds']:>8.1f} "
-                      f"{figures['indexed_mib']:>10.0f} {figures['streamed_mib']:>13.0f} {figures['held_mib']:>9.0f}")
+                print(
+                    f"  {rank:>6} {figures['images']:>8} {figures['annotations']:>12} {figures['seconds']:>8.1f} "
+                    f"{figures['indexed_mib']:>10.0f} {figures['streamed_mib']:>13.0f} {figures['held_mib']:>9.0f}"
+                )
             share = worst["streamed_mib"] / whole["mib"]
-            print(f"  worst rank of {args.ranks}: {worst['streamed_mib']:.0f} MiB streamed ({share:.1%} of the whole "
-                  f"file's {whole['mib']:.0f} MiB; target <= {TARGET_SHARE:.0%}), {worst_held:.0f} MiB holding all "
-                  f"its annotations ({worst_held / whole['mib']:.1%}); indexing {max(f['seconds'] for f in ranks):.1f} s")
+            print(
+                f"  worst rank of {args.ranks}: {worst['streamed_mib']:.0f} MiB streamed ({share:.1%} of the whole "
+                f"file's {whole['mib']:.0f} MiB; target <= {TARGET_SHARE:.0%}), {worst_held:.0f} MiB holding all "
+                f"its annotations ({worst_held / whole['mib']:.1%}); indexing {max(f['seconds'] for f in ranks):.1f} s"
+            )
             report.append({"annotations": size, "whole": whole, "single": single, "ranks": ranks})
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

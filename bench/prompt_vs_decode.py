@@ -1,7 +1,8 @@
 """Prompt mining against decoding, per object, for one image with 50 objects (reduced SAM, CPU).
 
 The objects are 50 real DAVIS-2016 ground-truth masks (the first six annotated frames of each of
-the ten sequences, the first 50 of those; all 854 x 480), refined on the first frame of `dog`. Prints the median time per
+the ten sequences, the first 50 of those; all 854 x 480), refined on the first frame of `dog`. Prints the
+median time per
 object of: mining (default prompts, and with CEBox lambda = 0.1), one decoder pass, upscaling the
 chosen masks, and the whole five-iteration refinement with each stage's share.
 
@@ -84,10 +85,15 @@ def main() -> None:
     image, masks = fifty_objects()
     model = load_model(args.model)
     encoding = model.encode(image)
-    print(f"image {image.shape[1]}x{image.shape[0]}, {len(masks)} objects, {args.threads} torch threads, model {args.model}")
+    print(
+        f"image {image.shape[1]}x{image.shape[0]}, {len(masks)} objects, {args.threads} torch "
+        f"threads, model {args.model}"
+    )
 
     def miner(threshold: float) -> PromptMiner:
-        return PromptMiner(encoding.original_size, encoding.input_size, encoding.embeddings, box_expand_threshold=threshold)
+        return PromptMiner(
+            encoding.original_size, encoding.input_size, encoding.embeddings, box_expand_threshold=threshold
+        )
 
     mining = median_seconds(lambda: miner(0.0).mine(masks), args.repeats) / OBJECTS
     mining_cebox = median_seconds(lambda: miner(0.1).mine(masks), args.repeats) / OBJECTS
@@ -110,7 +116,9 @@ def main() -> None:
     total = time.perf_counter() - start
     other = total - sum(timed.seconds.values())
     shares = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in timed.seconds.items())
-    print(f"5-iteration refine      {total / OBJECTS:8.3f} s/object  ({shares}, mining and the rest {other / total:.0%})")
+    print(
+        f"5-iteration refine      {total / OBJECTS:8.3f} s/object  ({shares}, mining and the rest {other / total:.0%})"
+    )
 
 
 if __name__ == "__main__":

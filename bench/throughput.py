@@ -63,7 +63,6 @@ sys.path.insert(0, str(REPO / "src"))
 
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.io.labelmaps import LabelMaps  # noqa: E402
-from samrefiner.run.loader import Loader, load_in_background, load_in_order  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.convert_tiny_vit import tiny_vit_sam_model  # noqa: E402
 from samrefiner.models.device import cuda_device, synchronizer  # noqa: E402
@@ -71,6 +70,7 @@ from samrefiner.models.lite_medsam import LiteMedSamBackend  # noqa: E402
 from samrefiner.models.mobile_sam import MobileSamBackend  # noqa: E402
 from samrefiner.models.sam import SamBackend  # noqa: E402
 from samrefiner.models.tiny_vit import TinyViTShape  # noqa: E402
+from samrefiner.run.loader import Loader, load_in_background, load_in_order  # noqa: E402
 from samrefiner.run.runner import run  # noqa: E402
 from samrefiner.run.summary import Summary  # noqa: E402
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording  # noqa: E402
@@ -130,8 +130,9 @@ class Measurement:
         return ", ".join(parts + [f"other {max(self.wall - main_thread, 0.0) / self.wall:.1%}"])
 
 
-def measure(dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device,
-            loader: Loader = load_in_background) -> Measurement:
+def measure(
+    dataset: LabelMaps, refiner: Refiner, limit: int | None, device: torch.device, loader: Loader = load_in_background
+) -> Measurement:
     """Run `refiner` over `dataset` (fresh output) with the stages recorded."""
     times = StageTimes(synchronizer(device))
     start, cpu = time.perf_counter(), time.process_time()
@@ -266,7 +267,8 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
         refiner = Refiner(model, RefinerConfig(iterations=args.iterations))
         precision = str(model.autocast_dtype).replace("torch.", "") if model.autocast_dtype else "fp32"
         print(
-            f"\n== {name}, {'official' if name in REAL_WEIGHTS else 'random'} weights (built in {time.perf_counter() - built:.0f} s), {device}, {precision}"
+            f"\n== {name}, {'official' if name in REAL_WEIGHTS else 'random'} weights (built in "
+            f"{time.perf_counter() - built:.0f} s), {device}, {precision}"
             f"{', compiled' if args.compile else ''}, {args.iterations} iterations, {torch.get_num_threads()} threads"
         )
         measure(fresh_dataset(work / f"{name}_warmup"), refiner, 1, device)  # warm-up (and compilation)
@@ -274,7 +276,10 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
             torch.cuda.reset_peak_memory_stats(device)
         before = load()
         measurement = measure(fresh_dataset(work / name), refiner, args.images, device)
-        print(f"  {measurement.summary.images} images, {measurement.summary.objects} objects in {measurement.wall:.1f} s: {measurement.rates()}")
+        print(
+            f"  {measurement.summary.images} images, {measurement.summary.objects} objects in "
+            f"{measurement.wall:.1f} s: {measurement.rates()}"
+        )
         images = max(measurement.summary.images, 1)
         print(
             f"  {measurement.wall / images:.2f} s/image, {measurement.cpu / images:.2f} CPU s/image"
@@ -298,10 +303,20 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
     images, annotations = [], []
     for image_id, png in enumerate(sorted((COCO_STUFF / "pngs").glob("*.png"))[: args.images]):
         labels = np.asarray(Image.open(png))
-        images.append({"id": image_id, "file_name": f"{png.stem}.jpg", "height": labels.shape[0], "width": labels.shape[1]})
+        images.append(
+            {"id": image_id, "file_name": f"{png.stem}.jpg", "height": labels.shape[0], "width": labels.shape[1]}
+        )
         regions = sorted(split_then_merge(labels), key=lambda region: -int(region[1].sum()))[:COCO_LIKE_OBJECTS]
-        annotations += [{"id": len(annotations) + index + 1, "image_id": image_id, "category_id": class_id, "iscrowd": 0,
-                         "segmentation": encode_mask(mask)} for index, (class_id, mask) in enumerate(regions)]
+        annotations += [
+            {
+                "id": len(annotations) + index + 1,
+                "image_id": image_id,
+                "category_id": class_id,
+                "iscrowd": 0,
+                "segmentation": encode_mask(mask),
+            }
+            for index, (class_id, mask) in enumerate(regions)
+        ]
     coco = work / "coco_like.json"
     coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": []}))
     refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
@@ -312,16 +327,23 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
     cpu["other"] = max(measured.cpu - sum(times.cpu_seconds.values()), 0.0) / count
     wall = {name: times.seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
     total = sum(cpu.values())
-    print(f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
-          f"{args.iterations} iterations, reduced SAM, {args.threads} torch threads, stages one at a time; "
-          f"load average {load()}")
-    print("  CPU ms per image: " + ", ".join(f"{name} {value * 1000:.0f}" for name, value in cpu.items())
-          + f"; outside the model {total * 1000:.0f} ms, of which everything but mining "
-          f"{(total - cpu['mine']) * 1000:.0f} ms (wall: "
-          + ", ".join(f"{name} {value * 1000:.0f}" for name, value in wall.items())
-          + f"); the model {sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES) / count:.1f} CPU s")
-    print("  cores one GPU needs for reading, mining and writing: "
-          + ", ".join(f"{rate} images/s {total * rate:.1f}" for rate in GPU_IMAGES_PER_S))
+    print(
+        f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
+        f"{args.iterations} iterations, reduced SAM, {args.threads} torch threads, stages one at a time; "
+        f"load average {load()}"
+    )
+    print(
+        "  CPU ms per image: "
+        + ", ".join(f"{name} {value * 1000:.0f}" for name, value in cpu.items())
+        + f"; outside the model {total * 1000:.0f} ms, of which everything but mining "
+        f"{(total - cpu['mine']) * 1000:.0f} ms (wall: "
+        + ", ".join(f"{name} {value * 1000:.0f}" for name, value in wall.items())
+        + f"); the model {sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES) / count:.1f} CPU s"
+    )
+    print(
+        "  cores one GPU needs for reading, mining and writing: "
+        + ", ".join(f"{rate} images/s {total * rate:.1f}" for rate in GPU_IMAGES_PER_S)
+    )
     high_resolution(refiner, args)
 
 
@@ -337,10 +359,14 @@ def high_resolution(refiner: Refiner, args: argparse.Namespace) -> None:
         refiner.refine(image, mask[None])
     cpu = time.process_time() - cpu
     model = sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES)
-    print(f"\n== high-resolution photo: aeroplane.jpg {image.shape[1]} x {image.shape[0]}, one object, "
-          f"{refiner.config.iterations} iterations, {args.threads} torch threads; load average {load()}")
-    print(f"  CPU s outside the model {cpu - model:.3f} (mining {times.cpu_seconds.get('mine', 0.0):.3f}); "
-          f"in the reduced model {model:.2f}")
+    print(
+        f"\n== high-resolution photo: aeroplane.jpg {image.shape[1]} x {image.shape[0]}, one object, "
+        f"{refiner.config.iterations} iterations, {args.threads} torch threads; load average {load()}"
+    )
+    print(
+        f"  CPU s outside the model {cpu - model:.3f} (mining {times.cpu_seconds.get('mine', 0.0):.3f}); "
+        f"in the reduced model {model:.2f}"
+    )
 
 
 def backend_for(name: str, device: torch.device) -> SamBackend:
@@ -367,15 +393,27 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="runs of the job (best and median reported)")
     parser.add_argument("--skip-job", action="store_true", help="only the shapes")
-    parser.add_argument("--compare-transformers", action="store_true", help="also run the job with transformers' decoder")
-    parser.add_argument("--shapes", type=lambda text: [name for name in text.split(",") if name],
-                        default=["vit_b", "vit_h"] if cuda else ["vit_b"], help=f"comma-separated: {', '.join([*SHAPES, *TINY_VIT_SHAPES, *REAL_WEIGHTS])}")
+    parser.add_argument(
+        "--compare-transformers", action="store_true", help="also run the job with transformers' decoder"
+    )
+    parser.add_argument(
+        "--shapes",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=["vit_b", "vit_h"] if cuda else ["vit_b"],
+        help=f"comma-separated: {', '.join([*SHAPES, *TINY_VIT_SHAPES, *REAL_WEIGHTS])}",
+    )
     parser.add_argument("--images", type=int, default=6 if cuda else 2, help="coco_stuff images per shape (at most 6)")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (shapes only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the shapes' encoder and decoder")
-    parser.add_argument("--cpu-side", action="store_true", help="CPU cost per image of a COCO-like job (--images of them)")
-    parser.add_argument("--decode-batches", type=lambda text: [int(part) for part in text.split(",")], default=None,
-                        help="e.g. 1,4,16: decoder time per object for each objects-per-call value")
+    parser.add_argument(
+        "--cpu-side", action="store_true", help="CPU cost per image of a COCO-like job (--images of them)"
+    )
+    parser.add_argument(
+        "--decode-batches",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=None,
+        help="e.g. 1,4,16: decoder time per object for each objects-per-call value",
+    )
     args = parser.parse_args()
     known = [*SHAPES, *TINY_VIT_SHAPES, *REAL_WEIGHTS]
     unknown = [name for name in args.shapes if name not in known]

@@ -52,8 +52,20 @@ def writing_share(model: str, count: int) -> None:
     with tempfile.TemporaryDirectory() as work:
         source, out = Path(work) / "in", Path(work) / "out"
         fragmented_dataset(source, count)
-        sys.argv = ["samrefiner", "refine", "--model", model, "--iterations", "1", "--no-use-points",
-                    "--yolo", str(source), "--out", str(out), "--no-progress"]
+        sys.argv = [
+            "samrefiner",
+            "refine",
+            "--model",
+            model,
+            "--iterations",
+            "1",
+            "--no-use-points",
+            "--yolo",
+            str(source),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
         started = time.process_time()
         try:
             main()
@@ -61,8 +73,10 @@ def writing_share(model: str, count: int) -> None:
             pass
         total = time.process_time() - started
         report = json.loads((out / "polygons.json").read_text())
-    print(f"writing: {report['seconds']:.2f} s CPU of {total:.2f} s CPU for the run = {report['seconds'] / total:.1%} "
-          f"({report['objects']} objects, share_changed {report['share_changed']:.4f})")
+    print(
+        f"writing: {report['seconds']:.2f} s CPU of {total:.2f} s CPU for the run = {report['seconds'] / total:.1%} "
+        f"({report['objects']} objects, share_changed {report['share_changed']:.4f})"
+    )
 
 
 def jagged_band(mask: np.ndarray, top: int, length: int) -> None:
@@ -82,8 +96,11 @@ def memory_of_two_parts() -> None:
     ring = mask_ring(mask)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"two parts of {sorted(len(c) for c in contours)} vertices: peak {peak / 2**20:.1f} MiB "
-          f"(ring of {len(ring)} vertices; an N x M distance matrix would be {len(contours[0]) * len(contours[1]) * 16 / 2**30:.1f} GiB)")
+    print(
+        f"two parts of {sorted(len(c) for c in contours)} vertices: peak {peak / 2**20:.1f} MiB "
+        f"(ring of {len(ring)} vertices; an N x M distance matrix would be "
+        f"{len(contours[0]) * len(contours[1]) * 16 / 2**30:.1f} GiB)"
+    )
 
 
 if __name__ == "__main__":

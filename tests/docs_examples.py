@@ -91,8 +91,12 @@ def given_names(model: PromptableModel, data: Path) -> dict[str, object]:
     label_map, _ = read_label_map(data / "coco_stuff" / "pngs" / "0.png")
     masks = np.stack([label_map == value for value in np.unique(label_map) if value != 255])
     refiner = Refiner(model, RefinerConfig(iterations=1))
-    return {"image": read_image(data / "coco_stuff" / "imgs" / "0.jpg"), "masks": masks, "label_map": label_map,
-            "refiner": refiner}
+    return {
+        "image": read_image(data / "coco_stuff" / "imgs" / "0.jpg"),
+        "masks": masks,
+        "label_map": label_map,
+        "refiner": refiner,
+    }
 
 
 def offline_loader(model_path: Path) -> Callable[..., object]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import FIXTURES
 
+from conftest import FIXTURES
 from samrefiner.models.base import Decoded, Encoding
-from samrefiner.refine import RefineResult, Refiner, RefinerConfig
+from samrefiner.refine import Refiner, RefinerConfig, RefineResult
 
 
 def unpack(bits: np.ndarray, shape: np.ndarray) -> np.ndarray:

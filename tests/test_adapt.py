@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from conftest import DATA, SAM_REF
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from conftest import DATA, SAM_REF
 from samrefiner.adapt import AdaptConfig, collect_samples, predicted_scores, ranking_loss, train_adapter
 from samrefiner.adapter import IoUAdapter, adapted
 from samrefiner.embedding_cache import EmbeddingCache
@@ -156,7 +156,9 @@ def test_refiner_rescores_with_an_adapter_file(model, training_images, encodings
     adapted_result = Refiner(model, box_only, adapter=path).refine_encoded(encodings[id(image)], masks[:2])
     # box prompts are what the samples were recorded with: the first two rows are these objects
     assert np.allclose(plain.candidate_scores, predicted_scores(model, samples, None)[:2], atol=1e-5)
-    assert np.allclose(adapted_result.candidate_scores, predicted_scores(model, samples, trained.adapter)[:2], atol=1e-5)
+    assert np.allclose(
+        adapted_result.candidate_scores, predicted_scores(model, samples, trained.adapter)[:2], atol=1e-5
+    )
     assert adapted_result.chosen.tolist() == adapted_result.candidate_scores.argmax(axis=1).tolist()
     assert adapted_result.chosen.tolist() != plain.chosen.tolist()  # the adapter changes the choice here
 
@@ -212,7 +214,9 @@ def test_embedding_cache_reuses_and_repairs_entries(model, tmp_path, monkeypatch
     cache.encode(image)
     again = EmbeddingCache(model, tmp_path).encode(image)
     assert len(calls) == 1 and len(list(tmp_path.iterdir())) == 1
-    assert torch.equal(again.embeddings, stored.embeddings) and torch.equal(again.features["extra"], stored.features["extra"])
+    assert torch.equal(again.embeddings, stored.embeddings) and torch.equal(
+        again.features["extra"], stored.features["extra"]
+    )
     assert (again.original_size, again.input_size) == ((6, 8), (768, 1024))
     entry = next(tmp_path.iterdir())
     entry.write_bytes(b"damaged")
@@ -253,8 +257,17 @@ def test_cli_adapt_writes_an_adapter_that_refine_uses(model, tmp_path, monkeypat
 
     out = tmp_path / "adapter.safetensors"
     data = [
-        "--model", str(REDUCED), "--images", str(DATA / "coco_stuff" / "imgs"),
-        "--label-maps", str(DATA / "coco_stuff" / "pngs"), "--limit", "1", "--device", "cpu", "--no-progress",
+        "--model",
+        str(REDUCED),
+        "--images",
+        str(DATA / "coco_stuff" / "imgs"),
+        "--label-maps",
+        str(DATA / "coco_stuff" / "pngs"),
+        "--limit",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
     ]
     # 10 epochs: enough for the adapter to change the chosen candidate of some object below
     arguments = ["adapt", *data, "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "10"]

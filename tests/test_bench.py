@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DATA, SAM_REF
 from PIL import Image
 from typer.testing import CliRunner
 
-from samrefiner.evaluation.bench import COARSE, PROMPT_SETTINGS, labelled_images
+from conftest import DATA, SAM_REF
 from samrefiner.cli import app
 from samrefiner.errors import InputError
+from samrefiner.evaluation.bench import COARSE, PROMPT_SETTINGS, labelled_images
 from samrefiner.io.images import read_mask
 
 
@@ -29,7 +29,9 @@ def test_prompt_settings_are_table_1():
 
 def test_seeded_coarse_masks_are_what_corrupt_writes(runner, one_image, tmp_path):
     images, gt = one_image
-    result = runner.invoke(app, ["corrupt", "--images", str(images), "--gt", str(gt), "--out", str(tmp_path / "c"), "--seed", "4"])
+    result = runner.invoke(
+        app, ["corrupt", "--images", str(images), "--gt", str(gt), "--out", str(tmp_path / "c"), "--seed", "4"]
+    )
     assert result.exit_code == 0, result.output
     (item,) = list(labelled_images(images, gt, seed=4))
     assert np.array_equal(item.coarse[0], read_mask(tmp_path / "c" / "fullmoon.png"))
@@ -50,8 +52,25 @@ def test_missing_coarse_mask_is_reported_per_image(one_image, tmp_path):
 def test_bench_rows_with_the_reduced_model(runner, one_image, tmp_path):
     images, gt = one_image
     out = tmp_path / "bench.json"
-    args = ["bench", "--model", str(SAM_REF / "reduced_sam.pth"), "--device", "cpu", "--images", str(images),
-            "--gt", str(gt), "--coarse", str(gt), "--only", "mask,all", "--iterations", "1", "--json", str(out)]
+    args = [
+        "bench",
+        "--model",
+        str(SAM_REF / "reduced_sam.pth"),
+        "--device",
+        "cpu",
+        "--images",
+        str(images),
+        "--gt",
+        str(gt),
+        "--coarse",
+        str(gt),
+        "--only",
+        "mask,all",
+        "--iterations",
+        "1",
+        "--json",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
@@ -63,4 +82,3 @@ def test_bench_rows_with_the_reduced_model(runner, one_image, tmp_path):
     assert "boundary IoU" in result.output and "mBA" in result.output
     bad = runner.invoke(app, [value if value != "mask,all" else "points" for value in args])
     assert isinstance(bad.exception, InputError) and "points" in str(bad.exception)
-

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import DATA, SAM_REF
 from typer.testing import CliRunner
 
-from samrefiner.evaluation.bench import LabelledImages
+from conftest import DATA, SAM_REF
 from samrefiner.cli import app
+from samrefiner.evaluation.bench import LabelledImages
 
 
 @pytest.fixture()
@@ -34,8 +34,26 @@ def test_labelled_images_know_their_count(two_images):
 @pytest.mark.parametrize("flag, limit", [("--progress", "2"), ("--no-progress", "1")])
 def test_bench_progress_bar(two_images, tmp_path, flag, limit):
     images, gt = two_images
-    args = ["bench", "--model", str(SAM_REF / "reduced_sam.pth"), "--device", "cpu", "--images", str(images),
-            "--gt", str(gt), "--coarse", str(gt), "--only", "box,all", "--iterations", "1", "--limit", limit, flag]
+    args = [
+        "bench",
+        "--model",
+        str(SAM_REF / "reduced_sam.pth"),
+        "--device",
+        "cpu",
+        "--images",
+        str(images),
+        "--gt",
+        str(gt),
+        "--coarse",
+        str(gt),
+        "--only",
+        "box,all",
+        "--iterations",
+        "1",
+        "--limit",
+        limit,
+        flag,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "boundary IoU" in result.stdout  # the table itself is unchanged, on stdout

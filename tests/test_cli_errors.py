@@ -6,9 +6,9 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import pytest
-from conftest import SAM_REF
 from typer.testing import CliRunner
 
+from conftest import SAM_REF
 from samrefiner import load_model
 from samrefiner.cli import app, main
 from samrefiner.errors import CheckpointError
@@ -44,7 +44,10 @@ def one_error_line(text: str) -> str:
         (["adapt", "--images", "i", "--out", "a.safetensors", "--lr", "-1"], "--lr -1"),
         (["eval", "--pred", "p"], "--gt"),
         (["corrupt", "--images", "i", "--gt", "g", "--out", "o", "--seed", "x"], "--seed x"),
-        (["review", "--images", "i", "--coarse", "c", "--refined", "r", "--out", "o", "--page-size", "0"], "--page-size 0"),
+        (
+            ["review", "--images", "i", "--coarse", "c", "--refined", "r", "--out", "o", "--page-size", "0"],
+            "--page-size 0",
+        ),
         (["eval", "--gt", "g", "--pred", "p", "--format", "png"], "--format png"),
         (["apply-review"], "--decisions"),
         (["no-such-command"], "no-such-command"),
@@ -93,8 +96,18 @@ def run_main(capsys, args: list[str]) -> str:
 )
 def test_refinement_option_messages_use_option_names(capsys, one_image, tmp_path, options, named, leaked):
     images, masks = one_image
-    args = ["refine", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "out"),
-            "--model", str(SAM_REF / "reduced_sam.pth"), *options]
+    args = [
+        "refine",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(SAM_REF / "reduced_sam.pth"),
+        *options,
+    ]
     line = run_main(capsys, args)
     assert named in line and leaked not in line and "True" not in line
     assert not (tmp_path / "out").exists()
@@ -127,8 +140,19 @@ def test_non_tensor_checkpoint_message_is_whole(tmp_path):
 def test_errors_option_naming_a_folder_is_one_line(capsys, one_image, tmp_path, errors):
     """`--errors ''` (or a folder) was an IsADirectoryError traceback at the end of the run."""
     images, masks = one_image
-    args = ["refine", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "out"),
-            "--model", str(SAM_REF / "reduced_sam.pth"), "--errors", errors]
+    args = [
+        "refine",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(SAM_REF / "reduced_sam.pth"),
+        "--errors",
+        errors,
+    ]
     line = run_main(capsys, args)
     assert "--errors" in line and "folder" in line
     assert not (tmp_path / "out").exists()

@@ -27,13 +27,17 @@ def _awkward_coco() -> dict:
                 "category_id": number % 3,
                 "segmentation": [[0.5, 1e-7, 3.0, 4.25, 5, 6.125]] if number % 2 else {"size": [4, 5], "counts": "0d1"},
                 "iscrowd": int(number % 7 == 0),
-                "note": "caf\u00e9 \u2713 \"quoted\" \\ back" * (number % 3),
+                "note": 'caf\u00e9 \u2713 "quoted" \\ back' * (number % 3),
                 "extra": {"nested": [1, 2.0, None, True, {"x": -0.0}]},
             }
         )
     return {
         "info": {"description": "t\u00ebst", "version": 1.0},
-        "images": [{"id": 3, "file_name": "3.jpg"}, {"id": 7, "file_name": "7.jpg"}, {"id": "b\u00e9", "file_name": "b.jpg"}],
+        "images": [
+            {"id": 3, "file_name": "3.jpg"},
+            {"id": 7, "file_name": "7.jpg"},
+            {"id": "b\u00e9", "file_name": "b.jpg"},
+        ],
         "annotations": annotations,
         "categories": [{"id": 0, "name": "\u4e2d\u6587"}],
         "zzz": [1e300, 12345678901234567890],
@@ -71,7 +75,9 @@ def test_values_and_output_bytes_equal_json_load_and_dumps(tmp_path: Path, monke
 
 
 def test_a_results_list_is_indexed_and_written_as_a_list(tmp_path: Path) -> None:
-    results = [{"image_id": 5 - i % 3, "category_id": 1, "segmentation": [[1, 2, 3, 4, 5, 6]], "score": 0.5} for i in range(9)]
+    results = [
+        {"image_id": 5 - i % 3, "category_id": 1, "segmentation": [[1, 2, 3, 4, 5, 6]], "score": 0.5} for i in range(9)
+    ]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     index = CocoIndex.build(path)
@@ -85,10 +91,16 @@ def test_a_results_list_is_indexed_and_written_as_a_list(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('{"images": [], "annotations": [{"image_id": 1, "segmentation": []}', r"not valid JSON \(Expecting ',' delimiter"),
+        (
+            '{"images": [], "annotations": [{"image_id": 1, "segmentation": []}',
+            r"not valid JSON \(Expecting ',' delimiter",
+        ),
         ('{"images": [], "annotations": []} x', r"not valid JSON \(Extra data at line 1 column 35\)"),
         ('{"images": [{"id": 1}], "annotations": []}', r"every image entry needs 'id' and 'file_name'"),
-        ('{"images": [], "annotations": [{"id": 4, "image_id": 1}]}', r"x\.json: annotation id 4 has no 'segmentation'"),
+        (
+            '{"images": [], "annotations": [{"id": 4, "image_id": 1}]}',
+            r"x\.json: annotation id 4 has no 'segmentation'",
+        ),
         ('[{"image_id": [1], "segmentation": []}]', r"annotation #0: image_id must be a number or a string"),
         ('{"images": [], "annotations": [], "annotations": 3}', r"needs 'images' and 'annotations' lists"),
     ],
@@ -114,10 +126,22 @@ def test_the_index_holds_a_small_part_of_what_json_load_holds(tmp_path: Path, mo
     with open(path, "w") as handle:
         handle.write('{"images": [' + ",".join(f'{{"id": {i}, "file_name": "{i}.jpg"}}' for i in range(3000)))
         handle.write('], "annotations": [')
-        handle.write(",".join(
-            json.dumps({"id": i, "image_id": i % 3000, "category_id": 1, "iscrowd": 0, "area": 12.5,
-                        "bbox": [1.0, 2.0, 3.0, 4.0], "segmentation": [rng.uniform(0, 600, 12).round(2).tolist()]})
-            for i in range(20000)))
+        handle.write(
+            ",".join(
+                json.dumps(
+                    {
+                        "id": i,
+                        "image_id": i % 3000,
+                        "category_id": 1,
+                        "iscrowd": 0,
+                        "area": 12.5,
+                        "bbox": [1.0, 2.0, 3.0, 4.0],
+                        "segmentation": [rng.uniform(0, 600, 12).round(2).tolist()],
+                    }
+                )
+                for i in range(20000)
+            )
+        )
         handle.write("]}")
     tracemalloc.start()
     index = CocoIndex.build(path)

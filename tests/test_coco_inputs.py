@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
-from io_fakes import IdentityRefiner
 from PIL import Image
 
+from io_fakes import IdentityRefiner
 from samrefiner.errors import InputWarning
 from samrefiner.io.coco import CocoDataset, decode_segmentation
 from samrefiner.io.rle import encode_mask

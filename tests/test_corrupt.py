@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DATA
 from typer.testing import CliRunner
 
+from conftest import DATA
 from samrefiner.cli import app
 from samrefiner.evaluation.corrupt import IOU_BAND, MAX_DEFECTS, corrupt_mask, object_rng
-from samrefiner.io.images import read_image, read_mask
 from samrefiner.evaluation.metrics import mask_iou
+from samrefiner.io.images import read_image, read_mask
 
 CASES = [
     ("davis2016/JPEGImages/dog/00020.jpg", "davis2016/Annotations/dog/00020.png"),
@@ -73,7 +73,9 @@ def test_cli_writes_same_files_for_same_seed_and_leaves_inputs_alone(runner, tmp
     before = {path.name: path.read_bytes() for path in gt.iterdir()}
     outputs = []
     for name in ("a", "b"):
-        result = runner.invoke(app, ["corrupt", "--images", str(images), "--gt", str(gt), "--out", str(tmp_path / name), "--seed", "11"])
+        result = runner.invoke(
+            app, ["corrupt", "--images", str(images), "--gt", str(gt), "--out", str(tmp_path / name), "--seed", "11"]
+        )
         assert result.exit_code == 0, result.output
         outputs.append({path.name: path.read_bytes() for path in (tmp_path / name).iterdir()})
     assert outputs[0] == outputs[1]

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from conftest import SAM_REF
 from cuda_fake import FakeCuda, fake_load_model
-
 from samrefiner import load_model
 from samrefiner.cli import main
 from samrefiner.commands.options import build_refiner
-from samrefiner.run.distributed import Ranks, process_device
 from samrefiner.errors import DeviceError, SamRefinerError
 from samrefiner.models.device import check_device
+from samrefiner.run.distributed import Ranks, process_device
 
 MODEL = str(SAM_REF / "reduced_sam.pth")
 
@@ -38,7 +38,9 @@ def test_load_model_on_missing_cuda_is_a_device_error(no_cuda, device):
     with pytest.raises(DeviceError) as error:
         load_model(MODEL, device=device)
     assert issubclass(DeviceError, SamRefinerError)
-    assert str(error.value).startswith(f"device {device}: CUDA is not available on this machine (torch {torch.__version__}, ")
+    assert str(error.value).startswith(
+        f"device {device}: CUDA is not available on this machine (torch {torch.__version__}, "
+    )
 
 
 @pytest.mark.parametrize(

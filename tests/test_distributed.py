@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, SAM_REF
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from samrefiner.run.distributed import Ranks
+from conftest import DATA, SAM_REF
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
+from samrefiner.run.distributed import Ranks
 from samrefiner.run.shards import Shard, select
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,9 @@ def test_ranks_split_exactly_the_single_process_selection(world: int, shard: Sha
     refs = [SampleRef(f"img{index}", f"img{index}.png") for index in range(23)]
     expected = select(refs, shard, limit)
     parts = [select(refs, ranks.shard(shard), ranks.limit(limit)) for ranks in (Ranks(r, world) for r in range(world))]
-    assert sorted((ref.key for part in parts for ref in part), key=lambda key: int(key[3:])) == [r.key for r in expected]
+    assert sorted((ref.key for part in parts for ref in part), key=lambda key: int(key[3:])) == [
+        r.key for r in expected
+    ]
     assert all(part == expected[rank::world] for rank, part in enumerate(parts))
 
 
@@ -65,7 +67,12 @@ def coco_ground_truth(folder: Path) -> Path:
             rle = mask_utils.encode(np.asfortranarray(label_map == class_id))
             segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": index, "category_id": int(class_id), "segmentation": segmentation}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": int(class_id),
+                    "segmentation": segmentation,
+                }
             )
     images.insert(1, {"id": 99, "file_name": "missing.jpg", "height": 10, "width": 10})
     annotations.append({"id": 999, "image_id": 99, "category_id": 1, "segmentation": [[1, 1, 8, 1, 8, 8]]})
@@ -82,15 +89,26 @@ def refine_command(coco: Path, out: Path) -> list[str]:
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def journaled(files: dict[str, bytes]) -> set[str]:
-    return {line for name, text in files.items() if name.startswith("refined.work/written") for line in text.decode().split()}
+    return {
+        line
+        for name, text in files.items()
+        if name.startswith("refined.work/written")
+        for line in text.decode().split()
+    }
 
 
 def without_bookkeeping(files: dict[str, bytes]) -> dict[str, bytes]:
-    return {name: text for name, text in files.items() if not name.startswith(("refined.work/written", "refined.work/failures"))}
+    return {
+        name: text
+        for name, text in files.items()
+        if not name.startswith(("refined.work/written", "refined.work/failures"))
+    }
 
 
 def test_torchrun_two_processes_leave_the_output_of_one(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import DATA, SAM_REF, SHARED
-from docs_examples import examples, given_names, offline_loader, run_example
 
 import samrefiner
+from conftest import DATA, SAM_REF, SHARED
+from docs_examples import examples, given_names, offline_loader, run_example
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 EXAMPLES = [example for example in examples() if "fiftyone" not in example.needs]

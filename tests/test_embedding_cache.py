@@ -7,8 +7,8 @@ import copy
 
 import numpy as np
 import torch
-from conftest import SAM_REF
 
+from conftest import SAM_REF
 from samrefiner import load_model
 from samrefiner.embedding_cache import EmbeddingCache, model_key
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
 from typer.testing import CliRunner
 
+from conftest import DATA
 from samrefiner.cli import app
 from samrefiner.errors import InputError
-from samrefiner.io.rle import encode_mask
 from samrefiner.io.images import write_png
 from samrefiner.io.labelmaps import write_label_map
+from samrefiner.io.rle import encode_mask
 
 
 @pytest.fixture(scope="module")
@@ -257,11 +257,17 @@ def test_prediction_folder_without_the_ground_truths_files_is_an_error(runner, t
 def test_coco_ground_truth_without_annotations_is_an_error(runner, tmp_path):
     """It printed AP 0.0000 and count 0 with exit 0: AP of nothing is undefined, not zero."""
     gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "height": 10, "width": 10}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": [[0, 0, 5, 0, 5, 5]]}],
-        "categories": [{"id": 1, "name": "x"}],
-    }))
+    gt.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "height": 10, "width": 10}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": [[0, 0, 5, 0, 5, 5]]}
+                ],
+                "categories": [{"id": 1, "name": "x"}],
+            }
+        )
+    )
     pred = tmp_path / "pred.json"
     pred.write_text("[]")
     result = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(pred)])

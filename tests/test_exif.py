@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from io_fakes import IdentityRefiner
 from PIL import Image
-from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
-from samrefiner.io.labelmaps import LabelMaps
-from samrefiner.io.images import read_image, read_mask
+from io_fakes import IdentityRefiner
 from samrefiner.io.coco import CocoDataset
-from samrefiner.io.rle import encode_mask
+from samrefiner.io.images import read_image, read_mask
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.masks import MaskFolders
+from samrefiner.io.rle import encode_mask
 from samrefiner.run.runner import run
+from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -47,7 +47,7 @@ def upright_mask(shape: tuple[int, int]) -> np.ndarray:
     """A mask drawn on the upright picture: an L shape, so that any turn or flip changes it."""
     mask = np.zeros(shape, bool)
     mask[2:12, 3:20] = True
-    mask[2:shape[0] - 2, 3:8] = True
+    mask[2 : shape[0] - 2, 3:8] = True
     return mask
 
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from io_fakes import IdentityRefiner, fake_result
 from PIL import Image
-from test_io_runner import make_dataset, spy_on_writes
-from test_run_manifest import ModelRefiner, run_cli
 
 import samrefiner.commands.refine as refine_module
+from io_fakes import IdentityRefiner, fake_result
 from samrefiner.config import RefinerConfig
-from samrefiner.run.distributed import Ranks, run_ranks
 from samrefiner.io.masks import MaskFolders
+from samrefiner.run.distributed import Ranks, run_ranks
 from samrefiner.run.runner import run
 from samrefiner.run.shards import Shard
+from test_io_runner import make_dataset, spy_on_writes
+from test_run_manifest import ModelRefiner, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,9 @@ def test_empty_coarse_masks_and_empty_outputs_are_not_counted_as_refined(tmp_pat
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(masks / "img0" / "a.png")  # an empty coarse mask
     summary = run(MaskFolders(images, masks, tmp_path / "out"), EmptyingRefiner(), progress=False)
     assert (summary.images, summary.objects, summary.empty_inputs, summary.empty_outputs) == (3, 2, 1, 3)
-    assert str(summary).startswith("3 images, 2 objects refined (1 empty coarse mask kept, 3 empty outputs kept coarse) in ")
+    assert str(summary).startswith(
+        "3 images, 2 objects refined (1 empty coarse mask kept, 3 empty outputs kept coarse) in "
+    )
     lines = [json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()]
     flags = [(obj["id"], obj["empty_input"], obj["empty_output"]) for line in lines for obj in line["objects"]]
     assert flags[:2] == [("a.png", True, False), ("b.png", False, True)]
@@ -243,7 +245,10 @@ def run_two_ranks(root, iterations: int) -> list[dict]:
     ranks = [
         subprocess.Popen(
             [sys.executable, "-c", RANK_RUN, str(root), str(iterations)],
-            env=dict(base, RANK=str(rank), LOCAL_RANK=str(rank)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(base, RANK=str(rank), LOCAL_RANK=str(rank)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for rank in range(2)
     ]

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from conftest import DATA, SHARED
 from docs_examples import examples, given_names, run_example
-
 from samrefiner import Refiner, RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.integrations.fiftyone import cropped_mask, full_mask, refine_field, refine_label
@@ -117,7 +117,10 @@ def detections(fo: Any, index: int) -> Any:
     masks = coarse_masks(index)
     items = [
         fo.Detection(
-            label=f"class {n}", bounding_box=relative_box(mask), mask=crop(mask), confidence=0.5 + n / 20,
+            label=f"class {n}",
+            bounding_box=relative_box(mask),
+            mask=crop(mask),
+            confidence=0.5 + n / 20,
             occluded=n % 2 == 1,
         )
         for n, mask in enumerate(masks[:-1] if index == 0 else masks)
@@ -131,11 +134,13 @@ def detections(fo: Any, index: int) -> Any:
 def detection_dataset(database: Any) -> Any:
     fo = database
     dataset = fo.Dataset()
-    dataset.add_samples([
-        fo.Sample(filepath=str(STUFF / "imgs" / "0.jpg"), ground_truth=detections(fo, 0)),
-        fo.Sample(filepath=str(STUFF / "imgs" / "1.jpg")),
-        fo.Sample(filepath=str(STUFF / "imgs" / "5.jpg"), ground_truth=detections(fo, 5)),
-    ])
+    dataset.add_samples(
+        [
+            fo.Sample(filepath=str(STUFF / "imgs" / "0.jpg"), ground_truth=detections(fo, 0)),
+            fo.Sample(filepath=str(STUFF / "imgs" / "1.jpg")),
+            fo.Sample(filepath=str(STUFF / "imgs" / "5.jpg"), ground_truth=detections(fo, 5)),
+        ]
+    )
     yield dataset
     dataset.delete()
 
@@ -216,12 +221,14 @@ def test_refine_field_label_maps_from_mask_or_file(database, refiner):
     fo = database
     label_maps = {index: read_label_map(STUFF / "pngs" / f"{index}.png")[0] for index in (0, 5)}
     dataset = fo.Dataset()
-    dataset.add_samples([
-        fo.Sample(filepath=str(STUFF / "imgs" / "0.jpg"), coarse=fo.Segmentation(mask=label_maps[0])),
-        fo.Sample(
-            filepath=str(STUFF / "imgs" / "5.jpg"), coarse=fo.Segmentation(mask_path=str(STUFF / "pngs" / "5.png"))
-        ),
-    ])
+    dataset.add_samples(
+        [
+            fo.Sample(filepath=str(STUFF / "imgs" / "0.jpg"), coarse=fo.Segmentation(mask=label_maps[0])),
+            fo.Sample(
+                filepath=str(STUFF / "imgs" / "5.jpg"), coarse=fo.Segmentation(mask_path=str(STUFF / "pngs" / "5.png"))
+            ),
+        ]
+    )
     try:
         summary = refine_field(dataset, refiner, "coarse", "refined", progress=False)
         assert (summary.refined, summary.skipped, summary.unlabeled) == (2, 0, 0)

@@ -13,18 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from io_fakes import IdentityRefiner
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+
+from io_fakes import IdentityRefiner
+from samrefiner.io.coco import CocoDataset
+from samrefiner.io.masks import MaskFolders
+from samrefiner.io.rle import encode_mask
+from samrefiner.run.runner import run
 from test_io_coco import build_coco
 from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401  (the fixture)
-
-from samrefiner.io.coco import CocoDataset
-
-from samrefiner.io.rle import encode_mask
-from samrefiner.io.masks import MaskFolders
-from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SIZE = (20, 28)  # height, width
@@ -102,7 +101,9 @@ def test_png_masks_round_trip_per_object_as_pil_reads_them(tmp_path):
 
 def test_refined_png_masks_read_by_pil_are_the_apis_refinement(tmp_path, capsys, monkeypatch):
     images, masks = dataset_folders(tmp_path)
-    code, stdout, _ = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--masks", masks, "--out", tmp_path / "out")
+    code, stdout, _ = run_cli(
+        capsys, monkeypatch, "refine", *FAST, "--images", images, "--masks", masks, "--out", tmp_path / "out"
+    )
     assert code == 0, stdout
     sources = sorted((masks / "scene").iterdir())
     coarse = np.stack([background_free(source) for source in sources])

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from io_fakes import IdentityRefiner, tree_digest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from io_fakes import IdentityRefiner, tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset, decode_segmentation
 from samrefiner.io.rle import encode_mask
@@ -32,7 +32,15 @@ pytestmark = pytest.mark.filterwarnings(
 )
 HEIGHT, WIDTH = 12, 16
 SQUARE = [2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]
-RAW_TYPES = ("TypeError", "ValueError", "KeyError", "AttributeError", "UnicodeEncodeError", "OverflowError", "Traceback")
+RAW_TYPES = (
+    "TypeError",
+    "ValueError",
+    "KeyError",
+    "AttributeError",
+    "UnicodeEncodeError",
+    "OverflowError",
+    "Traceback",
+)
 
 
 def dataset_files(
@@ -81,11 +89,19 @@ def assert_one_line_per_failure(errors: Path, failures: int, starts: tuple[str, 
 @pytest.mark.parametrize(
     "bad_annotation, bad_image, message",
     [
-        ({"segmentation": {"size": 398, "counts": "PP"}}, None, "annotation id 20: RLE size 398 is not [height, width]"),
-        ({"segmentation": {"size": [HEIGHT, WIDTH], "counts": "é0"}}, None, "RLE counts string holds characters outside ASCII"),
+        (
+            {"segmentation": {"size": 398, "counts": "PP"}},
+            None,
+            "annotation id 20: RLE size 398 is not [height, width]",
+        ),
+        (
+            {"segmentation": {"size": [HEIGHT, WIDTH], "counts": "é0"}},
+            None,
+            "RLE counts string holds characters outside ASCII",
+        ),
         ({"image_id": 2.0}, None, "annotation #1: image_id 2.0 is not an integer (nor a string)"),
         ({"id": 20.5}, None, "annotation #1: id 20.5 is not an integer (nor a string)"),
-        (None, {"file_name": 123}, 'image #1: file_name 123 is not a file name'),
+        (None, {"file_name": 123}, "image #1: file_name 123 is not a file name"),
         ({"segmentation": [[2, 2, 1e4, 2, 12, 10]]}, None, "bad polygon: part 1 has the point (10000, 2), outside"),
         ({"segmentation": [[2, 2, True, 2, 12, 10]]}, None, "bad polygon: each must be a flat list"),
     ],
@@ -105,7 +121,9 @@ def test_a_malformed_value_fails_its_image_with_one_line(tmp_path, bad_annotatio
     output = json.loads((tmp_path / "out.json").read_text())["annotations"]
     np.testing.assert_array_equal(decode_segmentation(output[0]["segmentation"], HEIGHT, WIDTH), square())
     assert output[1] == json.loads(path.read_text())["annotations"][1]  # the failed image's, kept as it came
-    assert tree_digest(tmp_path / "images", path) == {key: before[key] for key in tree_digest(tmp_path / "images", path)}
+    assert tree_digest(tmp_path / "images", path) == {
+        key: before[key] for key in tree_digest(tmp_path / "images", path)
+    }
 
 
 def test_a_huge_polygon_coordinate_is_an_input_error_not_a_segfault(tmp_path):
@@ -121,7 +139,10 @@ def test_a_huge_polygon_coordinate_is_an_input_error_not_a_segfault(tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-c", script, tmp_path / "images", path, tmp_path / "out.json"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert done.stdout.splitlines() == [
@@ -190,7 +211,9 @@ def test_any_segmentation_is_a_mask_or_one_input_error(segmentation):
 
 
 @settings(max_examples=100, deadline=None)
-@given(points=st.lists(st.tuples(st.floats(-WIDTH, 2 * WIDTH), st.floats(-HEIGHT, 2 * HEIGHT)), min_size=3, max_size=12))
+@given(
+    points=st.lists(st.tuples(st.floats(-WIDTH, 2 * WIDTH), st.floats(-HEIGHT, 2 * HEIGHT)), min_size=3, max_size=12)
+)
 def test_a_polygon_within_reach_is_what_pycocotools_draws(points):
     flat = [value for point in points for value in point]
     expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([flat], HEIGHT, WIDTH))) > 0
@@ -239,7 +262,9 @@ image_changes = st.fixed_dictionaries(
 @given(
     bad_annotation=annotation_changes,
     bad_image=image_changes,
-    categories=st.one_of(st.none(), json_values, st.lists(st.fixed_dictionaries({"id": json_values, "name": json_values}))),
+    categories=st.one_of(
+        st.none(), json_values, st.lists(st.fixed_dictionaries({"id": json_values, "name": json_values}))
+    ),
 )
 def test_a_dataset_with_hostile_values_refines_the_rest(tmp_path_factory, bad_annotation, bad_image, categories):
     root = tmp_path_factory.mktemp("coco")
@@ -279,13 +304,24 @@ def test_the_cli_lists_five_malformed_images_in_a_row_and_refines_the_rest(tmp_p
         Image.new("RGB", (WIDTH, HEIGHT), (40 * number,) * 3).save(tmp_path / "images" / f"{number}.png")
         images.append({"id": number, "file_name": f"{number}.png", "height": HEIGHT, "width": WIDTH})
         change = bad[number - 1] if number <= len(bad) else {}
-        annotations.append({"id": 10 * number, "image_id": number, "category_id": 1, "segmentation": [SQUARE], **change})
+        annotations.append(
+            {"id": 10 * number, "image_id": number, "category_id": 1, "segmentation": [SQUARE], **change}
+        )
     path = tmp_path / "gt.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations}, ensure_ascii=False))
     before = tree_digest(tmp_path)
 
     code, stdout, stderr = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "out.json"
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        tmp_path / "images",
+        "--coco",
+        path,
+        "--out",
+        tmp_path / "out.json",
     )
 
     assert code == 1, (stdout, stderr)

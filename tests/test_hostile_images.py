@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from io_fakes import IdentityRefiner, tree_digest
 from PIL import Image
 
+from io_fakes import IdentityRefiner, tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image, read_mask_encoded
 from samrefiner.io.masks import MaskFolders

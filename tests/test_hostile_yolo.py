@@ -17,8 +17,9 @@ import supervision as sv
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from io_fakes import tree_digest
 from PIL import Image
+
+from io_fakes import tree_digest
 from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -41,7 +42,10 @@ lines = st.one_of(
 )
 yaml_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=8)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.integers(-1, 4), st.text(max_size=4)), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.integers(-1, 4), st.text(max_size=4)), inner, max_size=3),
+    ),
     max_leaves=6,
 )
 VALID_CONFIGS = [
@@ -51,8 +55,12 @@ VALID_CONFIGS = [
 configs = st.one_of(  # (data.yaml, whether it is known to be valid)
     st.sampled_from(VALID_CONFIGS).map(lambda config: (config, True)),
     st.fixed_dictionaries({"val": st.just("images"), "names": yaml_values}).map(lambda config: (config, False)),
-    st.fixed_dictionaries({"val": st.one_of(st.just("images"), yaml_values), "nc": yaml_values}).map(lambda c: (c, False)),
-    st.fixed_dictionaries({"train": yaml_values, "names": st.just(VALID_CONFIGS[1]["names"])}).map(lambda c: (c, False)),
+    st.fixed_dictionaries({"val": st.one_of(st.just("images"), yaml_values), "nc": yaml_values}).map(
+        lambda c: (c, False)
+    ),
+    st.fixed_dictionaries({"train": yaml_values, "names": st.just(VALID_CONFIGS[1]["names"])}).map(
+        lambda c: (c, False)
+    ),
 )
 
 
@@ -68,7 +76,9 @@ def valid_line(line: str) -> bool:
         return False
     class_id, coordinates = values[0], values[1:]
     return (
-        math.isfinite(class_id) and class_id == int(class_id) and 0 <= class_id < CLASSES
+        math.isfinite(class_id)
+        and class_id == int(class_id)
+        and 0 <= class_id < CLASSES
         and (len(coordinates) == 4 or (len(coordinates) >= 6 and len(coordinates) % 2 == 0))
         and all(math.isfinite(value) and 0 <= value <= 1 for value in coordinates)
     )
@@ -110,7 +120,9 @@ def test_hostile_lines_and_data_yaml(label_lines, config, capsys, monkeypatch):
             assert [bool(line.strip()) for line in written] == [bool(line.strip()) for line in read_lines]
             (out / "data.yaml").write_text(yaml.safe_dump({"names": [f"c{i}" for i in range(CLASSES)]}))
             read_back = sv.DetectionDataset.from_yolo(str(root / "images"), str(out / "labels"), str(out / "data.yaml"))
-            assert len(read_back.annotations[str(root / "images" / "a.png")]) == sum(bool(line.strip()) for line in read_lines)
+            assert len(read_back.annotations[str(root / "images" / "a.png")]) == sum(
+                bool(line.strip()) for line in read_lines
+            )
         else:
             assert code == 1 and f"{label}:" in (out / "errors.txt").read_text()
     finally:

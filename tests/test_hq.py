@@ -4,15 +4,17 @@ the official checkpoint layouts and the registry entries."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, FIXTURES, HQ_REF
 from PIL import Image
+from transformers import SamHQModel
+from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
+
+from conftest import DATA, FIXTURES, HQ_REF
 from reference_runs import (
     as_float,
     assert_prompts_equal,
@@ -23,10 +25,6 @@ from reference_runs import (
     per_object_agreement,
     unpack,
 )
-from test_refine_cli import run_cli
-from transformers import SamHQModel
-from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
-
 from samrefiner import load_model
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models.base import Encoding
@@ -36,6 +34,7 @@ from samrefiner.models.download import sha256_of
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam_hq import INTERM_KEY, HQMaskDecoder
 from samrefiner.refine import Refiner, RefinerConfig
+from test_refine_cli import run_cli
 
 DAVIS = DATA / "davis2016"
 CASES = json.loads((HQ_REF / "index.json").read_text())
@@ -205,8 +204,22 @@ def test_registry_name_through_the_cli(hq_model, tmp_path, capsys, monkeypatch):
     stand_in = dataclasses.replace(REGISTRY["hq_vit_b"], sha256=sha256_of(HQ_REF / "reduced_sam.pth"))
     monkeypatch.setitem(REGISTRY, "hq_vit_b", stand_in)  # cached files are sha256-checked on use
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", "--model", "hq_vit_b", "--iterations", "1", "--images", DAVIS / "JPEGImages",
-        "--masks", DAVIS / "Annotations", "--out", tmp_path / "out", "--limit", "1", "--no-progress",
+        capsys,
+        monkeypatch,
+        "refine",
+        "--model",
+        "hq_vit_b",
+        "--iterations",
+        "1",
+        "--images",
+        DAVIS / "JPEGImages",
+        "--masks",
+        DAVIS / "Annotations",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
+        "--no-progress",
     )
     assert code == 0, err
     assert out.startswith("1 images, 1 objects refined")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from io_fakes import tree_digest
 from PIL import Image
-from test_refine_cli import run_cli
 
+from io_fakes import tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.rle import encode_mask
+from test_refine_cli import run_cli
 
 NO_MODEL = ["--model", "/nonexistent/model.pth", "--no-progress"]
 SQUARE = [2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]
@@ -55,7 +55,8 @@ def annotation(annotation_id: int, image_id: int) -> dict:
 
 
 def refused(capsys, monkeypatch, tmp_path: Path, *inputs: object) -> str:
-    """Run refine; it must exit 2 with one `samrefiner: error:` line, write nothing and leave the inputs as they were."""
+    """Run refine; it must exit 2 with one `samrefiner: error:` line, write nothing and leave the
+    inputs as they were."""
     before = tree_digest(tmp_path)
     code, stdout, stderr = run_cli(capsys, monkeypatch, "refine", *NO_MODEL, *inputs)
     assert code == 2, (stdout, stderr)
@@ -69,7 +70,9 @@ def refused(capsys, monkeypatch, tmp_path: Path, *inputs: object) -> str:
 def test_two_annotations_with_one_id_are_refused(tmp_path, capsys, monkeypatch):
     """Before: apply-review with everything accepted wrote #1's mask into #0 (matched by id)."""
     path = coco_file(tmp_path, [entry(1, "a.jpg")], [annotation(7, 1), annotation(8, 1), annotation(7, 1)])
-    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "o.json")
+    line = refused(
+        capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "o.json"
+    )
     assert line.endswith(f"{path}: annotations #0 and #2 have the same id 7: each must be unique")
 
 
@@ -86,13 +89,17 @@ def test_two_string_ids_and_ids_across_images_are_refused_too(tmp_path):
 def test_an_image_id_listed_twice_is_refused(tmp_path, capsys, monkeypatch):
     """Before: the image was refined twice."""
     path = coco_file(tmp_path, [entry(1, "a.jpg"), entry(1, "b.jpg")], [annotation(7, 1)])
-    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "o.json")
+    line = refused(
+        capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "o.json"
+    )
     assert line.endswith(f"{path}: images #0 and #1 have the same id 1: each must be unique")
 
 
 def test_two_images_with_one_file_name_are_refused(tmp_path, capsys, monkeypatch):
     path = coco_file(tmp_path, [entry(1, "a.jpg"), entry(2, "a.jpg")], [annotation(7, 1), annotation(8, 2)])
-    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "o.json")
+    line = refused(
+        capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--coco", path, "--out", tmp_path / "o.json"
+    )
     assert line.endswith(f'{path}: images #0 and #1 have the same file_name "a.jpg": each must be unique')
 
 
@@ -101,14 +108,34 @@ def test_two_images_claiming_one_mask_are_refused(tmp_path, capsys, monkeypatch)
     Before: refined on goat.jpg, the other image silently skipped."""
     goat, frame = image(tmp_path / "images" / "goat.jpg"), image(tmp_path / "images" / "goat" / "00010.jpg")
     claimed = mask(tmp_path / "masks" / "goat" / "00010.png")
-    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--masks", tmp_path / "masks", "--out", tmp_path / "o")
+    line = refused(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "--images",
+        tmp_path / "images",
+        "--masks",
+        tmp_path / "masks",
+        "--out",
+        tmp_path / "o",
+    )
     assert line.endswith(f"{claimed}: claimed by two images ({goat} and {frame}): rename one")
 
 
 def test_two_images_of_one_name_with_a_mask_are_refused(tmp_path, capsys, monkeypatch):
     jpeg, png = image(tmp_path / "images" / "a.jpg"), image(tmp_path / "images" / "a.png", shade=10)
     claimed = mask(tmp_path / "masks" / "a.png")
-    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--masks", tmp_path / "masks", "--out", tmp_path / "o")
+    line = refused(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "--images",
+        tmp_path / "images",
+        "--masks",
+        tmp_path / "masks",
+        "--out",
+        tmp_path / "o",
+    )
     assert line.endswith(f"{claimed}: claimed by several images ({jpeg} and {png}): keep one")
 
 
@@ -118,7 +145,15 @@ def test_two_images_claiming_one_label_map_are_refused(tmp_path, capsys, monkeyp
     label_map.parent.mkdir()
     Image.fromarray(np.array([[0, 1], [2, 0]], np.uint8)).save(label_map)
     line = refused(
-        capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--label-maps", tmp_path / "maps", "--out", tmp_path / "o"
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "--images",
+        tmp_path / "images",
+        "--label-maps",
+        tmp_path / "maps",
+        "--out",
+        tmp_path / "o",
     )
     assert line.endswith(f"{label_map}: claimed by several images ({jpeg} and {png}): keep one")
 
@@ -130,12 +165,19 @@ def test_eval_refuses_ground_truth_and_predictions_with_repeated_ids(tmp_path, c
     good = tmp_path / "pred.json"
     good.write_text(json.dumps([{"id": 7, "image_id": 1, "category_id": 1, "segmentation": rle, "score": 1.0}]))
     code, _, stderr = run_cli(capsys, monkeypatch, "eval", "--gt", gt, "--pred", good)
-    assert code == 2 and stderr.strip() == f"samrefiner: error: {gt}: annotations #0 and #1 have the same id 7: each must be unique"
+    assert (
+        code == 2
+        and stderr.strip() == f"samrefiner: error: {gt}: annotations #0 and #1 have the same id 7: each must be unique"
+    )
     gt = coco_file(tmp_path, [entry(1, "a.jpg")], [annotation(7, 1), annotation(8, 1)])
     twice = tmp_path / "twice.json"
     twice.write_text(json.dumps([{"id": 8, "image_id": 1, "category_id": 1, "segmentation": rle, "score": 1.0}] * 2))
     code, _, stderr = run_cli(capsys, monkeypatch, "eval", "--gt", gt, "--pred", twice)
-    assert code == 2 and stderr.strip() == f"samrefiner: error: {twice}: annotations #0 and #1 have the same id 8: each must be unique"
+    assert (
+        code == 2
+        and stderr.strip()
+        == f"samrefiner: error: {twice}: annotations #0 and #1 have the same id 8: each must be unique"
+    )
 
 
 def test_an_image_with_a_mask_folder_and_a_mask_file_is_refused(tmp_path, capsys, monkeypatch):
@@ -143,8 +185,20 @@ def test_an_image_with_a_mask_folder_and_a_mask_file_is_refused(tmp_path, capsys
     image(tmp_path / "images" / "cat.jpg")
     mask(tmp_path / "masks" / "cat.png")
     mask(tmp_path / "masks" / "cat" / "0.png")
-    line = refused(capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--masks", tmp_path / "masks", "--out", tmp_path / "o")
-    assert line.endswith(f"{tmp_path / 'masks' / 'cat'}: image cat also has masks in {tmp_path / 'masks' / 'cat.png'}: keep one")
+    line = refused(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "--images",
+        tmp_path / "images",
+        "--masks",
+        tmp_path / "masks",
+        "--out",
+        tmp_path / "o",
+    )
+    assert line.endswith(
+        f"{tmp_path / 'masks' / 'cat'}: image cat also has masks in {tmp_path / 'masks' / 'cat.png'}: keep one"
+    )
 
 
 def test_two_label_maps_of_one_key_are_refused(tmp_path, capsys, monkeypatch):
@@ -154,7 +208,15 @@ def test_two_label_maps_of_one_key_are_refused(tmp_path, capsys, monkeypatch):
     for name, value in (("a.png", 1), ("a.PNG", 2)):
         Image.fromarray(np.full((12, 16), value, np.uint8)).save(tmp_path / "maps" / name)
     line = refused(
-        capsys, monkeypatch, tmp_path, "--images", tmp_path / "images", "--label-maps", tmp_path / "maps", "--out", tmp_path / "o"
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "--images",
+        tmp_path / "images",
+        "--label-maps",
+        tmp_path / "maps",
+        "--out",
+        tmp_path / "o",
     )
     maps = sorted((tmp_path / "maps").iterdir())
     assert line.endswith(f"several label maps named a ({maps[0]} and {maps[1]}): keep one")

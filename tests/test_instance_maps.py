@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from conftest import DATA
 from io_fakes import IdentityRefiner, fake_result, tree_digest
-from PIL import Image
-from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
-
 from samrefiner.errors import InputError
-from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.formats import open_dataset
 from samrefiner.io.instancemaps import InstanceMaps
+from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.run.runner import run
+from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 STUFF = DATA / "coco_stuff"
 DAVIS = DATA / "davis2016"
@@ -43,7 +43,9 @@ def make_dataset(root: Path, ids: np.ndarray, save=save_palette_map) -> Instance
     (root / "images" / "seq").mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((*ids.shape, 3), 90, np.uint8)).save(root / "images" / "seq" / "00000.jpg")
     save(root / "maps" / "seq" / "00000.png", ids)
-    return open_dataset(root / "images", root / "out", masks=None, label_maps=None, coco=None, instance_maps=root / "maps")
+    return open_dataset(
+        root / "images", root / "out", masks=None, label_maps=None, coco=None, instance_maps=root / "maps"
+    )
 
 
 class ScoredRefiner:
@@ -124,14 +126,26 @@ def test_a_binary_mask_given_as_a_map_is_an_input_error_not_zero_objects(tmp_pat
     mask[5:15, 5:20] = 255
     Image.fromarray(mask).save(tmp_path / "maps" / "a.png")
     dataset = kind(tmp_path / "images", tmp_path / "maps", tmp_path / "out")
-    with pytest.raises(InputError, match=r"a\.png: holds only 0 and 255 \(void\), no (class|object) id: a binary mask\? use --masks"):
+    with pytest.raises(
+        InputError, match=r"a\.png: holds only 0 and 255 \(void\), no (class|object) id: a binary mask\? use --masks"
+    ):
         dataset.load(dataset.refs()[0])
 
 
 def test_label_maps_given_per_object_masks_fail_loudly(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", DAVIS / "JPEGImages", "--label-maps", DAVIS / "Annotations",
-        "--out", tmp_path / "out", "--limit", "1",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        DAVIS / "JPEGImages",
+        "--label-maps",
+        DAVIS / "Annotations",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
     )
     assert code != 0 and "0 objects refined" in out and "1 failed" in out
     (line,) = (tmp_path / "out" / "errors.txt").read_text().splitlines()
@@ -147,8 +161,16 @@ def test_refine_cli_on_an_instance_map_made_from_coco_stuff(tmp_path, capsys, mo
     save_palette_map(tmp_path / "maps" / "5.png", ids)
 
     code, out, _ = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--instance-maps", tmp_path / "maps",
-        "--out", tmp_path / "out",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        STUFF / "imgs",
+        "--instance-maps",
+        tmp_path / "maps",
+        "--out",
+        tmp_path / "out",
     )
 
     assert code == 0 and out.startswith(f"1 images, {len(classes)} objects refined")
@@ -173,7 +195,6 @@ def test_refine_cli_on_an_instance_map_made_from_coco_stuff(tmp_path, capsys, mo
 
 def test_review_reads_an_instance_map_run_and_apply_review_writes_the_map(tmp_path):
     from io_fakes import BoxRefiner
-
     from samrefiner.review.datasets import open_pair
 
     ids = instance_map()

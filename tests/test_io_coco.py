@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
-from io_fakes import BoxRefiner, IdentityRefiner, box_mask, tree_digest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from conftest import DATA
+from io_fakes import BoxRefiner, IdentityRefiner, box_mask, tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset, decode_segmentation
-from samrefiner.io.rle import encode_mask
 from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.rle import encode_mask
 from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"
@@ -133,9 +133,14 @@ def test_a_results_list_comes_back_as_a_results_list_in_the_same_order(tmp_path)
     images, path, data = build_coco(tmp_path)
     (images / "1.jpg").rename(images / "000000000001.jpg")  # zero-padded COCO names are found too
     results = [
-        {"image_id": int(a["image_id"]) - 10, "category_id": a["category_id"], "score": 0.9 - 0.01 * i,
-         "segmentation": a["segmentation"]}
-        for i, a in enumerate(data["annotations"]) if not a["iscrowd"]
+        {
+            "image_id": int(a["image_id"]) - 10,
+            "category_id": a["category_id"],
+            "score": 0.9 - 0.01 * i,
+            "segmentation": a["segmentation"],
+        }
+        for i, a in enumerate(data["annotations"])
+        if not a["iscrowd"]
     ]
     results_path = tmp_path / "results.json"
     results_path.write_text(json.dumps(results))
@@ -148,7 +153,10 @@ def test_a_results_list_comes_back_as_a_results_list_in_the_same_order(tmp_path)
     assert isinstance(output, list) and len(output) == len(results)
     for original, refined in zip(results, output):
         assert (refined["image_id"], refined["category_id"], refined["score"]) == (
-            original["image_id"], original["category_id"], original["score"])
+            original["image_id"],
+            original["category_id"],
+            original["score"],
+        )
         assert isinstance(refined["segmentation"]["counts"], str)
     scores = [json.loads(line) for line in (tmp_path / "refined_results.scores.jsonl").read_text().splitlines()]
     assert [line["file"] for line in scores] == ["0.jpg", "000000000001.jpg"]
@@ -167,11 +175,14 @@ def test_a_bad_polygon_fails_its_image_only_and_its_annotations_stay_as_they_wer
 
     assert (summary.images, summary.failures) == (1, 1)
     lines = errors.read_text().splitlines()
-    assert lines == [f"{path}: annotation id {broken['id']}: bad polygon: each must be a flat list of (x, y) pairs of numbers"]
+    assert lines == [
+        f"{path}: annotation id {broken['id']}: bad polygon: each must be a flat list of (x, y) pairs of numbers"
+    ]
     output = {a["id"]: a for a in json.loads(out.read_text())["annotations"]}
     for original in data["annotations"]:
         refined = isinstance(output[original["id"]]["segmentation"], dict) and isinstance(
-            output[original["id"]]["segmentation"].get("counts"), str)
+            output[original["id"]]["segmentation"].get("counts"), str
+        )
         if original["image_id"] == 11:
             assert output[original["id"]] == original
         elif not original["iscrowd"]:

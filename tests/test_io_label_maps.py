@@ -6,12 +6,11 @@ import json
 import shutil
 
 import numpy as np
-from conftest import DATA
-from io_fakes import IdentityRefiner, tree_digest
 from PIL import Image
 
-from samrefiner.io.labelmaps import LabelMaps
-from samrefiner.io.labelmaps import read_label_map
+from conftest import DATA
+from io_fakes import IdentityRefiner, tree_digest
+from samrefiner.io.labelmaps import LabelMaps, read_label_map
 from samrefiner.run.runner import run
 
 STUFF = DATA / "coco_stuff"

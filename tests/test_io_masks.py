@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
-from io_fakes import BoxRefiner, IdentityRefiner, box_mask, tree_digest
 from PIL import Image
 
+from conftest import DATA
+from io_fakes import BoxRefiner, IdentityRefiner, box_mask, tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_mask
 from samrefiner.io.masks import MaskFolders

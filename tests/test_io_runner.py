@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from io_fakes import IdentityRefiner
 from PIL import Image
 
+from io_fakes import IdentityRefiner
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
 from samrefiner.io.masks import MaskFolders
@@ -155,7 +155,9 @@ def test_a_killed_process_resumes_without_loss_or_duplicates(tmp_path):
     for index in range(IMAGES):
         for name in ("a", "b"):
             expected = np.asarray(Image.open(masks / f"img{index}" / f"{name}.png"))
-            np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"img{index}" / f"{name}.png")), expected)
+            np.testing.assert_array_equal(
+                np.asarray(Image.open(tmp_path / "out" / f"img{index}" / f"{name}.png")), expected
+            )
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import supervision as sv
 import yaml
-from conftest import DATA
-from io_fakes import BoxRefiner, IdentityRefiner, box_mask, fake_result, tree_digest
 from PIL import Image
 from scipy import ndimage
 from scipy.sparse.csgraph import minimum_spanning_tree
 
+from conftest import DATA
+from io_fakes import BoxRefiner, IdentityRefiner, box_mask, fake_result, tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.yolo import YoloDataset
@@ -34,10 +34,15 @@ def build_yolo(root: Path, stems: tuple[str, ...] = ("0", "1"), davis: bool = Tr
     label file, each line's whole class region (all parts, holes kept)."""
     regions: dict[str, list[np.ndarray]] = {}
     names = {}
-    sources = [("val", stem, STUFF / "imgs" / f"{stem}.jpg", read_label_map(STUFF / "pngs" / f"{stem}.png")[0]) for stem in stems]
+    sources = [
+        ("val", stem, STUFF / "imgs" / f"{stem}.jpg", read_label_map(STUFF / "pngs" / f"{stem}.png")[0])
+        for stem in stems
+    ]
     frame = np.asarray(Image.open(DAVIS / "Annotations" / "blackswan" / "00000.png").convert("L"))
     if davis:
-        sources.append(("train", "blackswan", DAVIS / "JPEGImages" / "blackswan" / "00000.jpg", np.where(frame > 127, 1, 0)))
+        sources.append(
+            ("train", "blackswan", DAVIS / "JPEGImages" / "blackswan" / "00000.jpg", np.where(frame > 127, 1, 0))
+        )
     for split, stem, image, label_map in sources:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,11 @@ class RegionRefiner(IdentityRefiner):
 
     def refine(self, image, masks):
         super().refine(image, masks)
-        wanted = next(m for m in self.pending if m[0].shape == masks.shape[1:] and len(m) == len(masks) and (m[0] & masks[0]).any())
+        wanted = next(
+            m
+            for m in self.pending
+            if m[0].shape == masks.shape[1:] and len(m) == len(masks) and (m[0] & masks[0]).any()
+        )
         return fake_result(np.stack(wanted))
 
 
@@ -162,7 +171,9 @@ def test_unchanged_masks_round_trip_through_supervisions_reader(tmp_path):
 def test_several_parts_and_holes_are_one_line_each_costing_only_the_seams(tmp_path):
     source, out = tmp_path / "yolo", tmp_path / "out"
     regions = build_yolo(source)
-    split_parts = [mask for masks in regions.values() for mask in masks if cv2.connectedComponents(mask.astype(np.uint8))[0] > 2]
+    split_parts = [
+        mask for masks in regions.values() for mask in masks if cv2.connectedComponents(mask.astype(np.uint8))[0] > 2
+    ]
     assert split_parts  # coco_stuff classes in several pieces
 
     run(YoloDataset(source, out, copy_images=True), RegionRefiner(regions), progress=False)
@@ -178,7 +189,9 @@ def test_several_parts_and_holes_are_one_line_each_costing_only_the_seams(tmp_pa
             assert (mask ^ region).sum() <= 1.25 * bound + parts  # seams (or a far speck left out): near the least
     report = json.loads((out / "polygons.json").read_text())
     assert (report["added"], report["lost"]) == (added, lost) and report["share_changed"] < 0.01
-    assert tree_digest(out / "images") .keys() == {str(out / "images" / k) for k in ("train/blackswan.jpg", "val/0.jpg", "val/1.jpg")}
+    assert tree_digest(out / "images").keys() == {
+        str(out / "images" / k) for k in ("train/blackswan.jpg", "val/0.jpg", "val/1.jpg")
+    }
 
 
 @pytest.mark.parametrize(
@@ -239,7 +252,9 @@ def test_data_yaml_problems_are_one_line_naming_it(tmp_path):
 def test_ultralytics_names_and_roboflow_style_split_paths(tmp_path):
     source = tmp_path / "yolo"
     build_yolo(source, stems=("0",))
-    (source / "data.yaml").write_text("path: ../datasets/x\nval: ../images/val\nnames: {0: person, 1: bicycle}\nnc: 200\n")
+    (source / "data.yaml").write_text(
+        "path: ../datasets/x\nval: ../images/val\nnames: {0: person, 1: bicycle}\nnc: 200\n"
+    )
     dataset = YoloDataset(source, tmp_path / "out")
     assert [ref.key for ref in dataset.refs()] == ["images/val/0"]
     assert dataset.names == {0: "person", 1: "bicycle"} and dataset.class_count == 200
@@ -256,7 +271,9 @@ def supervision_dataset(tmp_path: Path, with_masks: bool = True) -> tuple[Path, 
         path = str(STUFF / "imgs" / f"{stem}.jpg")
         images[path] = path
         annotations[path] = sv.Detections(
-            xyxy=sv.mask_to_xyxy(masks).astype(np.float32), mask=masks if with_masks else None, class_id=np.array(classes)
+            xyxy=sv.mask_to_xyxy(masks).astype(np.float32),
+            mask=masks if with_masks else None,
+            class_id=np.array(classes),
         )
     dataset = sv.DetectionDataset([str(c) for c in range(183)], list(images), annotations)
     root = tmp_path / "sv"
@@ -313,7 +330,9 @@ def test_two_images_sharing_a_label_file_are_refused_naming_both(tmp_path):
     with pytest.raises(InputError) as raised:
         YoloDataset(source, tmp_path / "out")
     message = str(raised.value)
-    assert message.startswith(str(source / "labels" / "val" / "0.txt")) and "0.jpg and " in message and "0.png" in message
+    assert (
+        message.startswith(str(source / "labels" / "val" / "0.txt")) and "0.jpg and " in message and "0.png" in message
+    )
 
 
 def test_blank_lines_keep_every_object_on_its_line(tmp_path):

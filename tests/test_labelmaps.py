@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
 from PIL import Image
 
+from conftest import DATA
 from samrefiner.errors import InputError
 from samrefiner.io.labelmaps import read_label_map, write_label_map
 

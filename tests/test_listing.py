@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from io_fakes import IdentityRefiner
 from PIL import Image
-from test_eval_cli import run_eval, runner, square  # noqa: F401  (the fixture)
 
+from io_fakes import IdentityRefiner
 from samrefiner.errors import InputError
 from samrefiner.io.images import write_png
 from samrefiner.io.masks import MaskFolders
 from samrefiner.review.datasets import detect_format
 from samrefiner.run.runner import run
+from test_eval_cli import run_eval, runner, square  # noqa: F401  (the fixture)
 
 
 def touch(path: Path) -> Path:

@@ -9,17 +9,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, FIXTURES
 from PIL import Image
-from reference_runs import as_float, per_object_agreement, unpack
-from test_refine_cli import run_cli
 
+from conftest import DATA, FIXTURES
+from reference_runs import as_float, per_object_agreement, unpack
 from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models import lite_medsam
 from samrefiner.models.download import sha256_of
 from samrefiner.models.lite_medsam import LiteMedSamBackend, min_max_pixels
+from test_refine_cli import run_cli
 
 LITE_REF = FIXTURES / "litemedsam_reference"
 CONFIG = json.loads((LITE_REF / "config.json").read_text())
@@ -142,8 +142,22 @@ def test_registry_name_through_the_cli(lite_model, tmp_path, capsys, monkeypatch
     """`samrefiner refine --model lite_medsam` refines as the Python API does."""
     davis = DATA / "davis2016"
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", "--model", "lite_medsam", "--iterations", "1", "--images", davis / "JPEGImages",
-        "--masks", davis / "Annotations", "--out", tmp_path / "out", "--limit", "1", "--no-progress",
+        capsys,
+        monkeypatch,
+        "refine",
+        "--model",
+        "lite_medsam",
+        "--iterations",
+        "1",
+        "--images",
+        davis / "JPEGImages",
+        "--masks",
+        davis / "Annotations",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
+        "--no-progress",
     )
     assert code == 0, err
     assert out.startswith("1 images, 1 objects refined")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+
 from conftest import DATA
 from prompt_reference import mask_prompts
-
 from samrefiner import mask_prompt
 from samrefiner.prompts import Geometry, PromptMiner
 

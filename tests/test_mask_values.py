@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
-from io_fakes import BoxRefiner, IdentityRefiner, box_mask
 from PIL import Image
 
+from conftest import DATA
+from io_fakes import BoxRefiner, IdentityRefiner, box_mask
 from samrefiner.errors import InputError, InputWarning
 from samrefiner.io.images import read_mask
 from samrefiner.io.masks import MaskFolders
@@ -122,7 +122,6 @@ def test_grabcut_trimaps_keep_their_band_as_object():
 
 
 def test_a_jpeg_mask_is_thresholded_at_half_its_maximum_with_a_warning_and_written_as_png(tmp_path):
-    dataset_warnings = []
     with warnings.catch_warnings(record=True) as dataset_warnings:
         warnings.simplefilter("always")
         dataset = dataset_of(tmp_path, "object.jpg", blob().astype(np.uint8) * 255, quality=60)
@@ -147,7 +146,10 @@ def test_a_jpeg_mask_is_thresholded_at_half_its_maximum_with_a_warning_and_writt
 
 def test_a_png_and_a_jpeg_of_one_name_are_refused_before_any_image_is_read(tmp_path):
     dataset_of(tmp_path, "a.png", blob().astype(np.uint8) * 255)
-    with warnings.catch_warnings(), pytest.raises(InputError, match=r"a\.png: both it and a\.jpg would be written as a\.png"):
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(InputError, match=r"a\.png: both it and a\.jpg would be written as a\.png"),
+    ):
         warnings.simplefilter("ignore", InputWarning)
         dataset_of(tmp_path, "a.jpg", blob().astype(np.uint8) * 255)
 
@@ -187,8 +189,16 @@ def test_refine_cli_reads_coloured_and_jpeg_masks_and_warns_in_one_line(tmp_path
     Image.fromarray(coarse.astype(np.uint8) * 255).save(tmp_path / "masks" / "photo" / "lossy.jpg", quality=75)
 
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", tmp_path / "images", "--masks", tmp_path / "masks",
-        "--out", tmp_path / "out",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        tmp_path / "images",
+        "--masks",
+        tmp_path / "masks",
+        "--out",
+        tmp_path / "out",
     )
 
     assert code == 0 and out.startswith("1 images, 2 objects refined")

@@ -128,12 +128,20 @@ def coco_case(gt_masks, detections, crowd=()):
         images.append({"id": image_id, "height": height, "width": width, "file_name": f"{image_id}.png"})
         for mask in objects:
             rle = rle_of(mask)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-                "area": float(mask.sum()), "bbox": list(mask_utils.toBbox(rle)),
-                "iscrowd": int(len(annotations) + 1 in crowd),
-            })
-        results += [{"image_id": image_id, "category_id": 1, "segmentation": rle_of(m), "score": s} for m, s in detected]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "area": float(mask.sum()),
+                    "bbox": list(mask_utils.toBbox(rle)),
+                    "iscrowd": int(len(annotations) + 1 in crowd),
+                }
+            )
+        results += [
+            {"image_id": image_id, "category_id": 1, "segmentation": rle_of(m), "score": s} for m, s in detected
+        ]
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}, results
 
 
@@ -188,8 +196,10 @@ def test_ap_matches_pycocotools_and_boundary_ap_equals_it_on_thin_objects():
     gt_masks, detections = [], []
     for _ in range(3):
         objects = thin_objects(rng, 4)
-        detected = [(np.roll(mask, int(rng.integers(0, 2)), axis=int(rng.integers(2))), float(rng.random()))
-                    for mask in objects[:3]]
+        detected = [
+            (np.roll(mask, int(rng.integers(0, 2)), axis=int(rng.integers(2))), float(rng.random()))
+            for mask in objects[:3]
+        ]
         detected += [(m, float(rng.random())) for m in thin_objects(rng, 2)]
         gt_masks.append(objects)
         detections.append(detected)

@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
 
+from conftest import DATA
 from samrefiner.cpus import mining_threads
 from samrefiner.errors import InputError
 from samrefiner.mining import mine_in_threads

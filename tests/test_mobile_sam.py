@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
+
 from conftest import FIXTURES
 from reference_runs import (
     as_float,
@@ -22,7 +23,6 @@ from reference_runs import (
     per_object_agreement,
     unpack,
 )
-
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.convert_tiny_vit import (
@@ -116,7 +116,13 @@ def layout_state_dict(name: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("layout", "backend", "patch_kernel", "image_size", "dropped"),
     [
-        ("mobile_sam_vit_t.json", MobileSamBackend, 3, 1024, r"\.num_batches_tracked$|^image_encoder\.(norm_head|head)\."),
+        (
+            "mobile_sam_vit_t.json",
+            MobileSamBackend,
+            3,
+            1024,
+            r"\.num_batches_tracked$|^image_encoder\.(norm_head|head)\.",
+        ),
         ("lite_medsam.json", LiteMedSamBackend, 1, 256, r"\.num_batches_tracked$"),
     ],
 )
@@ -143,7 +149,9 @@ def test_batchnorm_counters_are_optional_and_stray_keys_refused():
     without_counters = {key: value for key, value in state_dict.items() if not key.endswith("num_batches_tracked")}
     build_tiny_vit_sam(without_counters, "no counters")
     stray = {**state_dict, "image_encoder.layers.1.blocks.0.attn.extra": torch.empty(3, device="meta")}
-    with pytest.raises(CheckpointError, match=r"^stray: .*unexpected vision_encoder\.layers\.1\.blocks\.0\.attn\.extra"):
+    with pytest.raises(
+        CheckpointError, match=r"^stray: .*unexpected vision_encoder\.layers\.1\.blocks\.0\.attn\.extra"
+    ):
         build_tiny_vit_sam(stray, "stray")
     with pytest.raises(CheckpointError, match=r"^gap: .*encoder stages \[0, 1, 2, 3, 9\]"):
         build_tiny_vit_sam({**state_dict, "image_encoder.layers.9.blocks.0.attn.qkv.weight": torch.empty(3)}, "gap")
@@ -152,7 +160,9 @@ def test_batchnorm_counters_are_optional_and_stray_keys_refused():
 def test_registry_has_the_official_mobile_sam_checkpoint():
     entry = REGISTRY["mobile_sam"]
     assert entry.kind == "mobile_sam" and entry.file_name == "mobile_sam.pt"
-    assert re.fullmatch(r"https://github\.com/ChaoningZhang/MobileSAM/raw/[0-9a-f]{40}/weights/mobile_sam\.pt", entry.url)
+    assert re.fullmatch(
+        r"https://github\.com/ChaoningZhang/MobileSAM/raw/[0-9a-f]{40}/weights/mobile_sam\.pt", entry.url
+    )
     assert entry.sha256 == "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
 
 

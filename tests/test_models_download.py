@@ -10,10 +10,10 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import SAM_REF
 
 import samrefiner.models.download
 import samrefiner.models.hub
+from conftest import SAM_REF
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.download import fetch, sha256_of
@@ -110,7 +110,9 @@ def test_cached_file_is_hashed_once_until_it_changes(cache, monkeypatch):
     placed.write_bytes(bytes(damaged))  # same size, new mtime
     stat = placed.stat()
     os.utime(placed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    with pytest.raises(CheckpointError, match=f"sha256 is {hashlib.sha256(damaged).hexdigest()}, expected {PAYLOAD_SHA}"):
+    with pytest.raises(
+        CheckpointError, match=f"sha256 is {hashlib.sha256(damaged).hexdigest()}, expected {PAYLOAD_SHA}"
+    ):
         fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA)
     assert hashed == [placed, placed]
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, SAM_REF
 from transformers import SamModel
 
+from conftest import FIXTURES, SAM_REF
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.base import Encoding

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from transformers import Sam2Config, Sam2Model
-from whole_frame_reference import antialiased_resize
 
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.sam2 import Sam2Backend
+from whole_frame_reference import antialiased_resize
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)
 POINTS = np.array([[[50, 60], [10, 10]], [[100, 30], [0, 0]]])
@@ -140,4 +140,3 @@ def test_folder_with_missing_weights(reduced_model, tmp_path):
     reduced_model.model.config.save_pretrained(folder)
     with pytest.raises(CheckpointError, match=str(folder)):
         load_model(folder)
-

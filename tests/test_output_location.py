@@ -9,14 +9,14 @@ import os
 import shutil
 
 import pytest
+
+import samrefiner.commands.refine as refine_module
 from conftest import DATA
 from io_fakes import tree_digest
+from samrefiner.cli import main
 from test_io_coco import build_coco
 from test_io_runner import make_dataset
 from test_run_manifest import fake_build_refiner, run_cli
-
-import samrefiner.commands.refine as refine_module
-from samrefiner.cli import main
 
 DAVIS = DATA / "davis2016"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -169,7 +169,6 @@ def test_adapt_over_a_file_that_is_no_adapter_is_refused_before_the_model(capsys
 
 def test_apply_review_into_a_folder_of_other_files_is_refused_and_rerun_into_its_own(capsys, monkeypatch, tmp_path):
     from io_fakes import BoxRefiner
-
     from samrefiner.io.masks import MaskFolders
     from samrefiner.run.runner import run
 
@@ -178,8 +177,22 @@ def test_apply_review_into_a_folder_of_other_files_is_refused_and_rerun_into_its
     run(MaskFolders(images, masks, refined), BoxRefiner(), progress=False)
     from test_review import read_manifest
 
-    assert run_main(capsys, monkeypatch, "review", "--images", images, "--coarse", masks, "--refined", refined,
-                    "--out", tmp_path / "report")[0] == 0
+    assert (
+        run_main(
+            capsys,
+            monkeypatch,
+            "review",
+            "--images",
+            images,
+            "--coarse",
+            masks,
+            "--refined",
+            refined,
+            "--out",
+            tmp_path / "report",
+        )[0]
+        == 0
+    )
     report = read_manifest(tmp_path / "report")["reportId"]
     decisions = tmp_path / "decisions.json"
     decisions.write_text(
@@ -210,13 +223,26 @@ def test_a_runs_own_overlays_and_errors_file_are_written_again(capsys, monkeypat
     assert run_cli(capsys, monkeypatch, *args, "--resume")[0] == 1
     (overlays / "notes.txt").write_text("mine")
     code, _, err = run_cli(capsys, monkeypatch, *args, "--resume")
-    assert code == 2 and f"--save-overlays {overlays}: a folder that holds files samrefiner did not write" in one_line(err)
+    assert code == 2 and f"--save-overlays {overlays}: a folder that holds files samrefiner did not write" in one_line(
+        err
+    )
 
 
 def test_eval_writes_its_own_json_again(capsys, monkeypatch, tmp_path):
     gt = DATA / "grabcut" / "gt"
     for _ in range(2):
-        code, err = run_main(capsys, monkeypatch, "eval", "--gt", gt, "--pred", gt, "--format", "masks",
-                             "--json", tmp_path / "scores.json")
+        code, err = run_main(
+            capsys,
+            monkeypatch,
+            "eval",
+            "--gt",
+            gt,
+            "--pred",
+            gt,
+            "--format",
+            "masks",
+            "--json",
+            tmp_path / "scores.json",
+        )
         assert code == 0, err
     assert json.loads((tmp_path / "scores.json").read_text())["missing"] == []

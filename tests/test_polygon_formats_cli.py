@@ -10,19 +10,19 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import DATA
-from io_fakes import IdentityRefiner
 from PIL import Image
 from pycocotools.coco import COCO
-from test_io_coco import build_coco
-from test_io_yolo import build_yolo, iou, read_with_supervision, seam_lower_bound
-from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
+from conftest import DATA
+from io_fakes import IdentityRefiner
 from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.images import read_image
 from samrefiner.io.yolo import YoloDataset
 from samrefiner.run.runner import run
+from test_io_coco import build_coco
+from test_io_yolo import build_yolo, iou, read_with_supervision, seam_lower_bound
+from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -93,14 +93,27 @@ def small_coco(root: Path) -> tuple[Path, Path]:
     return root / "images", path
 
 
-def test_coco_polygon_output_loads_with_pycocotools_and_matches_the_refined_masks(tmp_path, capsys, monkeypatch, refiner):
+def test_coco_polygon_output_loads_with_pycocotools_and_matches_the_refined_masks(
+    tmp_path, capsys, monkeypatch, refiner
+):
     """Per annotation id, what pycocotools draws from the written polygons is the API's refined
     mask; at least one mask is written as polygons (none has holes), so an x/y swap fails here."""
     images, path = small_coco(tmp_path / "coco")
     out = tmp_path / "refined.json"
 
     code, stdout, _ = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", out, "--coco-segmentation", "polygons"
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        images,
+        "--coco",
+        path,
+        "--out",
+        out,
+        "--coco-segmentation",
+        "polygons",
     )
 
     assert code == 0, stdout
@@ -136,7 +149,20 @@ def test_coco_segmentation_input_keeps_each_annotations_kind(tmp_path, capsys, m
     for original in data["annotations"]:
         if not original["iscrowd"]:
             assert type(refined[original["id"]]["segmentation"]) is type(original["segmentation"])
-    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", out, "--coco-segmentation", "svg")
+    code, _, err = run_cli(
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        images,
+        "--coco",
+        path,
+        "--out",
+        out,
+        "--coco-segmentation",
+        "svg",
+    )
     assert code == 2 and "--coco-segmentation svg: choose one of rle, polygons, input" in err
 
 
@@ -156,16 +182,33 @@ def test_coco_polygons_for_masks_without_holes_rle_for_the_others(tmp_path):
         kinds.append(isinstance(annotation["segmentation"], list))
         assert kinds[-1] == (not holes(unchanged))
     assert 0 < sum(kinds) < len(kinds)  # both kinds occur in coco_stuff
-    assert dataset.report_line == f"polygons: {kinds.count(False)} refined annotations kept as RLE (holes, or too small for a polygon)"
+    assert (
+        dataset.report_line
+        == f"polygons: {kinds.count(False)} refined annotations kept as RLE (holes, or too small for a polygon)"
+    )
 
 
 def test_format_options_are_refused_for_other_formats(tmp_path, capsys, monkeypatch):
     images, path, _ = build_coco(tmp_path / "coco", stems=("0",))
-    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", images, "--coco", path, "--out", tmp_path / "o.json", "--copy-images")
+    code, _, err = run_cli(
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        images,
+        "--coco",
+        path,
+        "--out",
+        tmp_path / "o.json",
+        "--copy-images",
+    )
     assert code == 2 and "--copy-images is for --yolo datasets" in err
     source = tmp_path / "yolo"
     build_yolo(source, stems=("0",), davis=False)
-    code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--yolo", source, "--out", tmp_path / "o", "--coco-segmentation", "rle")
+    code, _, err = run_cli(
+        capsys, monkeypatch, "refine", *FAST, "--yolo", source, "--out", tmp_path / "o", "--coco-segmentation", "rle"
+    )
     assert code == 2 and "--coco-segmentation rle is for --coco datasets" in err
     code, _, err = run_cli(capsys, monkeypatch, "refine", *FAST, "--coco", path, "--out", tmp_path / "o.json")
     assert code == 2 and "--coco needs --images" in err

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import SAM_REF
 from test_io_runner import make_dataset
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prompt_reference import reference_prompts
-from test_prompts import load_scenes
 
+from prompt_reference import reference_prompts
 from samrefiner.prompts import (
     Geometry,
     PromptMiner,
     SimilarityField,
     valid_embedding_size,
 )
+from test_prompts import load_scenes
 
 SAM = Geometry(1024, 64, 256)
 LITE_MEDSAM = Geometry(256, 64, 256)
@@ -24,6 +24,7 @@ SAM3 = Geometry(1008, 72, 288)
 # (geometry, whether the model keeps the aspect ratio: else it resizes to the whole frame)
 GEOMETRIES = [(SAM, True), (LITE_MEDSAM, True), (SAM3, False), (SAM, False)]
 IDS = ["sam", "lite_medsam", "sam3", "sam2"]
+
 
 @pytest.fixture(scope="module")
 def scenes() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -10,9 +10,9 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
-from conftest import DATA, SAM_REF
 from PIL import Image
 
+from conftest import DATA, SAM_REF
 from samrefiner.evaluation.corrupt import corrupt_mask
 from samrefiner.prompts import (
     MASK_SIZE,
@@ -150,9 +150,7 @@ def reference_prompts(
     amplitude = torch.tensor([1.0 if moved else strength for moved in expanded])[:, None, None, None]
     signs = torch.where(signs > 0, amplitude, -amplitude)
     gauss[gauss <= 0] = 1
-    return Prompts(
-        np.array(points), np.array(labels), np.array(boxes), np.array(expanded), (signs * gauss).numpy()
-    )
+    return Prompts(np.array(points), np.array(labels), np.array(boxes), np.array(expanded), (signs * gauss).numpy())
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.1])

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, REPO
-from docs_examples import examples, typed_module
 from pycocotools import mask as mask_utils
-from test_io_yolo import fill_even_odd
 
 import samrefiner
+from conftest import DATA, REPO
+from docs_examples import examples, typed_module
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.prompts import Prompts
 from samrefiner.refine import RefineResult
+from test_io_yolo import fill_even_odd
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 USAGE = Path(__file__).with_name("typed_usage.py")
@@ -51,7 +51,11 @@ def mypy(*paths: Path) -> subprocess.CompletedProcess:
     """`mypy --strict` (typed_usage.ini: strict, third-party packages as Any) on `paths`."""
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--config-file", str(MYPY_CONFIG), *map(str, paths)],
-        check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
 
 
@@ -75,19 +79,23 @@ def test_mypy_strict_accepts_every_public_name_the_typed_usage_and_each_document
 
 
 WRONG_USAGES = {
-    "text: str = refiner.refine(image, masks)":
-        'Incompatible types in assignment (expression has type "RefineResult", variable has type "str")',
-    "RefinerConfig(iterations='two')":
-        'Argument "iterations" to "RefinerConfig" has incompatible type "str"; expected "int"',
-    "RefinerConfig(point_strategy='nope')":
+    "text: str = refiner.refine(image, masks)": (
+        'Incompatible types in assignment (expression has type "RefineResult", variable has type "str")'
+    ),
+    "RefinerConfig(iterations='two')": (
+        'Argument "iterations" to "RefinerConfig" has incompatible type "str"; expected "int"'
+    ),
+    "RefinerConfig(point_strategy='nope')": (
         'Argument "point_strategy" to "RefinerConfig" has incompatible type "Literal[\'nope\']"; '
-        'expected "Literal[\'distance\', \'box_center\', \'random\']"',
-    "RefinerConfig(point_strategy=strategy)":
-        'Argument "point_strategy" to "RefinerConfig" has incompatible type "str"',
-    "AdaptConfig(prompt='boxes')":
-        'Argument "prompt" to "AdaptConfig" has incompatible type "Literal[\'boxes\']"',
-    "backend.speed_up(precision='fp8')":
-        'Argument "precision" to "speed_up" of "PromptableModel" has incompatible type "Literal[\'fp8\']"',
+        "expected \"Literal['distance', 'box_center', 'random']\""
+    ),
+    "RefinerConfig(point_strategy=strategy)": (
+        'Argument "point_strategy" to "RefinerConfig" has incompatible type "str"'
+    ),
+    "AdaptConfig(prompt='boxes')": 'Argument "prompt" to "AdaptConfig" has incompatible type "Literal[\'boxes\']"',
+    "backend.speed_up(precision='fp8')": (
+        'Argument "precision" to "speed_up" of "PromptableModel" has incompatible type "Literal[\'fp8\']"'
+    ),
 }
 
 
@@ -128,8 +136,13 @@ def result() -> RefineResult:
         np.arange(count) % 2 == 0,
     )
     return RefineResult(
-        masks, np.linspace(0.5, 0.9, count, dtype=np.float32), np.zeros((count, 3), np.float32),
-        np.arange(count) % 3, prompts, np.zeros(count, bool), np.arange(count) == 1,
+        masks,
+        np.linspace(0.5, 0.9, count, dtype=np.float32),
+        np.zeros((count, 3), np.float32),
+        np.arange(count) % 3,
+        prompts,
+        np.zeros(count, bool),
+        np.arange(count) == 1,
     )
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA, SAM_REF
 
+from conftest import DATA, SAM_REF
 from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.errors import InputError
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
@@ -126,7 +126,9 @@ def test_refine_from_an_image_array_end_to_end(reduced_sam) -> None:
     arrays = np.load(SAM_REF / "voc_example__image.npz")
     expected = np.load(SAM_REF / "voc_example__iters1_margin0.0.npz")
     coarse = unpack(arrays["coarse_bits"], arrays["coarse_shape"])
-    result = Refiner(reduced_sam, RefinerConfig(iterations=1)).refine(arrays["image_rgb"], coarse.astype(np.uint8) * 255)
+    result = Refiner(reduced_sam, RefinerConfig(iterations=1)).refine(
+        arrays["image_rgb"], coarse.astype(np.uint8) * 255
+    )
     assert_prompts_match(result.prompts, expected)
     assert pixel_agreement(result.masks, expected, "voc_example, end to end").min() >= 0.999
     assert object_iou(result.masks, expected, "voc_example, end to end").min() >= 0.999
@@ -157,7 +159,9 @@ class StandIn(PromptableModel):
     def decode(self, encoding, points, labels, boxes, mask_inputs, chunk_size=64) -> Decoded:
         self.decodes.append(dict(points=points, labels=labels, boxes=boxes, masks=mask_inputs, chunk_size=chunk_size))
         count = next(len(prompt) for prompt in (points, boxes, mask_inputs) if prompt is not None)
-        echo = torch.roll(mask_inputs, self.shift, dims=-1) if mask_inputs is not None else torch.ones(count, 1, 256, 256)
+        echo = (
+            torch.roll(mask_inputs, self.shift, dims=-1) if mask_inputs is not None else torch.ones(count, 1, 256, 256)
+        )
         logits = torch.cat([echo, torch.full_like(echo, -10.0), torch.full_like(echo, 10.0)], dim=1)
         return Decoded(logits, self.scores(len(self.decodes) - 1, count))
 
@@ -189,7 +193,13 @@ def test_mask_dtypes_and_lists_give_the_same_result() -> None:
     masks = blobs()
     results = [
         Refiner(StandIn(), RefinerConfig(iterations=2)).refine(IMAGE, variant)
-        for variant in (masks, masks.astype(np.uint8) * 255, masks.astype(np.int32), list(masks), torch.from_numpy(masks))
+        for variant in (
+            masks,
+            masks.astype(np.uint8) * 255,
+            masks.astype(np.int32),
+            list(masks),
+            torch.from_numpy(masks),
+        )
     ]
     for result in results[1:]:
         np.testing.assert_array_equal(result.masks, results[0].masks)

@@ -7,20 +7,19 @@ import functools
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, SAM_REF
-from io_fakes import tree_digest
 from PIL import Image
 from pycocotools.coco import COCO
-from test_io_coco import build_coco, decoded
 
 import samrefiner.models
+from conftest import DATA, SAM_REF
+from io_fakes import tree_digest
 from samrefiner.cli import main
 from samrefiner.commands.options import CONFIG_HELP, config_fields
 from samrefiner.io.images import read_mask
+from test_io_coco import build_coco, decoded
 
 MODEL = str(SAM_REF / "reduced_sam.pth")
 FAST = ["--model", MODEL, "--iterations", "1", "--no-progress"]
@@ -66,8 +65,20 @@ def test_options_are_the_refiner_config_fields():
 def test_mask_folders_with_overlays(tmp_path, capsys, monkeypatch):
     before = tree_digest(DAVIS / "JPEGImages" / "blackswan", DAVIS / "Annotations" / "blackswan")
     code, out, _ = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", DAVIS / "JPEGImages", "--masks", DAVIS / "Annotations",
-        "--out", tmp_path / "out", "--limit", "1", "--save-overlays", tmp_path / "overlays",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        DAVIS / "JPEGImages",
+        "--masks",
+        DAVIS / "Annotations",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
+        "--save-overlays",
+        tmp_path / "overlays",
     )
     assert code == 0 and out.startswith("1 images, 1 objects refined") and "0 failed" in out
     refined = Image.open(tmp_path / "out" / "blackswan" / "00000.png")
@@ -85,16 +96,37 @@ def test_mask_folders_with_overlays(tmp_path, capsys, monkeypatch):
     assert tree_digest(DAVIS / "JPEGImages" / "blackswan", DAVIS / "Annotations" / "blackswan") == before
 
     code, out, _ = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", DAVIS / "JPEGImages", "--masks", DAVIS / "Annotations",
-        "--out", tmp_path / "out", "--limit", "1", "--resume",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        DAVIS / "JPEGImages",
+        "--masks",
+        DAVIS / "Annotations",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
+        "--resume",
     )
     assert code == 0 and out.startswith("0 images") and "1 already done" in out
 
 
 def test_label_maps_keep_name_size_and_mode(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--label-maps", STUFF / "pngs",
-        "--out", tmp_path / "out", "--shard", "5/6",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        STUFF / "imgs",
+        "--label-maps",
+        STUFF / "pngs",
+        "--out",
+        tmp_path / "out",
+        "--shard",
+        "5/6",
     )
     assert code == 0 and out.startswith("1 images, 3 objects refined")
     original, refined = Image.open(STUFF / "pngs" / "5.png"), Image.open(tmp_path / "out" / "5.png")
@@ -150,7 +182,10 @@ def test_bad_images_and_masks_are_listed_and_the_exit_code_says_so(tmp_path, cap
     assert code == 1 and out.startswith("0 images, 0 objects refined") and "2 failed" in out
     lines = (tmp_path / "out" / "errors.txt").read_text().splitlines()
     assert lines[0].startswith(f"{images / 'corrupt.jpg'}: not a readable image")
-    assert lines[1] == f"{masks / 'wrong_size' / 'object.png'}: mask is 320x240 but image {images / 'wrong_size.jpg'} is 640x480"
+    assert (
+        lines[1]
+        == f"{masks / 'wrong_size' / 'object.png'}: mask is 320x240 but image {images / 'wrong_size.jpg'} is 640x480"
+    )
     assert len(lines) == 2
     assert tree_digest(images, masks) == before
 
@@ -159,11 +194,22 @@ def test_a_malformed_json_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     (tmp_path / "images").mkdir()
     (tmp_path / "broken.json").write_text('{"images": [{"id": 1,}]}')
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", tmp_path / "images", "--coco", tmp_path / "broken.json",
-        "--out", tmp_path / "out.json",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        tmp_path / "images",
+        "--coco",
+        tmp_path / "broken.json",
+        "--out",
+        tmp_path / "out.json",
     )
     assert code == 2 and out == ""
-    assert err == f"samrefiner: error: {tmp_path / 'broken.json'}: not valid JSON (Expecting property name enclosed in double quotes at line 1 column 22)\n"
+    assert (
+        err == f"samrefiner: error: {tmp_path / 'broken.json'}: not valid JSON "
+        "(Expecting property name enclosed in double quotes at line 1 column 22)\n"
+    )
     assert not (tmp_path / "out.json").exists()
 
 
@@ -184,8 +230,16 @@ def test_the_output_may_not_contain_the_input(tmp_path, capsys, monkeypatch):
     shutil.copytree(STUFF, tmp_path / "coco_stuff")
     before = tree_digest(tmp_path)
     code, _, err = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", tmp_path / "coco_stuff" / "imgs",
-        "--label-maps", tmp_path / "coco_stuff" / "pngs", "--out", tmp_path,
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        tmp_path / "coco_stuff" / "imgs",
+        "--label-maps",
+        tmp_path / "coco_stuff" / "pngs",
+        "--out",
+        tmp_path,
     )
     assert code == 2 and "output would overlap the input" in err and err.count("\n") == 1
     assert tree_digest(tmp_path) == before
@@ -193,8 +247,18 @@ def test_the_output_may_not_contain_the_input(tmp_path, capsys, monkeypatch):
 
 def test_bad_refinement_options_are_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--label-maps", STUFF / "pngs",
-        "--out", tmp_path / "out", "--point-strategy", "middle",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        STUFF / "imgs",
+        "--label-maps",
+        STUFF / "pngs",
+        "--out",
+        tmp_path / "out",
+        "--point-strategy",
+        "middle",
     )
     assert code == 2 and err.startswith("samrefiner: error: refinement options: --point-strategy must be one of")
 
@@ -202,7 +266,15 @@ def test_bad_refinement_options_are_one_line(tmp_path, capsys, monkeypatch):
 def test_an_empty_masks_folder_is_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "masks").mkdir()
     code, _, err = run_cli(
-        capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--masks", tmp_path / "masks",
-        "--out", tmp_path / "out",
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        STUFF / "imgs",
+        "--masks",
+        tmp_path / "masks",
+        "--out",
+        tmp_path / "out",
     )
     assert (code, err) == (2, f"samrefiner: error: {tmp_path / 'masks'}: no coarse masks to refine\n")

@@ -72,15 +72,23 @@ def synthetic_images(tmp_path: Path) -> list[ReviewImage]:
     half = box_mask((60, 80), 10, 30, 10, 20)  # 200 px inside square: IoU 0.5
     quarter = box_mask((60, 80), 10, 20, 10, 20)  # 100 px: IoU 0.25
     return [
-        ReviewImage("a.png", path, [
-            ReviewObject("0", "cat", square, square, 0.95),  # change 1.0 -> score 0.95
-            ReviewObject("1", "dog", half, square, 0.9),  # change 0.5 -> 0.5
-            ReviewObject("2", "cat", quarter, square, 0.1),  # change 0.25 -> 0.1
-        ]),
-        ReviewImage("b.png", path, [
-            ReviewObject("0", "dog", square, half, 0.7),  # change 0.5 -> 0.5 (ties with a#1)
-            ReviewObject("1", "cat", square, square, 0.8),  # change 1.0 -> 0.8
-        ]),
+        ReviewImage(
+            "a.png",
+            path,
+            [
+                ReviewObject("0", "cat", square, square, 0.95),  # change 1.0 -> score 0.95
+                ReviewObject("1", "dog", half, square, 0.9),  # change 0.5 -> 0.5
+                ReviewObject("2", "cat", quarter, square, 0.1),  # change 0.25 -> 0.1
+            ],
+        ),
+        ReviewImage(
+            "b.png",
+            path,
+            [
+                ReviewObject("0", "dog", square, half, 0.7),  # change 0.5 -> 0.5 (ties with a#1)
+                ReviewObject("1", "cat", square, square, 0.8),  # change 1.0 -> 0.8
+            ],
+        ),
     ]
 
 
@@ -90,15 +98,15 @@ def test_build_report_scores_sorts_and_pages(tmp_path: Path) -> None:
     assert [summary.change_iou for summary in summaries] == [1.0, 0.5, 0.25, 0.5, 1.0]
     manifest = read_manifest(report)
     assert manifest["total"] == 5 and manifest["pageSize"] == 2 and manifest["hasPredicted"]
-    assert [(view["name"], view["count"]) for view in manifest["views"]] == [
-        ("All classes", 5), ("cat", 3), ("dog", 2)
-    ]
+    assert [(view["name"], view["count"]) for view in manifest["views"]] == [("All classes", 5), ("cat", 3), ("dog", 2)]
     everything = [entry for page in range(3) for entry in read_chunk(report, 0, page)]
     assert [entry["id"] for entry in everything] == ["a.png#2", "a.png#1", "b.png#0", "b.png#1", "a.png#0"]
     assert [entry["score"] for entry in everything] == [0.1, 0.5, 0.5, 0.8, 0.95]
     assert manifest["views"][0]["firsts"] == [0.1, 0.5, 0.95]
     assert [entry["id"] for entry in read_chunk(report, 1, 0) + read_chunk(report, 1, 1)] == [
-        "a.png#2", "b.png#1", "a.png#0"
+        "a.png#2",
+        "b.png#1",
+        "a.png#0",
     ]
     for entry in everything:
         assert Image.open(report / entry["thumb"]).size == (2 * PANEL_SIZE + PANEL_GAP, PANEL_SIZE)
@@ -135,12 +143,17 @@ def write_json(path: Path, document: object) -> Path:
 
 
 def test_read_decisions_and_defaults(tmp_path: Path) -> None:
-    path = write_json(tmp_path / "d.json", {
-        "format": "samrefiner-review-decisions", "version": 1, "decisions": [
-            {"image": "a.png", "object": "1", "decision": "reject"},
-            {"image": "a.png", "object": "2", "decision": "accept"},
-        ],
-    })
+    path = write_json(
+        tmp_path / "d.json",
+        {
+            "format": "samrefiner-review-decisions",
+            "version": 1,
+            "decisions": [
+                {"image": "a.png", "object": "1", "decision": "reject"},
+                {"image": "a.png", "object": "2", "decision": "accept"},
+            ],
+        },
+    )
     decisions = read_decisions(path)
     assert not decisions.use_refined("a.png", "1")
     assert decisions.use_refined("a.png", "2") and decisions.use_refined("a.png", "3")

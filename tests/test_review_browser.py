@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import DATA
 from samrefiner.cli import app
-from samrefiner.io.images import read_mask
 from samrefiner.evaluation.metrics import mask_iou
+from samrefiner.io.images import read_mask
 from samrefiner.review.objects import ObjectSummary
 from samrefiner.review.page import THUMBNAIL_DIR, prepare_report_dir, write_page
 from samrefiner.review.thumbnails import PANEL_GAP, PANEL_SIZE
@@ -159,8 +159,20 @@ def test_review_a_refined_dataset_and_apply_the_decisions(
     cli, refined_davis, browser, page, tmp_path: Path, artifacts: Path
 ) -> None:
     paths, report = refined_davis, tmp_path / "report"
-    samrefiner(cli, "review", "--images", paths["images"], "--coarse", paths["coarse"],
-               "--refined", paths["refined"], "--out", report, "--page-size", str(PAGE))
+    samrefiner(
+        cli,
+        "review",
+        "--images",
+        paths["images"],
+        "--coarse",
+        paths["coarse"],
+        "--refined",
+        paths["refined"],
+        "--out",
+        report,
+        "--page-size",
+        str(PAGE),
+    )
     open_report(page, report)
     assert page.get_attribute("#grid", "data-count") == str(len(FRAMES))
     assert page.inner_text("#page-count") == "2"
@@ -201,8 +213,20 @@ def test_review_a_refined_dataset_and_apply_the_decisions(
     )
 
     final = tmp_path / "final"
-    samrefiner(cli, "apply-review", "--decisions", decisions_file, "--images", paths["images"],
-               "--coarse", paths["coarse"], "--refined", paths["refined"], "--out", final)
+    samrefiner(
+        cli,
+        "apply-review",
+        "--decisions",
+        decisions_file,
+        "--images",
+        paths["images"],
+        "--coarse",
+        paths["coarse"],
+        "--refined",
+        paths["refined"],
+        "--out",
+        final,
+    )
     rejected_image = first.split("#")[0]
     for sequence, frame in FRAMES:
         name = f"{sequence}/{frame}.png"
@@ -272,8 +296,10 @@ def test_twenty_thousand_objects_stay_responsive(browser, page, tmp_path: Path, 
     page.screenshot(path=str(artifacts / "review_20000_objects.png"))
 
     chunk_files = len([url for url in browser.requests if re.search(r"/data/v\d+/p\d+\.js$", url)])
-    print(f"\n20,000 objects: first page {load_seconds:.2f} s, page flips max {max(flips):.3f} s, "
-          f"{chunk_files} data files loaded of {SYNTHETIC_OBJECTS * 2 // 60 + 6}")
+    print(
+        f"\n20,000 objects: first page {load_seconds:.2f} s, page flips max {max(flips):.3f} s, "
+        f"{chunk_files} data files loaded of {SYNTHETIC_OBJECTS * 2 // 60 + 6}"
+    )
     assert load_seconds < 10 and max(flips) < 3  # generous: the CPU here is shared
     assert chunk_files <= 20  # the pages shown, their prefetches and the last page of each filter
 
@@ -290,7 +316,9 @@ def test_objects_kept_coarse_come_first_and_say_so(page, tmp_path: Path) -> None
             ObjectSummary("a.jpg", "1", "", None, 1.0, thumb, kept_coarse=True),
             ObjectSummary("b.jpg", "0", "", 0.9, 0.95, thumb),
         ],
-        out, title="kept", source="kept",
+        out,
+        title="kept",
+        source="kept",
     )
     open_report(page, out)
     cards = page.locator(".card")

@@ -12,24 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, SAM_REF
-from io_fakes import BoxRefiner, box_mask, tree_digest
 from PIL import Image
-from test_io_coco import build_coco, decoded
-from test_review import read_chunk, read_manifest
 from typer.testing import CliRunner
 
+from conftest import DATA, SAM_REF
+from io_fakes import BoxRefiner, box_mask, tree_digest
 from samrefiner.cli import app
 from samrefiner.errors import InputError
-from samrefiner.io.coco import CocoDataset
-from samrefiner.io.labelmaps import LabelMaps
-from samrefiner.io.images import read_mask
-from samrefiner.io.labelmaps import read_label_map
-from samrefiner.io.masks import MaskFolders
 from samrefiner.evaluation.metrics import mask_iou
+from samrefiner.io.coco import CocoDataset
+from samrefiner.io.images import read_mask
+from samrefiner.io.labelmaps import LabelMaps, read_label_map
+from samrefiner.io.masks import MaskFolders
+from samrefiner.regions import split_then_merge
 from samrefiner.review.datasets import detect_format, split_like_regions
 from samrefiner.run.runner import run
-from samrefiner.regions import split_then_merge
+from test_io_coco import build_coco, decoded
+from test_review import read_chunk, read_manifest
 
 DAVIS = DATA / "davis2016"
 STUFF = DATA / "coco_stuff"
@@ -88,12 +87,26 @@ def davis(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_masks_review_scores_every_refined_object(cli, davis, tmp_path) -> None:
-    result = invoke(cli, "review", "--images", davis["images"], "--coarse", davis["coarse"],
-                    "--refined", davis["refined"], "--out", tmp_path / "report")
+    result = invoke(
+        cli,
+        "review",
+        "--images",
+        davis["images"],
+        "--coarse",
+        davis["coarse"],
+        "--refined",
+        davis["refined"],
+        "--out",
+        tmp_path / "report",
+    )
     assert "5 objects (masks)" in result.stdout and "1 images of the input have no refined version" in result.output
     entries = all_entries(tmp_path / "report")
     assert sorted(entry["image"] for entry in entries) == [
-        "blackswan/00000", "blackswan/00010", "blackswan/00020", "camel/00000", "camel/00010"
+        "blackswan/00000",
+        "blackswan/00010",
+        "blackswan/00020",
+        "camel/00000",
+        "camel/00010",
     ]
     for entry in entries:
         coarse = read_mask(davis["coarse"] / f"{entry['image']}.png")
@@ -106,18 +119,37 @@ def test_masks_review_scores_every_refined_object(cli, davis, tmp_path) -> None:
 def test_masks_apply_review_takes_refined_unless_rejected(cli, davis, tmp_path) -> None:
     report = review_id(cli, tmp_path / "report", davis["images"], davis["coarse"], davis["refined"])
     decisions = write_decisions(
-        tmp_path / "decisions.json", report,
-        ("blackswan/00000", "00000.png", "reject"), ("blackswan/00010", "00010.png", "accept"),
+        tmp_path / "decisions.json",
+        report,
+        ("blackswan/00000", "00000.png", "reject"),
+        ("blackswan/00010", "00010.png", "accept"),
     )
     before = tree_digest(*davis.values(), decisions)
     for flag, undecided in (((), "refined"), (("--undecided-coarse",), "coarse")):
         out = tmp_path / f"final-{undecided}"
-        result = invoke(cli, "apply-review", "--decisions", decisions, "--images", davis["images"],
-                        "--coarse", davis["coarse"], "--refined", davis["refined"], "--out", out, *flag)
+        result = invoke(
+            cli,
+            "apply-review",
+            "--decisions",
+            decisions,
+            "--images",
+            davis["images"],
+            "--coarse",
+            davis["coarse"],
+            "--refined",
+            davis["refined"],
+            "--out",
+            out,
+            *flag,
+        )
         assert "6 images written" in result.stdout and "2 decisions applied" in result.stdout
         expected = {
-            "blackswan/00000": "coarse", "blackswan/00010": "refined", "blackswan/00020": undecided,
-            "camel/00000": undecided, "camel/00010": undecided, "camel/00020": "coarse",  # not refined
+            "blackswan/00000": "coarse",
+            "blackswan/00010": "refined",
+            "blackswan/00020": undecided,
+            "camel/00000": undecided,
+            "camel/00010": undecided,
+            "camel/00020": "coarse",  # not refined
         }
         for key, source in expected.items():
             final = read_mask(out / f"{key}.png")
@@ -130,12 +162,30 @@ def test_apply_review_never_writes_into_its_inputs(cli, davis, tmp_path) -> None
     decisions = write_decisions(tmp_path / "decisions.json", None)
     before = tree_digest(*davis.values())
     assert "would overlap the input" in input_error(
-        cli, "apply-review", "--decisions", decisions, "--images", davis["images"],
-        "--coarse", davis["coarse"], "--refined", davis["refined"], "--out", davis["coarse"],
+        cli,
+        "apply-review",
+        "--decisions",
+        decisions,
+        "--images",
+        davis["images"],
+        "--coarse",
+        davis["coarse"],
+        "--refined",
+        davis["refined"],
+        "--out",
+        davis["coarse"],
     )
     assert "would overlap the input" in input_error(
-        cli, "review", "--images", davis["images"], "--coarse", davis["coarse"],
-        "--refined", davis["refined"], "--out", davis["refined"] / "report",
+        cli,
+        "review",
+        "--images",
+        davis["images"],
+        "--coarse",
+        davis["coarse"],
+        "--refined",
+        davis["refined"],
+        "--out",
+        davis["refined"] / "report",
     )
     assert tree_digest(*davis.values()) == before
 
@@ -159,15 +209,39 @@ def test_label_maps_review_and_apply_per_region(cli, tmp_path) -> None:
     assert len(manifest["views"]) == 1 + len({class_id for class_id, _ in regions})
 
     accept_all = write_decisions(tmp_path / "none.json", report)
-    invoke(cli, "apply-review", "--decisions", accept_all, "--images", images, "--coarse", maps,
-           "--refined", refined, "--out", tmp_path / "accepted")
+    invoke(
+        cli,
+        "apply-review",
+        "--decisions",
+        accept_all,
+        "--images",
+        images,
+        "--coarse",
+        maps,
+        "--refined",
+        refined,
+        "--out",
+        tmp_path / "accepted",
+    )
     np.testing.assert_array_equal(read_label_map(tmp_path / "accepted" / "0.png")[0], refined_map)
 
     rejected = max(range(len(regions)), key=lambda index: regions[index][1].sum())
     class_id, region = regions[rejected]
     decisions = write_decisions(tmp_path / "reject.json", report, ("0", str(rejected), "reject"))
-    invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", maps,
-           "--refined", refined, "--out", tmp_path / "final")
+    invoke(
+        cli,
+        "apply-review",
+        "--decisions",
+        decisions,
+        "--images",
+        images,
+        "--coarse",
+        maps,
+        "--refined",
+        refined,
+        "--out",
+        tmp_path / "final",
+    )
     final, _ = read_label_map(tmp_path / "final" / "0.png")
     shares = split_like_regions(refined_map, np.stack([mask for _, mask in regions]), [c for c, _ in regions])
     expected = np.zeros_like(coarse_map)
@@ -194,10 +268,24 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     assert all(entry["class"] == names[entry["object"]] and entry["name"] == "0.jpg" for entry in entries)
 
     rejected, accepted = plain[0], plain[1]
-    decisions = write_decisions(tmp_path / "d.json", report, ("10", str(rejected["id"]), "reject"),
-                                ("10", str(accepted["id"]), "accept"))
-    invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
-           "--refined", refined, "--out", tmp_path / "final.json", "--undecided-coarse")
+    decisions = write_decisions(
+        tmp_path / "d.json", report, ("10", str(rejected["id"]), "reject"), ("10", str(accepted["id"]), "accept")
+    )
+    invoke(
+        cli,
+        "apply-review",
+        "--decisions",
+        decisions,
+        "--images",
+        images,
+        "--coarse",
+        coarse,
+        "--refined",
+        refined,
+        "--out",
+        tmp_path / "final.json",
+        "--undecided-coarse",
+    )
     final = {a["id"]: a for a in json.loads((tmp_path / "final.json").read_text())["annotations"]}
     height, width = data["images"][0]["height"], data["images"][0]["width"]
     coarse_mask = decoded(rejected, height, width)
@@ -220,8 +308,20 @@ def test_coco_objects_are_matched_by_annotation_id_not_by_position(cli, tmp_path
 
     report = review_id(cli, tmp_path / "report", images, coarse, refined)
     decisions = write_decisions(tmp_path / "d.json", report)  # nothing decided: every object refined
-    invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
-           "--refined", refined, "--out", tmp_path / "final.json")
+    invoke(
+        cli,
+        "apply-review",
+        "--decisions",
+        decisions,
+        "--images",
+        images,
+        "--coarse",
+        coarse,
+        "--refined",
+        refined,
+        "--out",
+        tmp_path / "final.json",
+    )
 
     final = {a["id"]: a for a in json.loads((tmp_path / "final.json").read_text())["annotations"]}
     height, width = data["images"][0]["height"], data["images"][0]["width"]
@@ -262,8 +362,23 @@ def test_objects_refine_kept_coarse_show_first_and_apply(cli, tmp_path) -> None:
     (coarse / "swan").mkdir(parents=True)
     shutil.copy(DAVIS / "Annotations/blackswan/00000.png", coarse / "swan" / "0.png")
     Image.fromarray(np.zeros((480, 854), np.uint8)).save(coarse / "swan" / "1.png")
-    cli.invoke(app, ["refine", "--images", str(images), "--masks", str(coarse), "--out", str(refined),
-                     "--model", str(SAM_REF / "reduced_sam.pth"), "--iterations", "1", "--no-progress"])
+    cli.invoke(
+        app,
+        [
+            "refine",
+            "--images",
+            str(images),
+            "--masks",
+            str(coarse),
+            "--out",
+            str(refined),
+            "--model",
+            str(SAM_REF / "reduced_sam.pth"),
+            "--iterations",
+            "1",
+            "--no-progress",
+        ],
+    )
     (line,) = (refined / "scores.jsonl").read_text().splitlines()
     predicted = {item["id"]: item["predicted_iou"] for item in json.loads(line)["objects"]}
     assert predicted["1.png"] is None and predicted["0.png"] is not None
@@ -275,8 +390,20 @@ def test_objects_refine_kept_coarse_show_first_and_apply(cli, tmp_path) -> None:
     assert read_manifest(tmp_path / "report")["hasPredicted"]
 
     decisions = write_decisions(tmp_path / "d.json", report, ("swan", "0.png", "reject"), ("swan", "1.png", "accept"))
-    result = invoke(cli, "apply-review", "--decisions", decisions, "--images", images, "--coarse", coarse,
-                    "--refined", refined, "--out", tmp_path / "final")
+    result = invoke(
+        cli,
+        "apply-review",
+        "--decisions",
+        decisions,
+        "--images",
+        images,
+        "--coarse",
+        coarse,
+        "--refined",
+        refined,
+        "--out",
+        tmp_path / "final",
+    )
     assert "1 images written: 1 objects refined, 1 kept coarse; 2 decisions applied" in result.stdout
     np.testing.assert_array_equal(read_mask(tmp_path / "final/swan/0.png"), read_mask(coarse / "swan/0.png"))
     assert not read_mask(tmp_path / "final/swan/1.png").any()
@@ -314,8 +441,18 @@ def test_jpeg_coarse_masks_pair_with_their_png_outputs(cli, tmp_path) -> None:
     with pytest.warns(UserWarning, match="JPEG"):
         run(MaskFolders(images, coarse, tmp_path / "refined"), BoxRefiner(), progress=False)
     assert (tmp_path / "refined" / "blackswan" / "00000.png").is_file()
-    result = invoke(cli, "review", "--images", images, "--coarse", coarse, "--refined", tmp_path / "refined",
-                    "--out", tmp_path / "report")
+    result = invoke(
+        cli,
+        "review",
+        "--images",
+        images,
+        "--coarse",
+        coarse,
+        "--refined",
+        tmp_path / "refined",
+        "--out",
+        tmp_path / "report",
+    )
     assert "1 objects (masks)" in result.stdout
     (entry,) = all_entries(tmp_path / "report")
     assert entry["object"] == "00000.jpg" and entry["change"] < 1.0

@@ -13,17 +13,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import SAM_REF
-from io_fakes import BoxRefiner, tree_digest
-from test_io_runner import make_dataset
 
 import samrefiner
 import samrefiner.commands.refine as refine_module
+from conftest import SAM_REF
+from io_fakes import BoxRefiner, tree_digest
 from samrefiner.cli import main
 from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
 from samrefiner.run.manifest import check_same, new_manifest
+from test_io_runner import make_dataset
 
 MODEL = SAM_REF / "reduced_sam.pth"
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
@@ -41,7 +41,9 @@ class ModelRefiner(BoxRefiner):
         self.config = config
 
 
-def fake_build_refiner(model_spec, device, config_values, adapter=None, precision="auto", compile_model=False, ranks=None):
+def fake_build_refiner(
+    model_spec, device, config_values, adapter=None, precision="auto", compile_model=False, ranks=None
+):
     return ModelRefiner(model_spec, RefinerConfig(**config_values))
 
 
@@ -137,7 +139,9 @@ def test_settings_that_differ_are_refused_before_the_model_loads(fake_model, cap
 
 def test_resume_with_equal_settings_goes_on(fake_model, capsys, monkeypatch, data):
     args, out = data
-    assert run_cli(capsys, monkeypatch, *args, "--model", "m1", "--limit", "6", "--max-consecutive-failures", "2")[0] == 0
+    assert (
+        run_cli(capsys, monkeypatch, *args, "--model", "m1", "--limit", "6", "--max-consecutive-failures", "2")[0] == 0
+    )
     code, stdout, err = run_cli(capsys, monkeypatch, *args, "--model", "m1", "--limit", "6", "--resume")
     assert code == 0, err
     assert "6 already done" in stdout  # --max-consecutive-failures is no part of the run's identity
@@ -166,12 +170,22 @@ def test_overwrite_removes_exactly_the_files_of_the_other_run(fake_model, capsys
     (out / "img0" / "mine.txt").write_text("mine")
     (overlays / "keep.txt").write_text("mine")
 
-    code, _, err = run_cli(capsys, monkeypatch, *args, "--model", "m1", "--iterations", "1", "--limit", "2", "--overwrite")
+    code, _, err = run_cli(
+        capsys, monkeypatch, *args, "--model", "m1", "--iterations", "1", "--limit", "2", "--overwrite"
+    )
 
     assert code == 0, err
     files = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
     outputs = {name for name in files if not name.startswith(".samrefiner/")}
-    assert outputs == {"notes.txt", "img0/mine.txt", "img0/a.png", "img0/b.png", "img1/a.png", "img1/b.png", "scores.jsonl"}
+    assert outputs == {
+        "notes.txt",
+        "img0/mine.txt",
+        "img0/a.png",
+        "img0/b.png",
+        "img1/a.png",
+        "img1/b.png",
+        "scores.jsonl",
+    }
     assert not (out / "img4").exists()  # its folder emptied and removed
     assert scores_keys(out) == ["img0", "img1"]
     assert sorted(path.name for path in overlays.iterdir()) == ["keep.txt"]
@@ -250,25 +264,39 @@ def test_the_model_fingerprint_is_the_weights_not_the_path(capsys, monkeypatch, 
 
 def test_overwrite_of_a_coco_output_keeps_only_the_new_runs_annotations(tmp_path):
     """The runner API: the output json, its scores, errors and work folder are the new run's alone."""
-    from test_io_coco import build_coco
-
     from samrefiner.io.coco import CocoDataset
     from samrefiner.run.runner import run
+    from test_io_coco import build_coco
 
     images, path, data = build_coco(tmp_path)
     out = tmp_path / "refined.json"
     first = new_manifest(iterations=5, limit=None)
     run(CocoDataset(images, path, out), BoxRefiner(), progress=False, manifest=first)
     with pytest.raises(InputError, match=r"limit \(null -> 1\)"):
-        run(CocoDataset(images, path, out), BoxRefiner(), progress=False, limit=1, manifest=new_manifest(iterations=5, limit=1))
+        run(
+            CocoDataset(images, path, out),
+            BoxRefiner(),
+            progress=False,
+            limit=1,
+            manifest=new_manifest(iterations=5, limit=1),
+        )
 
-    run(CocoDataset(images, path, out), BoxRefiner(), progress=False, limit=1, manifest=new_manifest(iterations=5, limit=1), overwrite=True)
+    run(
+        CocoDataset(images, path, out),
+        BoxRefiner(),
+        progress=False,
+        limit=1,
+        manifest=new_manifest(iterations=5, limit=1),
+        overwrite=True,
+    )
 
     refined = json.loads(out.read_text())["annotations"]
     original = {annotation["id"]: annotation for annotation in data["annotations"]}
     second_image = [annotation for annotation in refined if annotation["image_id"] == 11]
     assert second_image == [original[annotation["id"]] for annotation in second_image]  # not refined: as given
-    assert [json.loads(line)["image"] for line in (tmp_path / "refined.scores.jsonl").read_text().splitlines()] == ["10"]
+    assert [json.loads(line)["image"] for line in (tmp_path / "refined.scores.jsonl").read_text().splitlines()] == [
+        "10"
+    ]
     assert record_keys(tmp_path / "refined.work") == ["10"]
 
 

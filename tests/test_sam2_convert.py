@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sam2_official_layout import official_sam2_key, to_official_state_dict
-from test_models_sam2 import tiny_sam2
 from transformers import Sam2Model
 
+from sam2_official_layout import official_sam2_key, to_official_state_dict
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
 from samrefiner.models.convert_sam2 import (
@@ -42,6 +41,7 @@ from samrefiner.models.convert_sam2 import (
     detect_variant,
     rename_sam2_key,
 )
+from test_models_sam2 import tiny_sam2
 
 # Video-only tensors of an official SAM 2.1 file (names from sam2_base.py / memory_*.py), small shapes.
 VIDEO_ONLY = {

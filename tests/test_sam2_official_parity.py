@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, FIXTURES
 
+from conftest import DATA, FIXTURES
 from samrefiner import load_model
 from samrefiner.models.base import Decoded, Encoding
 from samrefiner.models.sam2 import Sam2Backend

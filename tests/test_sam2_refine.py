@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
 from PIL import Image
-from test_refine_cli import run_cli
-from test_sam2_convert import small_sam2
 
+from conftest import DATA
 from samrefiner import load_model
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models.sam2 import Sam2Backend
 from samrefiner.prompts import PromptMiner, valid_embedding_size
 from samrefiner.refine import Refiner, RefinerConfig
+from test_refine_cli import run_cli
+from test_sam2_convert import small_sam2
 
 DAVIS = DATA / "davis2016"
 FRAME = "blackswan/00000"
@@ -99,9 +99,24 @@ def test_saved_folder_loads_and_refines_the_same(saved_model, backend, frame):
 def test_cli_refines_with_a_sam2_folder(saved_model, backend, frame, tmp_path, capsys, monkeypatch):
     image, coarse = frame
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", "--model", saved_model, "--iterations", "2", "--box-expand-threshold", "0.1",
-        "--images", DAVIS / "JPEGImages", "--masks", DAVIS / "Annotations", "--out", tmp_path / "out",
-        "--limit", "1", "--no-progress",
+        capsys,
+        monkeypatch,
+        "refine",
+        "--model",
+        saved_model,
+        "--iterations",
+        "2",
+        "--box-expand-threshold",
+        "0.1",
+        "--images",
+        DAVIS / "JPEGImages",
+        "--masks",
+        DAVIS / "Annotations",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
+        "--no-progress",
     )
     assert code == 0, err
     assert out.startswith("1 images, 1 objects refined") and "0 failed" in out

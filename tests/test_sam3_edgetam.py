@@ -13,9 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
 from PIL import Image
-from test_refine_cli import run_cli
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -26,8 +24,8 @@ from transformers import (
     Sam3TrackerModel,
 )
 from transformers.modeling_outputs import BaseModelOutput
-from whole_frame_reference import antialiased_resize, filled_holes
 
+from conftest import DATA
 from samrefiner import load_model
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models.backends import PRETRAINED_BACKENDS
@@ -37,6 +35,8 @@ from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam3 import Sam3Backend
 from samrefiner.prompts import Geometry, PromptMiner
 from samrefiner.refine import Refiner, RefinerConfig
+from test_refine_cli import run_cli
+from whole_frame_reference import antialiased_resize, filled_holes
 
 DAVIS = DATA / "davis2016"
 FRAME = "dog/00010"
@@ -52,8 +52,13 @@ def tiny_sam3() -> Sam3TrackerModel:
             "model_type": "sam3_vision_model",
             "fpn_hidden_size": WIDTH,
             "backbone_config": {
-                "model_type": "sam3_vit_model", "hidden_size": WIDTH, "intermediate_size": 64,
-                "num_hidden_layers": 2, "num_attention_heads": 2, "global_attn_indexes": [1], "window_size": 24,
+                "model_type": "sam3_vit_model",
+                "hidden_size": WIDTH,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "global_attn_indexes": [1],
+                "window_size": 24,
             },
         },
         prompt_encoder_config={"hidden_size": WIDTH},
@@ -157,8 +162,22 @@ def test_cli_refines_with_a_sam3_folder(saved_sam3, backend, frame, tmp_path, ca
     image, coarse = frame
     images, masks = one_image_dataset(tmp_path, image, coarse)
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", "--model", saved_sam3, "--iterations", "2", "--box-expand-threshold", "0.1",
-        "--images", images, "--masks", masks, "--out", tmp_path / "out", "--no-progress",
+        capsys,
+        monkeypatch,
+        "refine",
+        "--model",
+        saved_sam3,
+        "--iterations",
+        "2",
+        "--box-expand-threshold",
+        "0.1",
+        "--images",
+        images,
+        "--masks",
+        masks,
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
     )
     assert code == 0, err
     assert out.startswith("1 images, 1 objects refined") and "0 failed" in out
@@ -315,8 +334,21 @@ def test_edgetam_folder_refines_with_every_prompt(frame, tmp_path, capsys, monke
     assert (with_mask.low_res_logits - flipped.low_res_logits).abs().max() > 0.1 * with_mask.low_res_logits.abs().max()
     image_dir, mask_dir = one_image_dataset(tmp_path, image, coarse)
     code, out, err = run_cli(
-        capsys, monkeypatch, "refine", "--model", tmp_path / "edgetam", "--iterations", "2",
-        "--box-expand-threshold", "0.1", "--images", image_dir, "--masks", mask_dir, "--out", tmp_path / "out",
+        capsys,
+        monkeypatch,
+        "refine",
+        "--model",
+        tmp_path / "edgetam",
+        "--iterations",
+        "2",
+        "--box-expand-threshold",
+        "0.1",
+        "--images",
+        image_dir,
+        "--masks",
+        mask_dir,
+        "--out",
+        tmp_path / "out",
         "--no-progress",
     )
     assert code == 0, err

@@ -8,13 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, FIXTURES
 
+from conftest import DATA, FIXTURES
 from samrefiner.io.images import read_image
 from samrefiner.io.labelmaps import read_label_map, write_label_map
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
-from samrefiner.refine import Refiner
-from samrefiner.refine import refine_label_map
+from samrefiner.refine import Refiner, refine_label_map
 from samrefiner.regions import split_then_merge
 
 COCO_MAPS = sorted((DATA / "coco_stuff" / "pngs").glob("*.png"))
@@ -183,14 +182,12 @@ def _refined_masks() -> np.ndarray:
 
 
 @pytest.mark.parametrize(("scores", "overlap_class"), [([0.9, 0.6], 1), ([0.6, 0.9], 2)])
-def test_write_back_gives_overlaps_to_the_higher_predicted_iou(
-    scores: list[float], overlap_class: int
-) -> None:
+def test_write_back_gives_overlaps_to_the_higher_predicted_iou(scores: list[float], overlap_class: int) -> None:
     labels = _two_class_map()
     refiner = _FixedRefiner(_refined_masks(), scores)
     refined = refine_label_map(refiner, "image.jpg", labels)
 
-    (image, masks), = refiner.calls
+    ((image, masks),) = refiner.calls
     assert image == "image.jpg"
     assert np.array_equal(masks, np.stack([labels == 1, labels == 2]))
     assert refined.dtype == labels.dtype and refined.shape == labels.shape

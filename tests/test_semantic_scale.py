@@ -100,9 +100,7 @@ def test_regions_equal_the_brute_force_rule(labels: np.ndarray) -> None:
     for (_, mask), (_, wanted) in zip(regions, expected):
         assert np.array_equal(mask, wanted)
     # the maps exercise merging (fewer regions than components) and the size filter
-    components = sum(
-        cv2.connectedComponents((labels == c).astype(np.uint8), connectivity=8)[0] - 1 for c in (1, 2)
-    )
+    components = sum(cv2.connectedComponents((labels == c).astype(np.uint8), connectivity=8)[0] - 1 for c in (1, 2))
     assert len(regions) < components - 5
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import supervision as sv
+
 from conftest import DATA, SAM_REF
 from io_fakes import box_mask
-
 from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.errors import InputError
 from samrefiner.integrations.supervision import refine_detections
@@ -43,9 +43,22 @@ class BoxesRefiner:
     def refine(self, image: np.ndarray, masks: np.ndarray) -> RefineResult:
         self.image = image
         count = len(masks)
-        prompts = Prompts(np.zeros((count, 1, 2), np.int64), np.ones((count, 1), np.int64), np.zeros((count, 4), np.int64), np.zeros(count, bool))
+        prompts = Prompts(
+            np.zeros((count, 1, 2), np.int64),
+            np.ones((count, 1), np.int64),
+            np.zeros((count, 4), np.int64),
+            np.zeros(count, bool),
+        )
         flags = np.zeros(count, bool)
-        return RefineResult(np.stack([box_mask(m) for m in masks]), np.ones(count, np.float32), np.ones((count, 3), np.float32), np.zeros(count, np.int64), prompts, flags, flags)
+        return RefineResult(
+            np.stack([box_mask(m) for m in masks]),
+            np.ones(count, np.float32),
+            np.ones((count, 3), np.float32),
+            np.zeros(count, np.int64),
+            prompts,
+            flags,
+            flags,
+        )
 
 
 def assert_fields_kept(refined: sv.Detections, original: sv.Detections) -> None:
@@ -93,7 +106,11 @@ def test_with_the_reduced_model_per_object_as_the_api_from_an_array_a_bgr_array_
     refiner = Refiner(load_model(str(SAM_REF / "reduced_sam.pth")), RefinerConfig(iterations=1))
     expected = refiner.refine(image, detections.mask[:2]).masks
     assert (expected != detections.mask[:2]).any()  # refined, not passed through
-    for given, bgr in ((image, False), (np.ascontiguousarray(image[..., ::-1]), True), (STUFF / "imgs" / "0.jpg", False)):
+    for given, bgr in (
+        (image, False),
+        (np.ascontiguousarray(image[..., ::-1]), True),
+        (STUFF / "imgs" / "0.jpg", False),
+    ):
         refined = refine_detections(refiner, given, detections[:2], bgr=bgr)
         assert_fields_kept(refined, detections[:2])
         for got, want in zip(refined.mask, expected, strict=True):

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, SAM_REF
 
+from conftest import DATA, SAM_REF
 from samrefiner import Refiner, RefinerConfig
 from samrefiner.commands.options import build_refiner
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Sample, SampleRef
 from samrefiner.io.labelmaps import LabelMaps
-from samrefiner.run.loader import load_in_background, load_in_order
 from samrefiner.mining import mine_in_threads
 from samrefiner.models import speed
 from samrefiner.models.base import Encoding
 from samrefiner.prompts import PromptMiner
+from samrefiner.run.loader import load_in_background, load_in_order
 from samrefiner.run.runner import run
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording, stage
 
@@ -152,7 +152,9 @@ def test_stages_of_a_real_run_are_timed(sam, tmp_path) -> None:
     dataset = LabelMaps(COCO_STUFF / "imgs", COCO_STUFF / "pngs", tmp_path / "out")
     start = time.perf_counter()
     with recording(times):
-        summary = run(dataset, Refiner(sam, RefinerConfig(iterations=1)), limit=2, progress=False, loader=load_in_background)
+        summary = run(
+            dataset, Refiner(sam, RefinerConfig(iterations=1)), limit=2, progress=False, loader=load_in_background
+        )
     wall = time.perf_counter() - start
     assert summary.images == 2 and summary.failures == 0
     assert set(times.seconds) == {"read", "wait for input", "encode", "mine", "decode", "upscale", "write"}
@@ -257,13 +259,18 @@ def test_peak_memory_stays_bounded(height: int, width: int, count: int, largest:
     # one thread: the figure does not depend on it, and shared CPUs then slow the probe least
     environment = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     probe = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(height), str(width), str(count), str(SAM_REF / "reduced_sam.pth"), str(largest)],
+        [
+            sys.executable, "-c", MEMORY_PROBE,
+            *map(str, (height, width, count, SAM_REF / "reduced_sam.pth", largest)),
+        ],
         env=environment, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
     growth = int(probe.stdout.split()[-1])
     bound = 8 * count * height * width + (256 << 20)
-    print(f"{count} objects on {width}x{height}: peak RSS growth {growth / 2**20:.0f} MiB (bound {bound / 2**20:.0f} MiB)")
+    print(
+        f"{count} objects on {width}x{height}: peak RSS growth {growth / 2**20:.0f} MiB (bound {bound / 2**20:.0f} MiB)"
+    )
     assert growth < bound
 
 

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
-from io_fakes import BoxRefiner, IdentityRefiner, fake_result
-from test_distributed import coco_ground_truth
-from test_io_coco import build_coco
-from test_io_runner import make_dataset
-from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
 
 import samrefiner.models
+from conftest import DATA
+from io_fakes import BoxRefiner, IdentityRefiner, fake_result
 from samrefiner import Refiner, RefinerConfig
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.labelmaps import LabelMaps
@@ -30,6 +26,10 @@ from samrefiner.run.runner import refine_in_order, run
 from samrefiner.run.shards import Shard
 from samrefiner.run.summary import Summary
 from samrefiner.timing import StageTimes, idle_shares, recording, stage
+from test_distributed import coco_ground_truth
+from test_io_coco import build_coco
+from test_io_runner import make_dataset
+from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
 
 STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -39,8 +39,12 @@ def _files(root: Path) -> dict[str, str]:
     """SHA-256 of every file a run wrote: under the folder `root`, or beside the .json `root`
     (`a.json`, `a.scores.jsonl`, `a.work/...`, named without the `a`)."""
     if root.suffix == ".json":
-        paths = [path for path in sorted(root.parent.rglob("*")) if path.relative_to(root.parent).parts[0].startswith(root.stem + ".")]
-        names = [path.relative_to(root.parent).as_posix()[len(root.stem):] for path in paths]
+        paths = [
+            path
+            for path in sorted(root.parent.rglob("*"))
+            if path.relative_to(root.parent).parts[0].startswith(root.stem + ".")
+        ]
+        names = [path.relative_to(root.parent).as_posix()[len(root.stem) :] for path in paths]
     else:
         paths = sorted(root.rglob("*"))
         names = [path.relative_to(root).as_posix() for path in paths]
@@ -57,13 +61,17 @@ def _journaled(work_dir: Path) -> set[str]:
     return {line for journal in work_dir.glob("written*.txt") for line in journal.read_text().split()}
 
 
-def _run_both_ways(make_dataset, out0: Path, out2: Path, workers: int, refiner=None, refining=refine_in_order, **options) -> None:
+def _run_both_ways(
+    make_dataset, out0: Path, out2: Path, workers: int, refiner=None, refining=refine_in_order, **options
+) -> None:
     refiner = refiner or BoxRefiner()
     plain = run(make_dataset(out0), refiner, progress=False, **options)
     dataset = make_dataset(out2)
     pool = Workers(dataset, workers)
     try:
-        parallel = run(dataset, refiner, progress=False, loader=pool.loader, writer=pool.writer, refining=refining, **options)
+        parallel = run(
+            dataset, refiner, progress=False, loader=pool.loader, writer=pool.writer, refining=refining, **options
+        )
     finally:
         pool.close()
     assert (plain.images, plain.objects, plain.failures) == (parallel.images, parallel.objects, parallel.failures)
@@ -176,7 +184,12 @@ def test_the_failure_policy_stops_at_the_same_image_two_at_a_time(tmp_path) -> N
     image in flight beside it (7) is dropped, not written."""
     images, masks = make_dataset(tmp_path, count=9)
     summaries = [
-        run(MaskFolders(images, masks, tmp_path / name), TurnTaker(failing=tuple(range(2, 8))), progress=False, refining=refining)
+        run(
+            MaskFolders(images, masks, tmp_path / name),
+            TurnTaker(failing=tuple(range(2, 8))),
+            progress=False,
+            refining=refining,
+        )
         for name, refining in (("a", refine_in_order), ("b", refine_overlapped))
     ]
     plain, overlapped = summaries
@@ -197,7 +210,12 @@ def test_an_interrupt_two_at_a_time_stops_the_threads(tmp_path, monkeypatch) -> 
     monkeypatch.setattr("samrefiner.run.writes.InlineWrites.submit", interrupted)
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        run(MaskFolders(images, masks, tmp_path / "out"), TurnTaker(slow=(1, 2)), progress=False, refining=refine_overlapped)
+        run(
+            MaskFolders(images, masks, tmp_path / "out"),
+            TurnTaker(slow=(1, 2)),
+            progress=False,
+            refining=refine_overlapped,
+        )
     assert time.perf_counter() - start < 5  # 500 turns of 20 ms would take 10 s per slow image
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("samrefiner-refine")]
 
@@ -214,7 +232,9 @@ def test_idle_two_at_a_time_is_charged_to_what_the_model_waited_for(tmp_path) ->
     assert times.calls["decode"] == 4 * 3 and times.model_seconds() < wall
     assert times.idle["mine"] > 0 and times.calls["wait for model"] == 4 * 3
     shares = idle_shares(times, wall)
-    assert shares["mining"] == pytest.approx(times.idle["mine"] / wall) and shares["mining"] < times.seconds["mine"] / wall
+    assert (
+        shares["mining"] == pytest.approx(times.idle["mine"] / wall) and shares["mining"] < times.seconds["mine"] / wall
+    )
 
 
 def test_failures_come_back_in_dataset_order_with_workers(tmp_path) -> None:
@@ -241,8 +261,22 @@ def test_failures_come_back_in_dataset_order_with_workers(tmp_path) -> None:
 
 
 def test_refine_with_workers_prints_where_the_model_waited(tmp_path, capsys, monkeypatch) -> None:
-    code, printed, _ = run_cli(capsys, monkeypatch, "refine", *FAST, "--images", STUFF / "imgs", "--label-maps",
-                               STUFF / "pngs", "--out", tmp_path / "out", "--limit", "1", "--workers", "1")
+    code, printed, _ = run_cli(
+        capsys,
+        monkeypatch,
+        "refine",
+        *FAST,
+        "--images",
+        STUFF / "imgs",
+        "--label-maps",
+        STUFF / "pngs",
+        "--out",
+        tmp_path / "out",
+        "--limit",
+        "1",
+        "--workers",
+        "1",
+    )
     assert code == 0
     assert "1 images" in printed and "model idle" in printed and "reading" in printed and "mining" in printed
 

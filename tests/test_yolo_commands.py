@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import yaml
+
 from io_fakes import BoxRefiner, box_mask, tree_digest
+from samrefiner.io.yolo import YoloDataset
+from samrefiner.run.runner import run
 from test_io_yolo import build_yolo, iou, read_with_supervision
 from test_refine_cli import run_cli
 from test_review import read_manifest
 from test_review_datasets import write_decisions
-
-from samrefiner.io.yolo import YoloDataset
-from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -49,14 +49,37 @@ def test_eval_pairs_objects_by_file_and_line(boxed, tmp_path, capsys, monkeypatc
 
 def test_review_and_apply_review_write_a_yolo_dataset(boxed, tmp_path, capsys, monkeypatch):
     source, out = boxed
-    code, stdout, _ = run_cli(capsys, monkeypatch, "review", "--images", source, "--coarse", source, "--refined", out, "--out", tmp_path / "report")
+    code, stdout, _ = run_cli(
+        capsys,
+        monkeypatch,
+        "review",
+        "--images",
+        source,
+        "--coarse",
+        source,
+        "--refined",
+        out,
+        "--out",
+        tmp_path / "report",
+    )
     assert code == 0 and "(yolo)" in stdout and (tmp_path / "report" / "index.html").is_file()
     report_id = read_manifest(tmp_path / "report")["reportId"]
     write_decisions(tmp_path / "decisions.json", report_id, ("images/val/0", "2", "reject"))  # line 2: the first object
     final = tmp_path / "final"
     code, _, _ = run_cli(
-        capsys, monkeypatch, "apply-review", "--decisions", tmp_path / "decisions.json",
-        "--images", source, "--coarse", source, "--refined", out, "--out", final,
+        capsys,
+        monkeypatch,
+        "apply-review",
+        "--decisions",
+        tmp_path / "decisions.json",
+        "--images",
+        source,
+        "--coarse",
+        source,
+        "--refined",
+        out,
+        "--out",
+        final,
     )
     assert code == 0
     assert yaml.safe_load((final / "data.yaml").read_text())["path"] == str(final.resolve())
@@ -73,7 +96,9 @@ def test_corrupt_writes_a_flawed_yolo_dataset(tmp_path, capsys, monkeypatch):
     source = tmp_path / "yolo"
     build_yolo(source, stems=("1",), davis=False)
     before = tree_digest(source)
-    code, _, _ = run_cli(capsys, monkeypatch, "corrupt", "--images", source, "--gt", source, "--out", tmp_path / "flawed")
+    code, _, _ = run_cli(
+        capsys, monkeypatch, "corrupt", "--images", source, "--gt", source, "--out", tmp_path / "flawed"
+    )
     assert code == 0 and tree_digest(source) == before
     report = json.loads((tmp_path / "flawed" / "corrupt.json").read_text())
     truth = YoloDataset(source, tmp_path / "unused")
@@ -82,4 +107,6 @@ def test_corrupt_writes_a_flawed_yolo_dataset(tmp_path, capsys, monkeypatch):
     sample, written = truth.load(truth.refs()[0]), flawed.load(flawed.refs()[0])
     assert [meta["category_id"] for meta in written.objects] == [meta["category_id"] for meta in sample.objects]
     for meta, mask, flawed_mask in zip(sample.objects, sample.masks, written.masks):
-        assert iou(mask, flawed_mask) == pytest.approx(report["objects"][f"images/val/1/{meta['id']}"]["iou"], abs=0.005)
+        assert iou(mask, flawed_mask) == pytest.approx(
+            report["objects"][f"images/val/1/{meta['id']}"]["iou"], abs=0.005
+        )

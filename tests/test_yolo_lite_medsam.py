@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import supervision as sv
-from conftest import DATA
-from test_io_yolo import iou, seam_lower_bound
-from test_refine_cli import run_cli
 
+from conftest import DATA
 from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.io.images import read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.models import lite_medsam
+from test_io_yolo import iou, seam_lower_bound
+from test_refine_cli import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 STUFF, GRABCUT = DATA / "coco_stuff", DATA / "grabcut"
@@ -32,15 +32,22 @@ def input_dataset(root: Path) -> None:
     stuff = np.stack([label_map == c for c in classes])
     banana = (read_mask(GRABCUT / "gt" / "banana1.png") > 0)[None]
     annotations = {}
-    for path, masks, class_ids in ((STUFF / "imgs" / "1.jpg", stuff, classes), (GRABCUT / "images" / "banana1.png", banana, [1])):
-        annotations[str(path)] = sv.Detections(xyxy=sv.mask_to_xyxy(masks).astype(np.float32), mask=masks, class_id=np.array(class_ids))
+    for path, masks, class_ids in (
+        (STUFF / "imgs" / "1.jpg", stuff, classes),
+        (GRABCUT / "images" / "banana1.png", banana, [1]),
+    ):
+        annotations[str(path)] = sv.Detections(
+            xyxy=sv.mask_to_xyxy(masks).astype(np.float32), mask=masks, class_id=np.array(class_ids)
+        )
     dataset = sv.DetectionDataset([str(c) for c in range(183)], list(annotations), annotations)
     dataset.as_yolo(str(root / "images"), str(root / "labels"), str(root / "data.yaml"))
 
 
 def read(images: Path, root: Path) -> dict[str, sv.Detections]:
     """Image stem -> detections with masks, as supervision reads the labels under `root`."""
-    dataset = sv.DetectionDataset.from_yolo(str(images), str(root / "labels"), str(root / "data.yaml"), force_masks=True)
+    dataset = sv.DetectionDataset.from_yolo(
+        str(images), str(root / "labels"), str(root / "data.yaml"), force_masks=True
+    )
     return {Path(path).stem: detections for path, _, detections in dataset}
 
 
@@ -51,8 +58,19 @@ def test_supervision_reads_back_the_apis_refinement_of_what_it_wrote(tmp_path, c
     input_dataset(source)
 
     code, stdout, stderr = run_cli(
-        capsys, monkeypatch, "refine", "--model", "lite_medsam", "--iterations", "1", "--no-use-points",
-        "--yolo", source, "--out", out, "--no-progress",
+        capsys,
+        monkeypatch,
+        "refine",
+        "--model",
+        "lite_medsam",
+        "--iterations",
+        "1",
+        "--no-use-points",
+        "--yolo",
+        source,
+        "--out",
+        out,
+        "--no-progress",
     )
 
     assert code == 0, stderr
@@ -60,7 +78,9 @@ def test_supervision_reads_back_the_apis_refinement_of_what_it_wrote(tmp_path, c
     refiner = Refiner(load_model("lite_medsam"), RefinerConfig(iterations=1, use_points=False))
     ious = []
     for stem, detections in coarse.items():
-        expected = refiner.refine(source / "images" / f"{stem}{'.png' if stem == 'banana1' else '.jpg'}", detections.mask).masks
+        expected = refiner.refine(
+            source / "images" / f"{stem}{'.png' if stem == 'banana1' else '.jpg'}", detections.mask
+        ).masks
         got = refined[stem]
         np.testing.assert_array_equal(got.class_id, detections.class_id)
         for index, (mask, want, before) in enumerate(zip(got.mask, expected, detections.mask, strict=True)):

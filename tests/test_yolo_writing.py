@@ -12,10 +12,9 @@ import pytest
 import supervision as sv
 from PIL import Image
 from scipy import ndimage
-from test_io_yolo import seam_lower_bound
 
-from samrefiner.io.datasets import Sample, SampleRef
 from samrefiner.io.yolo import YoloDataset
+from test_io_yolo import seam_lower_bound
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -32,7 +31,9 @@ def written_and_read_back(tmp_path: Path, masks: list[np.ndarray]) -> list[np.nd
     dataset = YoloDataset(root, tmp_path / "out")
     sample = dataset.load(dataset.refs()[0])
     dataset.write(sample, SimpleNamespace(masks=np.stack(masks)))
-    read = sv.DetectionDataset.from_yolo(str(root / "images"), str(tmp_path / "out" / "labels"), str(root / "data.yaml"), force_masks=True)
+    read = sv.DetectionDataset.from_yolo(
+        str(root / "images"), str(tmp_path / "out" / "labels"), str(root / "data.yaml"), force_masks=True
+    )
     return list(read.annotations[str(root / "images" / "x.png")].mask)
 
 

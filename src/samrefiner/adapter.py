@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import ContextManager
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -171,7 +170,9 @@ class IoUAdapter(torch.nn.Module):
                 f"lora_B {tuple(adapter.lora_b.shape)}"
             )
         if str(adapter.rank) != metadata.get("rank"):
-            raise CheckpointError(f"{path}: IoU adapter rank {metadata.get('rank')} does not match lora_A's {adapter.rank}")
+            raise CheckpointError(
+                f"{path}: IoU adapter rank {metadata.get('rank')} does not match lora_A's {adapter.rank}"
+            )
         return adapter.to(device)
 
 
@@ -181,9 +182,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
 
 
-def resolve_adapter(
-    adapter: str | Path | IoUAdapter | None, model: PromptableModel
-) -> IoUAdapter | None:
+def resolve_adapter(adapter: str | Path | IoUAdapter | None, model: PromptableModel) -> IoUAdapter | None:
     """An adapter object from a path or an object, checked against `model` (None stays None)."""
     if adapter is None:
         return None
@@ -193,6 +192,6 @@ def resolve_adapter(
     return adapter.to(model.device)
 
 
-def adapted(adapter: IoUAdapter | None, model: PromptableModel) -> ContextManager[None]:
+def adapted(adapter: IoUAdapter | None, model: PromptableModel) -> AbstractContextManager[None]:
     """`adapter.applied(model)`, or a context that does nothing when there is no adapter."""
     return nullcontext() if adapter is None else adapter.applied(model)

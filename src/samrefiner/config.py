@@ -47,7 +47,9 @@ class RefinerConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         if self.point_strategy not in POINT_STRATEGIES:
-            raise ValueError(f"point_strategy must be one of {', '.join(POINT_STRATEGIES)}, got {self.point_strategy!r}")
+            raise ValueError(
+                f"point_strategy must be one of {', '.join(POINT_STRATEGIES)}, got {self.point_strategy!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"seed must be a whole number, got {self.seed!r}")
 

@@ -245,10 +245,13 @@ class SimilarityField:
         dot = a0 * (b0 * scores[r0, c0] + b1 * scores[r0, c1]) + a1 * (b0 * scores[r1, c0] + b1 * scores[r1, c1])
         norm2 = (
             a0 * a0 * (b0 * b0 * self.norms[r0, c0] + b1 * b1 * self.norms[r0, c1] + 2 * b0 * b1 * self.across[r0, c0])
-            + a1 * a1 * (b0 * b0 * self.norms[r1, c0] + b1 * b1 * self.norms[r1, c1] + 2 * b0 * b1 * self.across[r1, c0])
-            + 2 * a0 * a1 * (
-                b0 * b0 * self.downward[r0, c0] + b1 * b1 * self.downward[r0, c1] + b0 * b1 * self.diagonals[r0, c0]
-            )
+            + a1
+            * a1
+            * (b0 * b0 * self.norms[r1, c0] + b1 * b1 * self.norms[r1, c1] + 2 * b0 * b1 * self.across[r1, c0])
+            + 2
+            * a0
+            * a1
+            * (b0 * b0 * self.downward[r0, c0] + b1 * b1 * self.downward[r0, c1] + b0 * b1 * self.diagonals[r0, c0])
         )
         return int(np.count_nonzero(dot > SIMILARITY_THRESHOLD * np.sqrt(np.maximum(norm2, 0.0))))
 

@@ -7,23 +7,23 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
 from samrefiner.adapter import IoUAdapter, adapted, resolve_adapter
+from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.images import read_image
 from samrefiner.io.maskvalues import ARRAY_HINT, object_mask
 from samrefiner.mining import mine_in_threads
 from samrefiner.models.base import Decoded, Encoding, PromptableModel
-from samrefiner.config import RefinerConfig
 from samrefiner.prompts import Geometry, PromptMiner, Prompts, tight_boxes
 from samrefiner.regions import paint_back, split_then_merge
 from samrefiner.timing import stage
 
-MaskInput = Union[np.ndarray, torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
+MaskInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 """What `Refiner.refine` takes as masks: N x H x W (or one H x W) array or tensor, or a list of H x W."""
 
 _UPSCALE_PIXELS = 1 << 26  # logits upscaled at once: bounds the float buffer (256 MiB)
@@ -108,7 +108,10 @@ class Refiner:
     """
 
     def __init__(
-        self, model: PromptableModel, config: RefinerConfig | None = None, adapter: IoUAdapter | str | Path | None = None
+        self,
+        model: PromptableModel,
+        config: RefinerConfig | None = None,
+        adapter: IoUAdapter | str | Path | None = None,
     ) -> None:
         self.model = model
         self.config = config if config is not None else RefinerConfig()
@@ -234,8 +237,13 @@ def _no_objects(size: tuple[int, int], config: RefinerConfig) -> RefineResult:
     )
     nothing = np.zeros(0, bool)
     return RefineResult(
-        np.zeros((0, *size), bool), np.zeros(0, np.float32), np.zeros((0, _CANDIDATES), np.float32),
-        np.zeros(0, np.int64), prompts, nothing, nothing,
+        np.zeros((0, *size), bool),
+        np.zeros(0, np.float32),
+        np.zeros((0, _CANDIDATES), np.float32),
+        np.zeros(0, np.int64),
+        prompts,
+        nothing,
+        nothing,
     )
 
 
@@ -280,15 +288,13 @@ def _as_array(mask: Any) -> np.ndarray:
 
 
 def _check_mask(dtype: np.dtype, shape: tuple[int, ...], size: tuple[int, int], what: str) -> None:
-    if not (dtype == bool or np.issubdtype(dtype, np.integer)):
+    if not (np.issubdtype(dtype, np.bool_) or np.issubdtype(dtype, np.integer)):
         raise InputError(f"{what}: dtype {dtype} is not a mask type; use bool or integer masks (0/1 or 0/255)")
     if tuple(shape) != tuple(size):
         raise InputError(f"{what}: size {shape[0]}x{shape[1]} (HxW) differs from the image's {size[0]}x{size[1]}")
 
 
-def refine_label_map(
-    refiner: Refiner, image: np.ndarray | str | Path, label_map: np.ndarray
-) -> np.ndarray:
+def refine_label_map(refiner: Refiner, image: np.ndarray | str | Path, label_map: np.ndarray) -> np.ndarray:
     """Refine every split-then-merge region of `label_map` as an instance and paint them back.
 
     Refined pixels take their region's class; where regions overlap, the one with the higher

@@ -50,9 +50,7 @@ def paint_back(label_map: np.ndarray, class_ids: list[int], result: Any) -> np.n
 
 def _class_regions(class_mask: np.ndarray, mu: float) -> list[np.ndarray]:
     """Split one class mask into components and merge them, in the reference's order."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        class_mask.astype(np.uint8), connectivity=8
-    )
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(class_mask.astype(np.uint8), connectivity=8)
     if count == 2:  # a single component is kept as it is, whatever its size
         return [class_mask.copy()]
     groups = _merge_components(stats[1:].astype(np.int64), mu)
@@ -71,7 +69,8 @@ def _merge_components(stats: np.ndarray, mu: float) -> list[np.ndarray]:
     groups as they are at that moment (a merge grows group(i)'s box, which can enable later j).
     Groups form a disjoint-set forest flattened after every union (`name`: each component's group,
     named after its first component), and each step tests group(i) against all later
-    components at once (in windows, doubling while none passes): the first that passes is merged, then the test resumes after it, so the
+    components at once (in windows, doubling while none passes): the first that passes is merged, then the
+    test resumes after it, so the
     result is that of the pair-by-pair loop. Groups come out sorted by name, as the reference's
     final `np.unique` over its relabelled map gives them.
     """
@@ -124,6 +123,4 @@ def _merge_test(a: tuple, b: tuple, mu: float) -> np.ndarray:
     degenerate = merged_box == 0  # the reference divides by zero here, and inf passes both tests
     safe_box = np.where(degenerate, 1, merged_box)
     fill_threshold = np.minimum(mu, np.minimum(a_area / a_box, b_area / b_box) - 0.1)
-    return degenerate | (
-        (a_box + b_box > mu * safe_box) & ((a_area + b_area) / safe_box > fill_threshold)
-    )
+    return degenerate | ((a_box + b_box > mu * safe_box) & ((a_area + b_area) / safe_box > fill_threshold))

@@ -28,9 +28,9 @@ from samrefiner.commands.options import (
     ModelOption,
     ProgressOption,
 )
+from samrefiner.errors import InputError
 from samrefiner.io.datasets import check_apart
 from samrefiner.io.formats import open_dataset
-from samrefiner.errors import InputError
 from samrefiner.run.outputs import Location, check_locations, folder_files
 
 TRAINING_PANEL = "Training (AdaptConfig)"
@@ -53,7 +53,9 @@ def adapt_command(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")] = None,
     progress: ProgressOption = True,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.", rich_help_panel=TRAINING_PANEL)] = 4,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)] = 4.0,
+    alpha: Annotated[
+        float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)
+    ] = 4.0,
     margin: Annotated[float, typer.Option(help="Ranking-loss margin m.", rich_help_panel=TRAINING_PANEL)] = 0.02,
     lr: Annotated[float, typer.Option(min=0.0, help="SGD learning rate.", rich_help_panel=TRAINING_PANEL)] = 0.01,
     momentum: Annotated[float, typer.Option(min=0.0, help="SGD momentum.", rich_help_panel=TRAINING_PANEL)] = 0.9,
@@ -61,15 +63,26 @@ def adapt_command(
         float, typer.Option(min=0.0, help="SGD weight decay.", rich_help_panel=TRAINING_PANEL)
     ] = 5e-4,
     batch_size: Annotated[int, typer.Option(min=1, help="Coarse masks per step.", rich_help_panel=TRAINING_PANEL)] = 5,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the coarse masks.", rich_help_panel=TRAINING_PANEL)] = 1,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Passes over the coarse masks.", rich_help_panel=TRAINING_PANEL)
+    ] = 1,
     milestones: Annotated[
-        str, typer.Option(help="Steps at which the learning rate is multiplied by --lr-gamma, comma-separated.", rich_help_panel=TRAINING_PANEL)
+        str,
+        typer.Option(
+            help="Steps at which the learning rate is multiplied by --lr-gamma, comma-separated.",
+            rich_help_panel=TRAINING_PANEL,
+        ),
     ] = "60,100",
-    lr_gamma: Annotated[float, typer.Option(help="Learning-rate factor at each milestone.", rich_help_panel=TRAINING_PANEL)] = 0.1,
+    lr_gamma: Annotated[
+        float, typer.Option(help="Learning-rate factor at each milestone.", rich_help_panel=TRAINING_PANEL)
+    ] = 0.1,
     prompt: Annotated[
-        str, typer.Option(help="Prompt of the training decodes: box, point or box+point.", rich_help_panel=TRAINING_PANEL)
+        str,
+        typer.Option(help="Prompt of the training decodes: box, point or box+point.", rich_help_panel=TRAINING_PANEL),
     ] = "box",
-    seed: Annotated[int, typer.Option(help="Seed of the LoRA initialisation and the sample order.", rich_help_panel=TRAINING_PANEL)] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the LoRA initialisation and the sample order.", rich_help_panel=TRAINING_PANEL)
+    ] = 0,
 ) -> None:
     """Train a rank-4 LoRA on SAM's IoU head so that it ranks candidates as the coarse masks do."""
     import torch
@@ -79,16 +92,27 @@ def adapt_command(
     from samrefiner.models import load_model
 
     config = AdaptConfig(
-        rank=rank, alpha=alpha, margin=margin, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        batch_size=batch_size, epochs=epochs, milestones=parse_milestones(milestones), lr_gamma=lr_gamma,
-        prompt=prompt, seed=seed,
+        rank=rank,
+        alpha=alpha,
+        margin=margin,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        epochs=epochs,
+        milestones=parse_milestones(milestones),
+        lr_gamma=lr_gamma,
+        prompt=prompt,
+        seed=seed,
     )
     dataset = open_dataset(images, _READ_ONLY_OUTPUT, masks=masks, label_maps=label_maps, coco=coco)
     check_outputs([path for path in (images, masks, label_maps, coco) if path is not None], out, cache)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     sam = load_model(model, device=device)
-    samples = collect_samples(sam, _readable(dataset, limit), config.prompt, EmbeddingCache(sam, cache).encode, progress)
+    samples = collect_samples(
+        sam, _readable(dataset, limit), config.prompt, EmbeddingCache(sam, cache).encode, progress
+    )
     result = train_adapter(sam, samples, config, progress=progress)
     result.adapter.save(out)
     typer.echo(

@@ -28,8 +28,14 @@ class OneLineErrors(TyperGroup):
     """The command group: usage errors as one `samrefiner: error:` line (not typer's boxed panel),
     and flags shown without a value placeholder in `--help`."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -122,4 +128,3 @@ def _options(
 ) -> None:
     """Refine coarse segmentation masks with the Segment Anything Model (SAMRefiner)."""
     show_input_warnings()  # every command: an input warning is one `samrefiner: warning:` line
-

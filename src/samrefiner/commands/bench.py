@@ -38,14 +38,24 @@ NOT_OPTIONS = ("use_points", "use_box", "use_mask", "seed")
 @with_config_options([field for field in config_fields() if field.name not in NOT_OPTIONS])
 def bench_command(
     images: Annotated[Path, typer.Option("--images", help="Folder of images.")],
-    gt: Annotated[Path, typer.Option("--gt", help="Ground-truth masks (<gt>/<image stem>/*.png or <gt>/<image stem>.png).")],
-    coarse: Annotated[Path | None, typer.Option("--coarse", help="Coarse masks, same layout and names as --gt.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Make coarse masks from --gt as `samrefiner corrupt --seed` does.")] = None,
+    gt: Annotated[
+        Path, typer.Option("--gt", help="Ground-truth masks (<gt>/<image stem>/*.png or <gt>/<image stem>.png).")
+    ],
+    coarse: Annotated[
+        Path | None, typer.Option("--coarse", help="Coarse masks, same layout and names as --gt.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Make coarse masks from --gt as `samrefiner corrupt --seed` does.")
+    ] = None,
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
-    only: Annotated[str | None, typer.Option("--only", help=f"Comma-separated prompt settings to run ({SETTING_NAMES}).")] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help=f"Comma-separated prompt settings to run ({SETTING_NAMES}).")
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")] = None,
-    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the table to this JSON file (0-1 scale).")] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the table to this JSON file (0-1 scale).")
+    ] = None,
     progress: ProgressOption = True,
     config_values: dict[str, Any] | None = None,
 ) -> None:
@@ -71,7 +81,9 @@ def _chosen_settings(only: str | None, settings: dict[str, dict[str, bool]]) -> 
     names = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in names if name not in settings]
     if unknown or not names:
-        raise InputError(f"--only {only}: unknown prompt setting {unknown[0] if unknown else '(none)'}; use {SETTING_NAMES}")
+        raise InputError(
+            f"--only {only}: unknown prompt setting {unknown[0] if unknown else '(none)'}; use {SETTING_NAMES}"
+        )
     return {name: settings[name] for name in names}
 
 

@@ -45,7 +45,9 @@ def corrupt_command(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
     void: Annotated[
         str,
-        typer.Option("--void", help="Ground-truth value left out of IoUs: a value, none, or auto (128 in 0/128/255 masks)."),
+        typer.Option(
+            "--void", help="Ground-truth value left out of IoUs: a value, none, or auto (128 in 0/128/255 masks)."
+        ),
     ] = AUTO,
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
@@ -97,7 +99,9 @@ def _record(corruption: Corruption) -> dict:
     }
 
 
-def _write_report(path: Path, seed: int, band: tuple[float, float], objects: dict[str, dict], failures: list[str]) -> None:
+def _write_report(
+    path: Path, seed: int, band: tuple[float, float], objects: dict[str, dict], failures: list[str]
+) -> None:
     document = {"seed": seed, "iou_band": list(band), "objects": objects, "failures": failures}
     text = json.dumps(document, indent=1) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

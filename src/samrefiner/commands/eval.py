@@ -87,7 +87,10 @@ def print_report(report: EvalReport) -> None:
     for key, value in report.scores.items():
         table.add_row(key, str(value) if key == "count" else f"{value:.4f}")
     console.print(table)
-    for label, problems in (("missing (scored as empty)", report.missing), ("unusable (scored as empty)", report.unusable)):
+    for label, problems in (
+        ("missing (scored as empty)", report.missing),
+        ("unusable (scored as empty)", report.unusable),
+    ):
         if problems:
             console.print(f"{len(problems)} predictions {label}:", highlight=False)
             for line in problems[:LISTED_PROBLEMS]:

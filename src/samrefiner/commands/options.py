@@ -234,9 +234,9 @@ def build_refiner(
     """Check the refinement options, then load the model on `device` (this rank's GPU under torchrun)
     with its speed settings and wrap it in a Refiner (with the IoU adapter file `adapter`, if any)."""
     from samrefiner import Refiner, load_model
-    from samrefiner.run.distributed import Ranks, process_device
     from samrefiner.models.device import make_current
     from samrefiner.models.speed import PRECISIONS
+    from samrefiner.run.distributed import Ranks, process_device
 
     try:
         config = RefinerConfig(**config_values)

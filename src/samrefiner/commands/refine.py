@@ -5,7 +5,8 @@
                       [--limit N] [--shard K/N] [--resume | --overwrite] [--errors FILE] [--precision P] [--compile]
                       [--max-consecutive-failures N]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
-    samrefiner refine ... --instance-maps DIR ...          (one map of object ids per image; --ignore-exif: files as stored)
+    samrefiner refine ... --instance-maps DIR ...          (one map of object ids per image; --ignore-exif:
+    files as stored)
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
 the dataclass so the two never drift apart. The output never goes over or inside the input, and
@@ -193,8 +194,6 @@ def output_locations(layout: Any, options: RunOptions) -> list[Location]:
     return locations
 
 
-
-
 def report(summary: Summary, dataset: Any, ranks: Any) -> None:
     """Print the summary (rank 0) and exit: 0 all refined, 1 some failed, 3 stopped by the failure policy."""
     if ranks.rank > 0:
@@ -203,7 +202,9 @@ def report(summary: Summary, dataset: Any, ranks: Any) -> None:
     if getattr(dataset, "report_line", ""):
         typer.echo(dataset.report_line)
     if summary.stopped:
-        typer.echo(f"samrefiner: error: run stopped: {summary.stopped}; finished work kept, --resume continues", err=True)
+        typer.echo(
+            f"samrefiner: error: run stopped: {summary.stopped}; finished work kept, --resume continues", err=True
+        )
         raise typer.Exit(3)
     raise typer.Exit(1 if summary.failures else 0)
 

@@ -19,9 +19,9 @@ import typer
 
 from samrefiner.commands.app import app
 from samrefiner.io.images import announcing_writes
+from samrefiner.review.page import DATA_DIR, PAGE_SIZE
 from samrefiner.run.manifest import Journal, owns
 from samrefiner.run.outputs import Location, check_locations
-from samrefiner.review.page import DATA_DIR, PAGE_SIZE
 
 if TYPE_CHECKING:
     from samrefiner.review.datasets import ReadLog
@@ -62,8 +62,12 @@ def review_command(
     pair = open_pair(images, coarse, refined, kind=kind)
     log = ReadLog()
     summaries = build_report(
-        review_images(pair, log), out, source=str(refined.resolve()), title=title or str(refined),
-        page_size=page_size, report_id=report_id(pair),
+        review_images(pair, log),
+        out,
+        source=str(refined.resolve()),
+        title=title or str(refined),
+        page_size=page_size,
+        report_id=report_id(pair),
     )
     _report_problems(log)
     typer.echo(f"{len(summaries)} objects ({pair.kind}) -> {out / 'index.html'}")
@@ -79,7 +83,10 @@ def apply_review_command(
     out: Annotated[Path, typer.Option("--out", help="Final dataset: a folder, or a .json file for COCO.")],
     kind: FormatOption = "auto",
     undecided_coarse: Annotated[
-        bool, typer.Option("--undecided-coarse", help="Objects without a decision keep their coarse mask (default: refined).")
+        bool,
+        typer.Option(
+            "--undecided-coarse", help="Objects without a decision keep their coarse mask (default: refined)."
+        ),
     ] = False,
 ) -> None:
     """Write the final dataset in the input's format: refined where accepted, coarse where rejected."""

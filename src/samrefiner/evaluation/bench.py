@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samrefiner.evaluation.corrupt import corrupt_sample
 from samrefiner.errors import InputError, SamRefinerError
+from samrefiner.evaluation.corrupt import corrupt_sample
 from samrefiner.evaluation.evaluate import json_ready
 from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
-from samrefiner.io.images import atomic_write
-from samrefiner.io.datasets import Sample
-from samrefiner.io.masks import MaskFolders
 from samrefiner.evaluation.metrics import MaskScores
+from samrefiner.io.datasets import Sample
+from samrefiner.io.images import atomic_write
+from samrefiner.io.masks import MaskFolders
 from samrefiner.models.base import PromptableModel
 from samrefiner.refine import Refiner, RefinerConfig
 

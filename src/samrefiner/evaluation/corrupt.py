@@ -20,8 +20,8 @@ import numpy as np
 from skimage.segmentation import slic
 
 from samrefiner.evaluation.groundtruth import Truth
-from samrefiner.io.datasets import Sample
 from samrefiner.evaluation.metrics import mask_iou
+from samrefiner.io.datasets import Sample
 
 IOU_BAND = (0.75, 0.85)
 SEGMENT_RANGE = (50, 700)

@@ -186,9 +186,9 @@ def _check_prediction_folder(
 
 def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
+    from samrefiner.evaluation.metrics import coco_boundary_ap, coco_mask_ap
     from samrefiner.io.coco import check_identity, check_segmentations
     from samrefiner.io.json_files import load_json
-    from samrefiner.evaluation.metrics import coco_boundary_ap, coco_mask_ap
 
     if void != AUTO:
         raise VoidError("none" if void is None else void, ": COCO ground truth has no void value")
@@ -312,8 +312,8 @@ def _scores_by_id(
     report: EvalReport,
 ) -> MaskScores:
     """Per-object scores of each ground-truth annotation against the prediction with its id."""
-    from samrefiner.io.coco import decode_segmentation
     from samrefiner.evaluation.metrics import MaskScores
+    from samrefiner.io.coco import decode_segmentation
 
     scores = MaskScores()
     for annotation in objects:

@@ -62,7 +62,9 @@ def coarse_masks(detections: Any, size: tuple[int, int]) -> np.ndarray:
         mask = detections.mask
         dense = mask.to_dense() if hasattr(mask, "to_dense") else np.asarray(mask)
         if dense.shape[1:] != (height, width):
-            raise InputError(f"detections: masks are {dense.shape[2]}x{dense.shape[1]} but the image is {width}x{height}")
+            raise InputError(
+                f"detections: masks are {dense.shape[2]}x{dense.shape[1]} but the image is {width}x{height}"
+            )
         return dense.astype(bool)
     boxes = np.asarray(detections.xyxy, dtype=np.float64)
     masks = np.zeros((len(boxes), height, width), dtype=bool)

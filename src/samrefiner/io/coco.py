@@ -18,7 +18,8 @@ recomputed `bbox` and `area`; all other fields, ids and the rest of the file are
 are. With `segmentation_kind` (`--coco-segmentation`) "polygons", or "input" for an annotation
 that came as polygons, the refined mask is written as COCO polygons instead
 (`samrefiner.io.polygons.coco_polygons`); a mask with holes, which COCO polygons cannot hold, or
-too small for a polygon is written as RLE, and the run reports how many. Crowd annotations (`iscrowd: 1`) and annotations of images that were not refined (failed,
+too small for a polygon is written as RLE, and the run reports how many. Crowd annotations (`iscrowd: 1`) and
+annotations of images that were not refined (failed,
 outside `--limit`/`--shard`) are copied unchanged.
 
 Per-object ids in the scores file are the annotations' `id` (their position in the list for a
@@ -56,7 +57,6 @@ from samrefiner.io.datasets import (
     check_mask_sizes,
 )
 from samrefiner.io.images import atomic_write, read_image
-from samrefiner.io.json_files import load_json
 from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.polygons import coco_polygons
 from samrefiner.io.rle import encode_mask
@@ -188,8 +188,7 @@ class CocoDataset(Dataset):
         declared = (entry.get("height", height), entry.get("width", width))
         if declared != (height, width):
             raise InputError(
-                f"{path}: image is {width}x{height} but {self.annotations_path} says "
-                f"{declared[1]}x{declared[0]}"
+                f"{path}: image is {width}x{height} but {self.annotations_path} says {declared[1]}x{declared[0]}"
             )
 
     def _decode(self, annotation: dict[str, Any], index: int, height: int, width: int) -> tuple[np.ndarray, list[str]]:

@@ -27,8 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from samrefiner.io.json_files import load_json
 from samrefiner.errors import InputError
+from samrefiner.io.json_files import load_json
 
 CHUNK_BYTES = 1 << 20
 NO_INT_ID = -(1 << 63)  # an annotation without a 64-bit integer id
@@ -321,7 +321,9 @@ class CocoIndex:
             top, columns = cls._scan_object(path, scanner)
         else:
             scanner.value()
-            raise _SyntaxProblem if scanner.peek() else InputError(f"{path}: not a COCO annotation file or results list")
+            raise (
+                _SyntaxProblem if scanner.peek() else InputError(f"{path}: not a COCO annotation file or results list")
+            )
         if scanner.peek():
             raise _SyntaxProblem  # text after the value
         columns.check_unique_ids(path)
@@ -414,8 +416,9 @@ class CocoIndex:
                 buffer.write(b"}")
             buffer.flush()
 
-    def _write_annotations(self, buffer: _Buffered, source: IO[bytes], spill: IO[bytes],
-                           spilled_at: np.ndarray, spilled_length: np.ndarray) -> None:
+    def _write_annotations(
+        self, buffer: _Buffered, source: IO[bytes], spill: IO[bytes], spilled_at: np.ndarray, spilled_length: np.ndarray
+    ) -> None:
         buffer.write(b"[")
         for index in range(len(self.annotations)):
             if index:

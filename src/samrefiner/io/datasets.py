@@ -107,7 +107,7 @@ class Dataset(ABC):
         """The files this image is made of (image, mask files, map, label file), without decoding
         them; InputError when they cannot be told. `--resume` redoes an image when one changed."""
 
-    def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
+    def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:  # noqa: B027 (a no-op by default)
         """Called at the end of a run with `write`'s return value for every finished image."""
 
 
@@ -129,8 +129,7 @@ def check_mask_sizes(image: np.ndarray, image_path: Path, masks: list[np.ndarray
     for mask, name in zip(masks, names):
         if mask.shape != (height, width):
             raise InputError(
-                f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
-                f"{width}x{height}"
+                f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is {width}x{height}"
             )
 
 

@@ -31,11 +31,17 @@ def open_dataset(
 
     Images and masks are read upright (EXIF orientation applied) unless `ignore_exif`."""
     inputs = (
-        ("--masks", masks), ("--label-maps", label_maps), ("--coco", coco), ("--instance-maps", instance_maps), ("--yolo", yolo)
+        ("--masks", masks),
+        ("--label-maps", label_maps),
+        ("--coco", coco),
+        ("--instance-maps", instance_maps),
+        ("--yolo", yolo),
     )
     given = [name for name, value in inputs if value]
     if len(given) != 1:
-        raise InputError(f"give exactly one of --masks, --label-maps, --coco, --instance-maps, --yolo (got {len(given)})")
+        raise InputError(
+            f"give exactly one of --masks, --label-maps, --coco, --instance-maps, --yolo (got {len(given)})"
+        )
     if copy_images and yolo is None:
         raise InputError("--copy-images is for --yolo datasets")
     if yolo is not None:

@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 
 from samrefiner.io.datasets import Sample, SampleRef
-
-from samrefiner.io.labelmaps import LabelMaps
-from samrefiner.io.labelmaps import write_label_map
+from samrefiner.io.labelmaps import LabelMaps, write_label_map
 from samrefiner.regions import BACKGROUND, VOID, paint_back
 
 

@@ -17,8 +17,6 @@ def load_json(path: Path) -> Any:
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as error:
-        raise InputError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
+        raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     except (UnicodeDecodeError, OSError) as error:
         raise InputError(f"{path}: cannot be read as JSON ({error})") from None

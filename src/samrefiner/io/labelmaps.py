@@ -23,9 +23,7 @@ def read_label_map(path: str | Path, *, ignore_exif: bool = False) -> tuple[np.n
     (EXIF orientation applied) unless `ignore_exif`."""
     image = _upright(_open(path), ignore_exif)
     if image.mode not in _LABEL_MODES:
-        raise InputError(
-            f"{path}: a label map must be a palette or grayscale image, got mode {image.mode}"
-        )
+        raise InputError(f"{path}: a label map must be a palette or grayscale image, got mode {image.mode}")
     array = np.asarray(image)
     if array.ndim != 2:
         raise InputError(f"{path}: a label map must have one channel, got shape {array.shape}")
@@ -37,8 +35,7 @@ def write_label_map(path: str | Path, label_map: np.ndarray, palette: list[int] 
     label_map = np.asarray(label_map)
     if label_map.ndim != 2 or label_map.dtype not in (np.uint8, np.uint16):
         raise ValueError(
-            f"{path}: a label map must be a 2-D uint8 or uint16 array, "
-            f"got {label_map.dtype} of shape {label_map.shape}"
+            f"{path}: a label map must be a 2-D uint8 or uint16 array, got {label_map.dtype} of shape {label_map.shape}"
         )
     if palette is not None and label_map.dtype != np.uint8:
         raise ValueError(f"{path}: a palette label map must be uint8, got {label_map.dtype}")

@@ -52,7 +52,10 @@ def read_label_file(path: Path, class_count: int | None) -> list[LabelLine]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot be read ({error})") from None
-    return [parse_label_line(line, number, class_count, f"{path}:{number}") for number, line in enumerate(text.splitlines(), 1)]
+    return [
+        parse_label_line(line, number, class_count, f"{path}:{number}")
+        for number, line in enumerate(text.splitlines(), 1)
+    ]
 
 
 def parse_label_line(line: str, number: int, class_count: int | None, where: str) -> LabelLine:

@@ -62,7 +62,9 @@ def ring_line(ring: np.ndarray, height: int, width: int) -> str:
 def mask_ring(mask: np.ndarray) -> np.ndarray | None:
     """One closed ring (M x 2 int pixel (x, y) vertices) through every outline of `mask` (see the
     module docstring); None for an empty mask."""
-    contours, hierarchy = cv2.findContours(np.ascontiguousarray(mask, np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    contours, hierarchy = cv2.findContours(
+        np.ascontiguousarray(mask, np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
+    )
     outlines = [contour.reshape(-1, 2).astype(np.int64) for contour in contours]
     if not outlines:
         return None
@@ -91,7 +93,7 @@ def _worth_joining(
     while ends and len(kept) > 1:
         node = ends.pop()
         x, y = outlines[node][0]
-        (neighbour, cost), = links[node].items()
+        ((neighbour, cost),) = links[node].items()
         if outer[node] and cost > areas[labels[y, x]]:
             kept.discard(node)
             del links[neighbour][node]
@@ -179,7 +181,9 @@ def _walk(outlines: list[np.ndarray], seams: list[tuple[int, int, int, int]]) ->
     return ring[:-1] if len(ring) > 1 else ring  # the last vertex is the first again
 
 
-def _children(attached: dict[int, list[tuple[int, int, int]]], part: int, visited: set[int]) -> list[tuple[int, int, int]]:
+def _children(
+    attached: dict[int, list[tuple[int, int, int]]], part: int, visited: set[int]
+) -> list[tuple[int, int, int]]:
     """The seams of `part` to outlines not yet walked (their vertex on `part`, outline, vertex)."""
     found = [link for link in attached[part] if link[1] not in visited]
     visited.update(link[1] for link in found)

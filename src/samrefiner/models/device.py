@@ -33,7 +33,9 @@ def check_device(device: str | torch.device, name: str = "device") -> torch.devi
         _check_cuda(parsed, f"{name} {text}")
         return indexed(parsed)
     if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"{name} {text}: MPS (Apple GPU) is not available on this machine (torch {torch.__version__})")
+        raise DeviceError(
+            f"{name} {text}: MPS (Apple GPU) is not available on this machine (torch {torch.__version__})"
+        )
     if parsed.type not in ("cpu", "mps"):
         raise DeviceError(f"{name} {text}: samrefiner does not run on {parsed.type} devices (use {KNOWN})")
     return parsed

@@ -129,7 +129,7 @@ class PatchMerging(nn.Module):
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bias_index(window: int) -> torch.Tensor:
     """(w*w, w*w) index of each query/key pair's (|dy|, |dx|) offset, numbered in first-seen order."""
     cells = [(row, col) for row in range(window) for col in range(window)]

@@ -27,7 +27,13 @@ from samrefiner.io.maskvalues import LOSSY_SUFFIXES
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
 FORMATS = ("masks", "label-maps", "coco", "instance-maps", "yolo")
-_OPTION_OF_FORMAT = {"masks": "masks", "label-maps": "label_maps", "coco": "coco", "instance-maps": "instance_maps", "yolo": "yolo"}
+_OPTION_OF_FORMAT = {
+    "masks": "masks",
+    "label-maps": "label_maps",
+    "coco": "coco",
+    "instance-maps": "instance_maps",
+    "yolo": "yolo",
+}
 
 
 @dataclass
@@ -133,9 +139,7 @@ def detect_format(coarse: Path, refined: Path) -> str:
     return "masks"
 
 
-def open_pair(
-    images: Path, coarse: Path, refined: Path, out: Path | None = None, kind: str = "auto"
-) -> DatasetPair:
+def open_pair(images: Path, coarse: Path, refined: Path, out: Path | None = None, kind: str = "auto") -> DatasetPair:
     """The coarse dataset (its writer aimed at `out`; None: only read) and the refined one, in
     `kind` or the detected format."""
     from samrefiner.io.formats import open_dataset
@@ -145,7 +149,9 @@ def open_pair(
     if kind not in FORMATS:
         raise InputError(f"--format {kind}: expected auto or one of {', '.join(FORMATS)}")
     option = _OPTION_OF_FORMAT[kind]
-    coarse_dataset = open_dataset(images, out or refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: coarse})
+    coarse_dataset = open_dataset(
+        images, out or refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: coarse}
+    )
     # read only: its layout points at the refine run's own files (scores) and nothing is written
     refined_dataset = open_dataset(images, refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: refined})
     return DatasetPair(kind, coarse_dataset, refined_dataset, refined)

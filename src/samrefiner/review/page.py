@@ -84,9 +84,7 @@ def write_page(
         "hasPredicted": any(summary.predicted_iou is not None or summary.kept_coarse for summary in ordered),
         "views": manifest_views,
     }
-    (data_dir / "manifest.js").write_text(
-        f"window.REVIEW_MANIFEST = {_compact_json(manifest)};\n", encoding="utf-8"
-    )
+    (data_dir / "manifest.js").write_text(f"window.REVIEW_MANIFEST = {_compact_json(manifest)};\n", encoding="utf-8")
     template = resources.files("samrefiner.review")
     for name in TEMPLATE_FILES:
         (out / name).write_bytes(template.joinpath(name).read_bytes())

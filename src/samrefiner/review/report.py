@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from samrefiner.errors import InputError
-from samrefiner.io.images import read_image
 from samrefiner.evaluation.metrics import mask_iou
+from samrefiner.io.images import read_image
 from samrefiner.review.objects import ObjectSummary, ReviewImage, ReviewObject
 from samrefiner.review.page import PAGE_SIZE, THUMBNAIL_DIR, prepare_report_dir, write_page
 from samrefiner.review.thumbnails import object_crop, side_by_side
@@ -42,8 +42,13 @@ def build_report(
             change = _write_thumbnail(pixels, review_object, out / thumbnail, image.path)
             summaries.append(
                 ObjectSummary(
-                    image.image_id, review_object.key, review_object.label,
-                    review_object.predicted_iou, change, thumbnail, image.name or image.image_id,
+                    image.image_id,
+                    review_object.key,
+                    review_object.label,
+                    review_object.predicted_iou,
+                    change,
+                    thumbnail,
+                    image.name or image.image_id,
                     review_object.kept_coarse,
                 )
             )

@@ -73,7 +73,7 @@ class Ranks:
         return None if limit is None else max(0, -(-(limit - self.rank) // self.world))
 
     def device(self, device: str, cuda_available: bool) -> str:
-        """"auto" -> cuda when present, else cpu; plain "cuda" under torchrun -> this rank's GPU."""
+        """ "auto" -> cuda when present, else cpu; plain "cuda" under torchrun -> this rank's GPU."""
         if device == "auto":
             device = "cuda" if cuda_available else "cpu"
         return f"cuda:{self.local_rank}" if device == "cuda" and self.distributed else device

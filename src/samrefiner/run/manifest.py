@@ -83,7 +83,9 @@ def weights_sha256(module: Any) -> str:
 
 def precision_name(dtype: Any) -> str:
     """The precision the model really runs in ("auto" resolved): fp32, bf16 or fp16."""
-    return {None: "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(None if dtype is None else str(dtype), str(dtype))
+    return {None: "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(
+        None if dtype is None else str(dtype), str(dtype)
+    )
 
 
 def manifest_path(layout: OutputLayout) -> Path:
@@ -133,7 +135,9 @@ def _difference(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
     return f"{name} {values}"
 
 
-def claim(layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool, partial: bool = False) -> None:
+def claim(
+    layout: OutputLayout, manifest: dict[str, Any], *, resume: bool, overwrite: bool, partial: bool = False
+) -> None:
     """Make `layout` this run's output, or refuse (RunConflict, one line); see the module docstring.
 
     `partial`: only refuse, comparing the fields `manifest` has (a check before the model is loaded);
@@ -165,7 +169,9 @@ def check_same(layout: OutputLayout, manifest: dict[str, Any]) -> None:
     existing = read_manifest(layout)
     changed = ["no run.json"] if existing is None else differences(existing, manifest)
     if changed:
-        raise InputError(f"{manifest_path(layout)}: this process's settings differ from the run's: {', '.join(changed)}")
+        raise InputError(
+            f"{manifest_path(layout)}: this process's settings differ from the run's: {', '.join(changed)}"
+        )
 
 
 def remove_run(layout: OutputLayout) -> None:

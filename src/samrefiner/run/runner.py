@@ -73,7 +73,6 @@ def refine_in_order(refiner: Any, loaded: Loaded) -> Generator[tuple[SampleRef, 
         yield ref, sample, refine_one(refiner, sample)
 
 
-
 @dataclass(frozen=True)
 class RunOptions:
     """How `run` goes through a dataset.
@@ -221,4 +220,3 @@ class Batch:
         self.bar.close()
         self.errors.close()
         self.summary.failures, self.summary.failed = self.errors.count, self.errors.entries
-

@@ -81,7 +81,6 @@ class InlineWrites:
 Writer = Callable[[Dataset, RecordStore, "Path | None"], InlineWrites]
 
 
-
 def _write_one(dataset: Dataset, sample: Sample, result: Any, overlays: Path | None) -> dict[str, Any]:
     """Write one image's refined masks; return its record (scores and the format's own extras)."""
     output = dataset.write(sample, result)
