@@ -43,9 +43,7 @@ def make_dataset(root: Path, ids: np.ndarray, save=save_palette_map) -> Instance
     (root / "images" / "seq").mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((*ids.shape, 3), 90, np.uint8)).save(root / "images" / "seq" / "00000.jpg")
     save(root / "maps" / "seq" / "00000.png", ids)
-    return open_dataset(
-        root / "images", root / "out", masks=None, label_maps=None, coco=None, instance_maps=root / "maps"
-    )
+    return open_dataset("instance-maps", root / "maps", root / "images", root / "out")
 
 
 class ScoredRefiner:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -27,6 +27,7 @@ from samrefiner.commands.options import (
     MasksOption,
     ModelOption,
     ProgressOption,
+    chosen_input,
 )
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import check_apart
@@ -38,51 +39,62 @@ TRAINING_PANEL = "Training (AdaptConfig)"
 _READ_ONLY_OUTPUT = Path("samrefiner-adapt-reads-only.json")
 
 
+AdapterFileOption = Annotated[Path, typer.Option("--out", help="The adapter file to write (.safetensors).")]
+CacheOption = Annotated[
+    Path | None, typer.Option("--cache", help="Keep image embeddings here and reuse them on later runs.")
+]
+ImageLimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")]
+RankOption = Annotated[int, typer.Option(min=1, help="LoRA rank.", rich_help_panel=TRAINING_PANEL)]
+AlphaOption = Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)]
+MarginOption = Annotated[float, typer.Option(help="Ranking-loss margin m.", rich_help_panel=TRAINING_PANEL)]
+LrOption = Annotated[float, typer.Option(min=0.0, help="SGD learning rate.", rich_help_panel=TRAINING_PANEL)]
+MomentumOption = Annotated[float, typer.Option(min=0.0, help="SGD momentum.", rich_help_panel=TRAINING_PANEL)]
+WeightDecayOption = Annotated[float, typer.Option(min=0.0, help="SGD weight decay.", rich_help_panel=TRAINING_PANEL)]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Coarse masks per step.", rich_help_panel=TRAINING_PANEL)]
+EpochsOption = Annotated[int, typer.Option(min=1, help="Passes over the coarse masks.", rich_help_panel=TRAINING_PANEL)]
+MilestonesOption = Annotated[
+    str,
+    typer.Option(
+        help="Steps at which the learning rate is multiplied by --lr-gamma, comma-separated.",
+        rich_help_panel=TRAINING_PANEL,
+    ),
+]
+LrGammaOption = Annotated[
+    float, typer.Option(help="Learning-rate factor at each milestone.", rich_help_panel=TRAINING_PANEL)
+]
+PromptOption = Annotated[
+    str,
+    typer.Option(help="Prompt of the training decodes: box, point or box+point.", rich_help_panel=TRAINING_PANEL),
+]
+SeedOption = Annotated[
+    int, typer.Option(help="Seed of the LoRA initialisation and the sample order.", rich_help_panel=TRAINING_PANEL)
+]
+
+
 @app.command("adapt")
 def adapt_command(
     images: ImagesOption,
-    out: Annotated[Path, typer.Option("--out", help="The adapter file to write (.safetensors).")],
+    out: AdapterFileOption,
     masks: MasksOption = None,
     label_maps: LabelMapsOption = None,
     coco: CocoOption = None,
     model: ModelOption = "vit_h",
     device: DeviceOption = "auto",
-    cache: Annotated[
-        Path | None, typer.Option("--cache", help="Keep image embeddings here and reuse them on later runs.")
-    ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N images.")] = None,
+    cache: CacheOption = None,
+    limit: ImageLimitOption = None,
     progress: ProgressOption = True,
-    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.", rich_help_panel=TRAINING_PANEL)] = 4,
-    alpha: Annotated[
-        float, typer.Option(help="LoRA alpha (scale = alpha / rank).", rich_help_panel=TRAINING_PANEL)
-    ] = 4.0,
-    margin: Annotated[float, typer.Option(help="Ranking-loss margin m.", rich_help_panel=TRAINING_PANEL)] = 0.02,
-    lr: Annotated[float, typer.Option(min=0.0, help="SGD learning rate.", rich_help_panel=TRAINING_PANEL)] = 0.01,
-    momentum: Annotated[float, typer.Option(min=0.0, help="SGD momentum.", rich_help_panel=TRAINING_PANEL)] = 0.9,
-    weight_decay: Annotated[
-        float, typer.Option(min=0.0, help="SGD weight decay.", rich_help_panel=TRAINING_PANEL)
-    ] = 5e-4,
-    batch_size: Annotated[int, typer.Option(min=1, help="Coarse masks per step.", rich_help_panel=TRAINING_PANEL)] = 5,
-    epochs: Annotated[
-        int, typer.Option(min=1, help="Passes over the coarse masks.", rich_help_panel=TRAINING_PANEL)
-    ] = 1,
-    milestones: Annotated[
-        str,
-        typer.Option(
-            help="Steps at which the learning rate is multiplied by --lr-gamma, comma-separated.",
-            rich_help_panel=TRAINING_PANEL,
-        ),
-    ] = "60,100",
-    lr_gamma: Annotated[
-        float, typer.Option(help="Learning-rate factor at each milestone.", rich_help_panel=TRAINING_PANEL)
-    ] = 0.1,
-    prompt: Annotated[
-        str,
-        typer.Option(help="Prompt of the training decodes: box, point or box+point.", rich_help_panel=TRAINING_PANEL),
-    ] = "box",
-    seed: Annotated[
-        int, typer.Option(help="Seed of the LoRA initialisation and the sample order.", rich_help_panel=TRAINING_PANEL)
-    ] = 0,
+    rank: RankOption = 4,
+    alpha: AlphaOption = 4.0,
+    margin: MarginOption = 0.02,
+    lr: LrOption = 0.01,
+    momentum: MomentumOption = 0.9,
+    weight_decay: WeightDecayOption = 5e-4,
+    batch_size: BatchSizeOption = 5,
+    epochs: EpochsOption = 1,
+    milestones: MilestonesOption = "60,100",
+    lr_gamma: LrGammaOption = 0.1,
+    prompt: PromptOption = "box",
+    seed: SeedOption = 0,
 ) -> None:
     """Train a rank-4 LoRA on SAM's IoU head so that it ranks candidates as the coarse masks do."""
     import torch
@@ -105,7 +117,8 @@ def adapt_command(
         prompt=prompt,
         seed=seed,
     )
-    dataset = open_dataset(images, _READ_ONLY_OUTPUT, masks=masks, label_maps=label_maps, coco=coco)
+    kind, source = chosen_input(images, masks=masks, label_maps=label_maps, coco=coco)
+    dataset = open_dataset(kind, source, images, _READ_ONLY_OUTPUT)
     check_outputs([path for path in (images, masks, label_maps, coco) if path is not None], out, cache)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,12 +128,7 @@ def adapt_command(
     )
     result = train_adapter(sam, samples, config, progress=progress)
     result.adapter.save(out)
-    typer.echo(
-        f"{result.samples} coarse masks ({samples.skipped} skipped), {result.steps} steps: "
-        f"ranking loss {result.before.loss:.4f} -> {result.after.loss:.4f}, "
-        f"top-1 agreement with coarse-mask IoU {result.before.agreement:.1%} -> {result.after.agreement:.1%}; "
-        f"wrote {out}"
-    )
+    typer.echo(f"{_trained(result, samples.skipped)}; wrote {out}")
 
 
 def check_outputs(inputs: list[Path], out: Path, cache: Path | None) -> None:
@@ -165,3 +173,12 @@ def _readable(dataset, limit: int | None) -> Iterator[tuple[np.ndarray, np.ndarr
             print(f"samrefiner: skipped {describe_failure(ref, sample)}", file=sys.stderr)
             continue
         yield sample.image, sample.masks
+
+
+def _trained(result: Any, skipped: int) -> str:
+    """What training did, in one line."""
+    return (
+        f"{result.samples} coarse masks ({skipped} skipped), {result.steps} steps: "
+        f"ranking loss {result.before.loss:.4f} -> {result.after.loss:.4f}, "
+        f"top-1 agreement with coarse-mask IoU {result.before.agreement:.1%} -> {result.after.agreement:.1%}"
+    )

@@ -262,3 +262,22 @@ def void_option(text: str) -> Void:
 def in_void_terms(error: Exception) -> str:
     """An error as the CLI user knows it: a void problem names --void."""
     return error.naming("--void") if isinstance(error, VoidError) else str(error)
+
+
+def chosen_input(images: Path | None, *, copy_images: bool = False, **sources: Path | None) -> tuple[str, Path]:
+    """The one dataset input given on the command line, as (format name, path); one line naming the
+    options when not exactly one is given, or when it lacks what it needs."""
+    given = [(name, path) for name, path in sources.items() if path is not None]
+    if len(given) != 1:
+        listed = ", ".join(_flag(name) for name in sources)
+        raise InputError(f"give exactly one of {listed} (got {len(given)})")
+    name, path = given[0]
+    if copy_images and name != "yolo":
+        raise InputError("--copy-images is for --yolo datasets")
+    if images is None and name != "yolo":
+        raise InputError(f"{_flag(name)} needs --images")
+    return name.replace("_", "-"), path
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

@@ -54,6 +54,7 @@ from samrefiner.commands.options import (
     WorkersOption,
     YoloOption,
     build_refiner,
+    chosen_input,
     config_fields,
     with_config_options,
 )
@@ -112,7 +113,8 @@ def refine_command(
         if resume and overwrite:
             raise InputError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
         sources = {"masks": masks, "label_maps": label_maps, "coco": coco, "instance_maps": instance_maps, "yolo": yolo}
-        dataset = open_dataset(images, out, **sources, copy_images=copy_images, ignore_exif=ignore_exif)
+        kind, source = chosen_input(images, copy_images=copy_images, **sources)
+        dataset = open_dataset(kind, source, images, out, copy_images=copy_images, ignore_exif=ignore_exif)
         set_coco_segmentation(dataset, coco_segmentation)
         options = RunOptions(
             shard=parse_shard(shard), limit=limit, resume=resume, errors_path=errors, overlays=save_overlays,

@@ -21,19 +21,11 @@ from scipy import ndimage
 
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
+from samrefiner.io.formats import FORMATS, open_dataset
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.listing import MAP_SUFFIXES, list_files
 from samrefiner.io.maskvalues import LOSSY_SUFFIXES
 from samrefiner.review.objects import ReviewImage, ReviewObject
-
-FORMATS = ("masks", "label-maps", "coco", "instance-maps", "yolo")
-_OPTION_OF_FORMAT = {
-    "masks": "masks",
-    "label-maps": "label_maps",
-    "coco": "coco",
-    "instance-maps": "instance_maps",
-    "yolo": "yolo",
-}
 
 
 @dataclass
@@ -142,18 +134,13 @@ def detect_format(coarse: Path, refined: Path) -> str:
 def open_pair(images: Path, coarse: Path, refined: Path, out: Path | None = None, kind: str = "auto") -> DatasetPair:
     """The coarse dataset (its writer aimed at `out`; None: only read) and the refined one, in
     `kind` or the detected format."""
-    from samrefiner.io.formats import open_dataset
-
     if kind == "auto":
         kind = detect_format(coarse, refined)
     if kind not in FORMATS:
-        raise InputError(f"--format {kind}: expected auto or one of {', '.join(FORMATS)}")
-    option = _OPTION_OF_FORMAT[kind]
-    coarse_dataset = open_dataset(
-        images, out or refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: coarse}
-    )
+        raise InputError(f"dataset format {kind!r}: expected auto or one of {', '.join(FORMATS)}")
+    coarse_dataset = open_dataset(kind, coarse, images, out or refined)
     # read only: its layout points at the refine run's own files (scores) and nothing is written
-    refined_dataset = open_dataset(images, refined, **{**dict.fromkeys(_OPTION_OF_FORMAT.values()), option: refined})
+    refined_dataset = open_dataset(kind, refined, images, refined)
     return DatasetPair(kind, coarse_dataset, refined_dataset, refined)
 
 
