@@ -125,7 +125,9 @@ def test_a_binary_mask_given_as_a_map_is_an_input_error_not_zero_objects(tmp_pat
     Image.fromarray(mask).save(tmp_path / "maps" / "a.png")
     dataset = kind(tmp_path / "images", tmp_path / "maps", tmp_path / "out")
     with pytest.raises(
-        InputError, match=r"a\.png: holds only 0 and 255 \(void\), no (class|object) id: a binary mask\? use --masks"
+        InputError,
+        match=r"a\.png: holds only 0 and 255 \(void\), no (class|object) id: a binary mask\? "
+        r"read the folder as per-object masks",
     ):
         dataset.load(dataset.refs()[0])
 

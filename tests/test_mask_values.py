@@ -91,7 +91,7 @@ def test_a_palette_png_with_several_ids_is_refused_naming_file_ids_and_instance_
     image = Image.fromarray(ids, mode="L").convert("P")
     image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
     dataset = dataset_of(tmp_path, "00000.png", image)
-    with pytest.raises(InputError, match=r"cat/00000\.png: holds 2 object values \(1, 2\).*--instance-maps"):
+    with pytest.raises(InputError, match=r"cat/00000\.png: holds 2 object values \(1, 2\).*instance maps"):
         loaded_mask(dataset)
 
 

@@ -27,10 +27,10 @@ from samrefiner.commands.options import (
     MasksOption,
     ModelOption,
     ProgressOption,
+    check_apart,
     chosen_input,
 )
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import check_apart
 from samrefiner.io.formats import open_dataset
 from samrefiner.run.outputs import Location, check_locations, folder_files
 

@@ -24,10 +24,9 @@ import numpy as np
 import typer
 
 from samrefiner.commands.app import app
-from samrefiner.commands.options import in_void_terms, void_option
+from samrefiner.commands.options import check_apart, in_void_terms, void_option
 from samrefiner.errors import SamRefinerError
 from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
-from samrefiner.io.datasets import check_apart
 from samrefiner.io.images import atomic_write
 from samrefiner.run.outputs import Location, check_locations
 

@@ -281,3 +281,17 @@ def chosen_input(images: Path | None, *, copy_images: bool = False, **sources: P
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
+    """InputError when an output is an input, lies inside an input folder or contains an input."""
+    for output in outputs:
+        resolved_output = output.resolve()
+        for source in inputs:
+            resolved_source = source.resolve()
+            if (
+                resolved_output == resolved_source
+                or resolved_source in resolved_output.parents
+                or resolved_output in resolved_source.parents
+            ):
+                raise InputError(f"{output}: output would overlap the input {source}; choose another --out")

@@ -54,12 +54,12 @@ from samrefiner.commands.options import (
     WorkersOption,
     YoloOption,
     build_refiner,
+    check_apart,
     chosen_input,
     config_fields,
     with_config_options,
 )
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import check_apart
 from samrefiner.io.formats import open_dataset
 from samrefiner.run.dataset_run import identity_fields, refine_dataset
 from samrefiner.run.manifest import RunConflict, claim, model_fields, new_manifest, owns

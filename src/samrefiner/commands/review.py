@@ -48,7 +48,7 @@ def review_command(
     page_size: Annotated[int, typer.Option("--page-size", min=1, help="Objects per page.")] = PAGE_SIZE,
 ) -> None:
     """Write a static page showing every object's coarse and refined mask, worth-a-look first."""
-    from samrefiner.io.datasets import check_apart
+    from samrefiner.commands.options import check_apart
     from samrefiner.review.datasets import ReadLog, open_pair, review_images
     from samrefiner.review.identity import report_id
     from samrefiner.review.report import build_report
@@ -90,7 +90,7 @@ def apply_review_command(
     ] = False,
 ) -> None:
     """Write the final dataset in the input's format: refined where accepted, coarse where rejected."""
-    from samrefiner.io.datasets import check_apart
+    from samrefiner.commands.options import check_apart
     from samrefiner.review.apply import apply_decisions
     from samrefiner.review.datasets import open_pair
     from samrefiner.review.decisions import check_report, read_decisions

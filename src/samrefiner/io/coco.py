@@ -70,7 +70,7 @@ class CocoDataset(Dataset):
 
     def __init__(self, images: Path, annotations: Path, out: Path, *, ignore_exif: bool = False) -> None:
         if out.suffix.lower() != ".json":
-            raise InputError(f"{out}: the output for --coco must be a .json file")
+            raise InputError(f"{out}: a COCO output must be a .json file")
         self.images, self.annotations_path, self.ignore_exif = images, annotations, ignore_exif
         self.layout = OutputLayout.file(out)
         self.index = CocoIndex.build(annotations)  # annotations stay in the file until an image needs them

@@ -131,17 +131,3 @@ def check_mask_sizes(image: np.ndarray, image_path: Path, masks: list[np.ndarray
             raise InputError(
                 f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is {width}x{height}"
             )
-
-
-def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
-    """InputError when an output is an input, lies inside an input folder or contains an input."""
-    for output in outputs:
-        resolved_output = output.resolve()
-        for source in inputs:
-            resolved_source = source.resolve()
-            if (
-                resolved_output == resolved_source
-                or resolved_source in resolved_output.parents
-                or resolved_output in resolved_source.parents
-            ):
-                raise InputError(f"{output}: output would overlap the input {source}; choose another --out")

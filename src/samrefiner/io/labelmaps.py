@@ -90,7 +90,8 @@ class LabelMaps(Dataset):
         label_map, palette = read_label_map(path, ignore_exif=self.ignore_exif)
         if set(np.unique(label_map).tolist()) == {BACKGROUND, VOID}:
             raise InputError(
-                f"{path}: holds only 0 and 255 (void), no {self.value_name} id: a binary mask? use --masks"
+                f"{path}: holds only 0 and 255 (void), no {self.value_name} id: "
+                "a binary mask? read the folder as per-object masks"
             )
         image_path = one_file(self._images, ref.key, self.images, ref.name)
         image = read_image(image_path, ignore_exif=self.ignore_exif)

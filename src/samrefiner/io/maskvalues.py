@@ -28,7 +28,7 @@ TRIMAP = (0, 128, 255)  # GrabCut ground truth: background, uncertain band, obje
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 LOSSY_NOTE = "lossy (JPEG) mask, thresholded at half its maximum"
 _LISTED = 6  # values or colours named in an error message
-INSTANCE_HINT = "for one map of object ids per image use --instance-maps DIR"
+INSTANCE_HINT = "for one map of object ids per image, read the folder as instance maps"
 ARRAY_HINT = "give bool masks or one value per mask (threshold soft or JPEG-decoded masks first, e.g. mask >= 128)"
 
 
