@@ -246,3 +246,29 @@ def test_eval_writes_its_own_json_again(capsys, monkeypatch, tmp_path):
         )
         assert code == 0, err
     assert json.loads((tmp_path / "scores.json").read_text())["missing"] == []
+
+
+@pytest.mark.parametrize("where", ["foreign", "under a file"])
+def test_bench_json_over_a_foreign_file_or_under_a_file_is_one_line_before_the_model(
+    where, capsys, monkeypatch, tmp_path
+):
+    import samrefiner.commands.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "build_refiner", lambda *a, **k: pytest.fail("the model was loaded"))
+    precious = tmp_path / "precious.json"
+    precious.write_text('{"mine": true}')
+    target = precious if where == "foreign" else precious / "table.json"
+    grabcut = DATA / "grabcut"
+    args = ("bench", "--images", grabcut / "images", "--gt", grabcut / "gt", "--seed", "0", "--json", target)
+    code, err = run_main(capsys, monkeypatch, *args)
+    assert code == 2 and f"--json {target}: " in one_line(err)
+    assert precious.read_text() == '{"mine": true}'
+
+
+@pytest.mark.parametrize("option", ["--save-overlays", "--errors"])
+def test_an_output_inside_an_input_names_the_option_that_put_it_there(option, no_model, capsys, monkeypatch, tmp_path):
+    images, masks = make_dataset(tmp_path, count=2)
+    inside = images / ("overlays" if option == "--save-overlays" else "errors.txt")
+    args = ("--images", images, "--masks", masks, "--out", tmp_path / "out", option, inside, "--model", "m")
+    code, _, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 2 and one_line(err).rstrip().endswith(f"overlap the input {images}; choose another {option}")

@@ -133,7 +133,7 @@ def adapt_command(
 
 def check_outputs(inputs: list[Path], out: Path, cache: Path | None) -> None:
     """The adapter file and the cache folder: apart from the inputs, writable, new or samrefiner's."""
-    check_apart(inputs, [out, *([cache] if cache else [])])
+    check_apart(inputs, [("--out", out), *([("--cache", cache)] if cache else [])])
     check_locations(
         [Location("--out", out, folder=False), *([Location("--cache", cache, folder=True)] if cache else [])],
         is_ours=is_adapt_output,

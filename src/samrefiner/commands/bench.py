@@ -27,6 +27,7 @@ from samrefiner.commands.options import (
     with_config_options,
 )
 from samrefiner.errors import InputError
+from samrefiner.run.outputs import Location, check_locations
 
 SETTING_NAMES = "point, box, mask, point+box, point+mask, box+mask, all"
 # Each row sets the prompts itself; --seed is the corruption seed (the random point strategy keeps
@@ -60,9 +61,15 @@ def bench_command(
     config_values: dict[str, Any] | None = None,
 ) -> None:
     """Score coarse masks and SAMRefiner with each prompt combination: IoU, boundary IoU, mBA, time."""
-    from samrefiner.evaluation.bench import PROMPT_SETTINGS, labelled_images, run_bench, write_json
+    from samrefiner.evaluation.bench import PROMPT_SETTINGS, is_bench_json, labelled_images, run_bench, write_json
 
     settings = _chosen_settings(only, PROMPT_SETTINGS)
+    if json_file is not None:
+        check_locations(
+            [Location("--json", json_file, folder=False)],
+            is_ours=lambda location: is_bench_json(location.path),
+            remedy="choose another --json file (a table samrefiner bench wrote can be written again)",
+        )
     if (coarse is None) == (seed is None):
         raise InputError("give either coarse masks (--coarse DIR) or a seed to make them (--seed S)")
     data = labelled_images(images, gt, coarse=coarse, seed=seed, limit=limit)

@@ -55,7 +55,7 @@ def corrupt_command(
     from samrefiner.io.yolo import YoloDataset
 
     void_value = void_option(void)
-    check_apart([gt, images], [out])
+    check_apart([gt, images], [("--out", out)])
     check_locations(
         [Location("--out", out, folder=True)],
         is_ours=lambda location: (location.path / REPORT_NAME).is_file(),

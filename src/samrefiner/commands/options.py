@@ -283,9 +283,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
-    """InputError when an output is an input, lies inside an input folder or contains an input."""
-    for output in outputs:
+def check_apart(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
+    """InputError when an output (option, path) is an input, lies inside an input folder or contains
+    an input; the message names the option to change."""
+    for option, output in outputs:
         resolved_output = output.resolve()
         for source in inputs:
             resolved_source = source.resolve()
@@ -294,4 +295,4 @@ def check_apart(inputs: list[Path], outputs: list[Path]) -> None:
                 or resolved_source in resolved_output.parents
                 or resolved_output in resolved_source.parents
             ):
-                raise InputError(f"{output}: output would overlap the input {source}; choose another --out")
+                raise InputError(f"{output}: output would overlap the input {source}; choose another {option}")

@@ -171,8 +171,9 @@ def check_paths(dataset: Any, inputs: list[Path], options: RunOptions) -> None:
     other, each writable and either new, samrefiner's own, or allowed by --overwrite."""
     if not dataset.refs():
         raise InputError(f"{inputs[1]}: no coarse masks to refine")
-    given = [path for path in (options.errors_path, options.overlays) if path is not None]
-    check_apart(inputs, [*dataset.layout.written_paths(), *given])
+    outputs = [("--out", path) for path in dataset.layout.written_paths()]
+    outputs += [("--errors", options.errors_path), ("--save-overlays", options.overlays)]
+    check_apart(inputs, [(option, path) for option, path in outputs if path is not None])
     check_locations(
         output_locations(dataset.layout, options),
         is_ours=functools.partial(owns, dataset.layout),

@@ -53,7 +53,7 @@ def review_command(
     from samrefiner.review.identity import report_id
     from samrefiner.review.report import build_report
 
-    check_apart([images, coarse, refined], [out])
+    check_apart([images, coarse, refined], [("--out", out)])
     check_locations(
         [Location("--out", out, folder=True)],
         is_ours=lambda location: (location.path / DATA_DIR / "manifest.js").is_file(),
@@ -99,7 +99,7 @@ def apply_review_command(
     choices = read_decisions(decisions, undecided_refined=not undecided_coarse)
     pair = open_pair(images, coarse, refined, out, kind)
     layout = pair.coarse.layout
-    check_apart([images, coarse, refined, decisions], layout.written_paths())
+    check_apart([images, coarse, refined, decisions], [("--out", path) for path in layout.written_paths()])
     check_locations(
         [Location("--out", out, folder=layout.work_dir.parent == layout.out)],
         is_ours=functools.partial(owns, layout),

@@ -191,3 +191,12 @@ def write_json(path: Path, report: BenchReport) -> None:
     }
     text = json.dumps(document, indent=2) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def is_bench_json(path: Path) -> bool:
+    """Whether the file is a table `write_json` wrote (its "rows" and "failures")."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("rows"), dict) and "failures" in document
