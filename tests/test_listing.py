@@ -74,3 +74,14 @@ def test_review_detects_label_maps_stored_as_upper_case_png(tmp_path):
     maps.mkdir()
     Image.fromarray(np.array([[0, 1], [2, 3]], np.uint8)).save(maps / "a.PNG")
     assert detect_format(maps, tmp_path / "no-run") == "label-maps"
+
+
+def test_yolo_images_follow_the_one_listing_hidden_files_skipped(tmp_path):
+    from samrefiner.io.yolo import YoloDataset
+    from test_io_yolo import build_yolo
+
+    build_yolo(tmp_path / "yolo", stems=("0",), davis=False)
+    for folder, name in (("images", "._0.jpg"), ("labels", "._0.txt")):  # macOS resource forks
+        (tmp_path / "yolo" / folder / "val" / name).write_bytes(b"\x00\x05\x16\x07")
+    dataset = YoloDataset(tmp_path / "yolo", tmp_path / "out")
+    assert [ref.key for ref in dataset.refs()] == ["images/val/0"]

@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from samrefiner.errors import InputError
-from samrefiner.io.listing import IMAGE_SUFFIXES  # noqa: F401  (re-exported: where readers look)
 from samrefiner.io.maskvalues import (
     LOSSY_SUFFIXES,
     MaskEncoding,

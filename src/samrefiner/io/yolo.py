@@ -39,7 +39,8 @@ import yaml
 
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef, check_mask_sizes
-from samrefiner.io.images import IMAGE_SUFFIXES, atomic_write, read_image
+from samrefiner.io.images import atomic_write, read_image
+from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.yolo_labels import LabelLine, read_label_file
 from samrefiner.io.yolo_polygons import fill, mask_ring, ring_line
 
@@ -148,7 +149,8 @@ class YoloDataset(Dataset):
         """Every image under the image folders of data.yaml, sorted, each once."""
         found: set[Path] = set()
         for folder in split_folders(self.config, self.root, self.images):
-            found.update(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+            if folder.is_dir():  # a split data.yaml names but the dataset lacks holds no image
+                found.update(path for paths in list_files(folder, IMAGE_SUFFIXES, "images").values() for path in paths)
         return sorted(found)
 
 
