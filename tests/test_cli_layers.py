@@ -112,3 +112,12 @@ def test_bench_data_without_coarse_masks_or_seed_names_no_flag(capsys, tmp_path)
     assert "--" not in str(raised.value)
     line = run_cli(capsys, "bench", "--images", str(tmp_path), "--gt", str(tmp_path))
     assert line == "samrefiner: error: give either coarse masks (--coarse DIR) or a seed to make them (--seed S)"
+
+
+def test_review_format_choices_are_the_format_registry():
+    import typing
+
+    from samrefiner.commands.review import ReviewFormat
+    from samrefiner.io.formats import FORMATS
+
+    assert typing.get_args(ReviewFormat) == ("auto", *FORMATS)

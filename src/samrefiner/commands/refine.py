@@ -1,12 +1,13 @@
 """`samrefiner refine`: refine a whole dataset of coarse masks, in the input's own format.
 
-    samrefiner refine --model SPEC (--images DIR (--masks DIR | --label-maps DIR | --coco FILE) | --yolo DIR)
-                      --out PATH [refinement options] [--device D] [--save-overlays DIR]
-                      [--limit N] [--shard K/N] [--resume | --overwrite] [--errors FILE] [--precision P] [--compile]
-                      [--max-consecutive-failures N]
+    samrefiner refine --model SPEC --out PATH
+                      (--images DIR (--masks DIR | --label-maps DIR | --instance-maps DIR | --coco FILE)
+                       | --yolo DIR [--images DIR] [--copy-images])
+                      [refinement options] [--adapter FILE] [--device D] [--precision P] [--compile]
+                      [--workers N] [--save-overlays DIR] [--coco-segmentation rle|polygons|input]
+                      [--limit N] [--shard K/N] [--resume | --overwrite] [--errors FILE]
+                      [--max-consecutive-failures N] [--ignore-exif] [--no-progress]
     torchrun --nproc-per-node G -m samrefiner refine ...   (one process per GPU, one merged output)
-    samrefiner refine ... --instance-maps DIR ...          (one map of object ids per image; --ignore-exif:
-    files as stored)
 
 Every `RefinerConfig` field is an option (`--iterations 3`, `--no-use-box`, ...), generated from
 the dataclass so the two never drift apart. The output never goes over or inside the input, and

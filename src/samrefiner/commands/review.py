@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 
 ImagesOption = Annotated[Path, typer.Option("--images", help="Folder of images (as given to `refine`).")]
 CoarseOption = Annotated[
-    Path, typer.Option("--coarse", help="The coarse input of `refine`: mask folder, label-map folder or COCO .json.")
+    Path,
+    typer.Option(
+        "--coarse",
+        help="The coarse input of `refine`: a mask, label-map or instance-map folder, a COCO .json or a YOLO folder.",
+    ),
 ]
 RefinedOption = Annotated[Path, typer.Option("--refined", help="The output of `refine` for that input.")]
+ReviewFormat = Literal["auto", "masks", "label-maps", "coco", "instance-maps", "yolo"]
+"""`auto` and the names of samrefiner.io.formats.FORMATS."""
 FormatOption = Annotated[
-    str,
-    typer.Option("--format", help="masks, label-maps or coco; auto: a .json is COCO, a folder is told by its content."),
+    ReviewFormat,
+    typer.Option(
+        "--format", help="auto: a .json is COCO, a folder with data.yaml YOLO, other folders by their content."
+    ),
 ]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 from skimage import measure
 
@@ -46,14 +45,6 @@ def _corners(ring: np.ndarray) -> np.ndarray:
 def has_holes(mask: np.ndarray) -> bool:
     """Whether some background pixels are enclosed by the mask."""
     return bool((ndimage.binary_fill_holes(mask) & ~mask.astype(bool)).any())
-
-
-def rasterize(polygons: list[np.ndarray] | list[list[float]], height: int, width: int) -> np.ndarray:
-    """The H x W bool mask of the union of polygons ((x, y) vertices, pycocotools' rule)."""
-    flat = [np.asarray(polygon, dtype=np.float64).reshape(-1).tolist() for polygon in polygons]
-    if not flat:
-        return np.zeros((height, width), dtype=bool)
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(flat, height, width))) > 0
 
 
 def coco_polygons(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[list[float]] | None:
