@@ -25,13 +25,13 @@ from reference_runs import (
 )
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
+from samrefiner.io.digests import file_sha256
 from samrefiner.models.convert_tiny_vit import (
     build_tiny_vit_sam,
     image_size_of,
     read_tiny_vit_shape,
     rename_tiny_vit_key,
 )
-from samrefiner.models.download import sha256_of
 from samrefiner.models.lite_medsam import LiteMedSamBackend
 from samrefiner.models.mobile_sam import MobileSamBackend
 from samrefiner.models.registry import REGISTRY
@@ -172,7 +172,7 @@ def test_registry_name_loads_the_cached_file(tmp_path, monkeypatch):
     cache.mkdir()
     (cache / "mobile_sam.pt").symlink_to(MOBILE_REF / "reduced_mobile_sam.pth")
     monkeypatch.setenv("SAMREFINER_CACHE", str(cache))
-    stand_in = dataclasses.replace(REGISTRY["mobile_sam"], sha256=sha256_of(MOBILE_REF / "reduced_mobile_sam.pth"))
+    stand_in = dataclasses.replace(REGISTRY["mobile_sam"], sha256=file_sha256(MOBILE_REF / "reduced_mobile_sam.pth"))
     monkeypatch.setitem(REGISTRY, "mobile_sam", stand_in)  # cached files are sha256-checked on use
     model = load_model("mobile_sam")
     assert isinstance(model, MobileSamBackend) and model.name == str(cache / "mobile_sam.pt")
