@@ -157,6 +157,19 @@ def test_batchnorm_counters_are_optional_and_stray_keys_refused():
         build_tiny_vit_sam({**state_dict, "image_encoder.layers.9.blocks.0.attn.qkv.weight": torch.empty(3)}, "gap")
 
 
+def test_missing_tensors_are_named_with_how_many_more():
+    state_dict = layout_state_dict("mobile_sam_vit_t.json")
+    head = "mask_decoder.iou_prediction_head.layers.2."
+    assert {f"{head}weight", f"{head}bias"} <= state_dict.keys()
+    without_head = {key: value for key, value in state_dict.items() if not key.startswith(head)}
+    shape = read_tiny_vit_shape(state_dict, "head")
+    with pytest.raises(CheckpointError) as raised:
+        build_tiny_vit_sam(without_head, "cut.pt")
+    message = str(raised.value)
+    assert message.startswith(f"cut.pt: does not fit a TinyViT SAM of shape {shape}: missing mask_decoder.")
+    assert message.endswith(" (and 1 more)")
+
+
 def test_registry_has_the_official_mobile_sam_checkpoint():
     entry = REGISTRY["mobile_sam"]
     assert entry.kind == "mobile_sam" and entry.file_name == "mobile_sam.pt"
