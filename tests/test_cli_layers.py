@@ -80,7 +80,7 @@ def test_a_void_value_on_a_colour_mask_names_the_option_in_the_cli_only(capsys, 
 
 
 def test_flat_masks_ask_for_the_layout_and_the_cli_names_the_option(capsys, tmp_path):
-    from samrefiner.evaluation.evaluate import detect_format
+    from samrefiner.io.formats import detect_format
 
     write_png(tmp_path / "a.png", np.array([[0, 255]], np.uint8))
     reason = "its PNGs each hold one object value, so they may be binary masks or one-class label maps"

@@ -26,11 +26,11 @@ from reference_runs import (
     unpack,
 )
 from samrefiner import load_model
+from samrefiner.io.digests import file_sha256
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models.base import Encoding
 from samrefiner.models.convert_hq import convert_hq_state_dict, rename_hq_key
 from samrefiner.models.convert_sam import layout_mismatches, read_encoder_shape
-from samrefiner.models.download import sha256_of
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam_hq import INTERM_KEY, HQMaskDecoder
 from samrefiner.refine import Refiner, RefinerConfig
@@ -201,7 +201,7 @@ def test_registry_name_through_the_cli(hq_model, tmp_path, capsys, monkeypatch):
     cache.mkdir()
     (cache / REGISTRY["hq_vit_b"].file_name).symlink_to(HQ_REF / "reduced_sam.pth")
     monkeypatch.setenv("SAMREFINER_CACHE", str(cache))
-    stand_in = dataclasses.replace(REGISTRY["hq_vit_b"], sha256=sha256_of(HQ_REF / "reduced_sam.pth"))
+    stand_in = dataclasses.replace(REGISTRY["hq_vit_b"], sha256=file_sha256(HQ_REF / "reduced_sam.pth"))
     monkeypatch.setitem(REGISTRY, "hq_vit_b", stand_in)  # cached files are sha256-checked on use
     code, out, err = run_cli(
         capsys,

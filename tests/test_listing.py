@@ -12,7 +12,7 @@ from io_fakes import IdentityRefiner
 from samrefiner.errors import InputError
 from samrefiner.io.images import write_png
 from samrefiner.io.masks import MaskFolders
-from samrefiner.review.datasets import detect_format
+from samrefiner.review.datasets import pair_format
 from samrefiner.run.runner import run
 from test_eval_cli import run_eval, runner, square  # noqa: F401  (the fixture)
 
@@ -73,7 +73,7 @@ def test_review_detects_label_maps_stored_as_upper_case_png(tmp_path):
     maps = tmp_path / "maps"
     maps.mkdir()
     Image.fromarray(np.array([[0, 1], [2, 3]], np.uint8)).save(maps / "a.PNG")
-    assert detect_format(maps, tmp_path / "no-run") == "label-maps"
+    assert pair_format(maps, tmp_path / "no-run") == "label-maps"
 
 
 def test_yolo_images_follow_the_one_listing_hidden_files_skipped(tmp_path):

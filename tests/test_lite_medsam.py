@@ -15,9 +15,9 @@ from conftest import DATA, FIXTURES
 from reference_runs import as_float, per_object_agreement, unpack
 from samrefiner import Refiner, RefinerConfig, load_model
 from samrefiner.errors import CheckpointError
+from samrefiner.io.digests import file_sha256
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models import lite_medsam
-from samrefiner.models.download import sha256_of
 from samrefiner.models.lite_medsam import LiteMedSamBackend, min_max_pixels
 from test_refine_cli import run_cli
 
@@ -63,7 +63,7 @@ def encoded(lite_model):
 def test_registry_name_loads_the_packaged_official_weights(lite_model):
     path = lite_medsam.packaged_weights()
     assert path.name == "lite_medsam.pth" and path.parent.name == "asset"
-    assert sha256_of(path) == CONFIG["weights_sha256"]
+    assert file_sha256(path) == CONFIG["weights_sha256"]
     assert isinstance(lite_model, LiteMedSamBackend) and lite_model.kind == "lite_medsam"
     assert (lite_model.image_size, lite_model.embedding_size, lite_model.mask_input_size) == (256, 64, 256)
 

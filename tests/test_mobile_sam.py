@@ -25,13 +25,13 @@ from reference_runs import (
 )
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
+from samrefiner.io.digests import file_sha256
 from samrefiner.models.convert_tiny_vit import (
     build_tiny_vit_sam,
     image_size_of,
     read_tiny_vit_shape,
     rename_tiny_vit_key,
 )
-from samrefiner.models.download import sha256_of
 from samrefiner.models.lite_medsam import LiteMedSamBackend
 from samrefiner.models.mobile_sam import MobileSamBackend
 from samrefiner.models.registry import REGISTRY
@@ -157,6 +157,19 @@ def test_batchnorm_counters_are_optional_and_stray_keys_refused():
         build_tiny_vit_sam({**state_dict, "image_encoder.layers.9.blocks.0.attn.qkv.weight": torch.empty(3)}, "gap")
 
 
+def test_missing_tensors_are_named_with_how_many_more():
+    state_dict = layout_state_dict("mobile_sam_vit_t.json")
+    head = "mask_decoder.iou_prediction_head.layers.2."
+    assert {f"{head}weight", f"{head}bias"} <= state_dict.keys()
+    without_head = {key: value for key, value in state_dict.items() if not key.startswith(head)}
+    shape = read_tiny_vit_shape(state_dict, "head")
+    with pytest.raises(CheckpointError) as raised:
+        build_tiny_vit_sam(without_head, "cut.pt")
+    message = str(raised.value)
+    assert message.startswith(f"cut.pt: does not fit a TinyViT SAM of shape {shape}: missing mask_decoder.")
+    assert message.endswith(" (and 1 more)")
+
+
 def test_registry_has_the_official_mobile_sam_checkpoint():
     entry = REGISTRY["mobile_sam"]
     assert entry.kind == "mobile_sam" and entry.file_name == "mobile_sam.pt"
@@ -172,7 +185,7 @@ def test_registry_name_loads_the_cached_file(tmp_path, monkeypatch):
     cache.mkdir()
     (cache / "mobile_sam.pt").symlink_to(MOBILE_REF / "reduced_mobile_sam.pth")
     monkeypatch.setenv("SAMREFINER_CACHE", str(cache))
-    stand_in = dataclasses.replace(REGISTRY["mobile_sam"], sha256=sha256_of(MOBILE_REF / "reduced_mobile_sam.pth"))
+    stand_in = dataclasses.replace(REGISTRY["mobile_sam"], sha256=file_sha256(MOBILE_REF / "reduced_mobile_sam.pth"))
     monkeypatch.setitem(REGISTRY, "mobile_sam", stand_in)  # cached files are sha256-checked on use
     model = load_model("mobile_sam")
     assert isinstance(model, MobileSamBackend) and model.name == str(cache / "mobile_sam.pt")

@@ -16,7 +16,8 @@ import samrefiner.models.hub
 from conftest import SAM_REF
 from samrefiner import load_model
 from samrefiner.errors import CheckpointError
-from samrefiner.models.download import fetch, sha256_of
+from samrefiner.io.digests import file_sha256
+from samrefiner.models.download import fetch
 from samrefiner.models.registry import REGISTRY
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -97,11 +98,11 @@ def test_cached_file_is_hashed_once_until_it_changes(cache, monkeypatch):
     placed.write_bytes(PAYLOAD)
     hashed = []
 
-    def counting_sha256_of(path, progress=False):
+    def counting_file_sha256(path, on_chunk=None):
         hashed.append(path)
-        return sha256_of(path)
+        return file_sha256(path)
 
-    monkeypatch.setattr(samrefiner.models.download, "sha256_of", counting_sha256_of)
+    monkeypatch.setattr(samrefiner.models.download, "file_sha256", counting_file_sha256)
     for _ in range(3):
         assert fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA) == placed
     assert hashed == [placed]
@@ -120,10 +121,10 @@ def test_cached_file_is_hashed_once_until_it_changes(cache, monkeypatch):
 def test_downloaded_file_is_not_hashed_again(server_url, cache, monkeypatch):
     fetch(f"{server_url}/file", "weights.pth", PAYLOAD_SHA)
 
-    def no_hashing(path, progress=False):
+    def no_hashing(path, on_chunk=None):
         raise AssertionError(f"{path} hashed again")
 
-    monkeypatch.setattr(samrefiner.models.download, "sha256_of", no_hashing)
+    monkeypatch.setattr(samrefiner.models.download, "file_sha256", no_hashing)
     assert fetch(closed_port_url(), "weights.pth", PAYLOAD_SHA).read_bytes() == PAYLOAD
 
 
@@ -136,14 +137,14 @@ def test_registry_name_with_wrong_hand_placed_file(cache, monkeypatch):
         load_model("vit_b")
     message = str(error.value)
     assert "\n" not in message
-    assert f"sha256 is {sha256_of(checkpoint)}, expected {REGISTRY['vit_b'].sha256}" in message
+    assert f"sha256 is {file_sha256(checkpoint)}, expected {REGISTRY['vit_b'].sha256}" in message
 
 
 def test_good_download_from_file_url(tmp_path, cache):
     source = tmp_path / "source.bin"
     source.write_bytes(PAYLOAD)
     path = fetch(source.as_uri(), "weights.pth", PAYLOAD_SHA)
-    assert path.read_bytes() == PAYLOAD and sha256_of(path) == PAYLOAD_SHA
+    assert path.read_bytes() == PAYLOAD and file_sha256(path) == PAYLOAD_SHA
 
 
 def test_wrong_checksum_leaves_nothing(server_url, cache):
@@ -183,7 +184,7 @@ def test_offline_registry_name_says_where_to_put_the_file(cache, monkeypatch):
 
 def test_registry_name_downloads_verifies_and_loads(cache, monkeypatch):
     checkpoint = SAM_REF / "reduced_sam.pth"
-    entry = replace(REGISTRY["vit_b"], url=checkpoint.as_uri(), sha256=sha256_of(checkpoint))
+    entry = replace(REGISTRY["vit_b"], url=checkpoint.as_uri(), sha256=file_sha256(checkpoint))
     monkeypatch.setitem(REGISTRY, "vit_b", entry)
     model = load_model("vit_b")
     assert model.kind == "sam" and model.name == str(cache / "sam_vit_b_01ec64.pth")

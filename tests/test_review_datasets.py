@@ -25,7 +25,7 @@ from samrefiner.io.images import read_mask
 from samrefiner.io.labelmaps import LabelMaps, read_label_map
 from samrefiner.io.masks import MaskFolders
 from samrefiner.regions import split_then_merge
-from samrefiner.review.datasets import detect_format, split_like_regions
+from samrefiner.review.datasets import pair_format, split_like_regions
 from samrefiner.run.runner import run
 from test_io_coco import build_coco, decoded
 from test_review import read_chunk, read_manifest
@@ -199,7 +199,7 @@ def test_label_maps_review_and_apply_per_region(cli, tmp_path) -> None:
     coarse_map, _ = read_label_map(maps / "0.png")
     refined_map, _ = read_label_map(refined / "0.png")
     regions = split_then_merge(coarse_map)
-    assert detect_format(maps, refined) == "label-maps"
+    assert pair_format(maps, refined) == "label-maps"
 
     report = review_id(cli, tmp_path / "report", images, maps, refined)
     entries = all_entries(tmp_path / "report")
@@ -258,7 +258,7 @@ def test_coco_review_names_classes_and_apply_keeps_rejected_coarse(cli, tmp_path
     coarse.write_text(json.dumps(data))
     refined = tmp_path / "refined.json"
     run(CocoDataset(images, coarse, refined), BoxRefiner(), progress=False)
-    assert detect_format(coarse, refined) == "coco"
+    assert pair_format(coarse, refined) == "coco"
 
     report = review_id(cli, tmp_path / "report", images, coarse, refined)
     entries = all_entries(tmp_path / "report")
@@ -348,9 +348,26 @@ def test_detect_format_without_scores_reads_the_first_png(tmp_path) -> None:
     Image.fromarray(np.array([[0, 255]], np.uint8)).save(tmp_path / "binary" / "a.png")
     (tmp_path / "classes").mkdir()
     Image.fromarray(np.array([[0, 7, 255]], np.uint8)).save(tmp_path / "classes" / "a.png")
-    assert detect_format(tmp_path / "binary", tmp_path / "none") == "masks"
-    assert detect_format(tmp_path / "classes", tmp_path / "none") == "label-maps"
-    assert detect_format(tmp_path / "x.json", tmp_path / "none") == "coco"
+    assert pair_format(tmp_path / "binary", tmp_path / "none") == "masks"
+    assert pair_format(tmp_path / "classes", tmp_path / "none") == "label-maps"
+    (tmp_path / "x.json").write_text("{}")
+    assert pair_format(tmp_path / "x.json", tmp_path / "none") == "coco"
+
+
+def test_one_detector_strict_for_eval_by_values_for_review(tmp_path) -> None:
+    """Label maps in subfolders: eval's strict detection refuses them (layout and values disagree),
+    review takes them by their values; GrabCut's 128/255 masks in subfolders are masks for both."""
+    from samrefiner.io.formats import FormatUnclear, detect_format
+
+    (tmp_path / "maps" / "train").mkdir(parents=True)
+    Image.fromarray(np.array([[0, 1, 2]], np.uint8)).save(tmp_path / "maps" / "train" / "a.png")
+    (tmp_path / "grabcut" / "img").mkdir(parents=True)
+    Image.fromarray(np.array([[0, 128, 255]], np.uint8)).save(tmp_path / "grabcut" / "img" / "0.png")
+    reason = "train/a.png holds several values, yet the PNGs lie in subfolders"
+    with pytest.raises(FormatUnclear, match=f"cannot tell masks from label maps \\({reason}\\)"):
+        detect_format(tmp_path / "maps")
+    assert pair_format(tmp_path / "maps", tmp_path / "none") == "label-maps"
+    assert detect_format(tmp_path / "grabcut") == pair_format(tmp_path / "grabcut", tmp_path / "none") == "masks"
 
 
 def test_objects_refine_kept_coarse_show_first_and_apply(cli, tmp_path) -> None:

@@ -25,13 +25,12 @@ from samrefiner.errors import InputError
 from samrefiner.evaluation.evaluate import (
     EvalReport,
     Format,
-    FormatUnclear,
-    detect_format,
     evaluate,
     is_eval_json,
     write_json,
 )
 from samrefiner.evaluation.groundtruth import AUTO, VoidError
+from samrefiner.io.formats import FormatUnclear, detect_format
 from samrefiner.run.outputs import Location, check_locations
 
 LISTED_PROBLEMS = 10
@@ -63,7 +62,7 @@ def eval_command(
             remedy="choose another --json file (a scores file samrefiner eval wrote can be written again)",
         )
     try:
-        report = evaluate(gt, pred, format or detect_format(gt), void_value)
+        report = evaluate(gt, pred, format or Format(detect_format(gt)), void_value)
     except FormatUnclear as error:
         raise InputError(f"{error}: give --format masks or --format label-maps") from None
     except VoidError as error:

@@ -1,6 +1,7 @@
 """Score predicted masks against ground truth (SPEC.md section 7), the library of `samrefiner eval`.
 
-Four layouts, detected from the ground truth by `detect_format` unless the caller names one:
+Four layouts, detected from the ground truth by `samrefiner.io.formats.detect_format` unless the caller
+names one:
 - `masks`: a folder of per-image folders of per-object mask files (any depth; a flat folder of
   binary masks works too when named as `masks`). Files are listed as `refine` lists them
   (`samrefiner.io.listing`: any case of suffix, hidden files skipped) and a prediction is paired
@@ -18,7 +19,7 @@ Four layouts, detected from the ground truth by `detect_format` unless the calle
 Detection: a .json file is COCO; a folder whose PNGs all lie in subfolders and each hold one
 object value is `masks`; a flat folder where some PNG holds several values is `label-maps`;
 any other folder (e.g. flat binary masks, which could be one-class label maps) is refused
-(`FormatUnclear`: the caller must name the layout).
+(`samrefiner.io.formats.FormatUnclear`: the caller must name the layout).
 
 Void (`samrefiner.evaluation.groundtruth`): ground-truth pixels of the void value are left out of
 every score; by default 128 in masks whose values are exactly {0, 128, 255} (GrabCut), 255 in
@@ -51,8 +52,6 @@ from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, ambiguous, list_f
 if TYPE_CHECKING:
     from samrefiner.evaluation.metrics import ConfusionMatrix, MaskScores
 
-DETECTION_SAMPLE = 50  # PNGs whose values `detect_format` looks at
-
 
 class Format(str, Enum):
     masks = "masks"
@@ -71,52 +70,12 @@ class EvalReport:
     unusable: list[str] = field(default_factory=list)
 
 
-class FormatUnclear(InputError):
-    """A ground-truth folder that could hold binary masks or label maps: the caller must say which."""
-
-
 def evaluate(gt: Path, pred: Path, layout: Format, void: Void = AUTO) -> EvalReport:
     """Score `pred` against `gt`, both in `layout`, leaving ground-truth `void` pixels out (YOLO polygons have none)."""
     if layout is Format.yolo:
         return evaluate_yolo(gt, pred)
     evaluators = {Format.masks: evaluate_masks, Format.label_maps: evaluate_label_maps, Format.coco: evaluate_coco}
     return evaluators[layout](gt, pred, void)
-
-
-def detect_format(gt: Path) -> Format:
-    """COCO for a .json file; for a folder, `masks` or `label-maps` from its layout and values
-    (module docstring); FormatUnclear when the folder could be either."""
-    if gt.is_file() and gt.suffix.lower() == ".json":
-        return Format.coco
-    if not gt.is_dir():
-        raise InputError(f"{gt}: neither a folder nor a COCO .json file")
-    if (gt / "data.yaml").is_file():
-        return Format.yolo
-    files = _listed(gt, MAP_SUFFIXES)
-    nested = all("/" in key for key in files)
-    sample = [paths[0] for paths in list(files.values())[:DETECTION_SAMPLE]]
-    several = next((path for path in sample if _holds_several_values(path)), None)
-    if nested and several is None:
-        return Format.masks
-    if not nested and several is not None:
-        return Format.label_maps
-    reason = (
-        f"{several.relative_to(gt)} holds several values, yet the PNGs lie in subfolders"
-        if several is not None
-        else "its PNGs each hold one object value, so they may be binary masks or one-class label maps"
-    )
-    raise FormatUnclear(f"{gt}: cannot tell masks from label maps ({reason})")
-
-
-def _holds_several_values(path: Path) -> bool:
-    """Whether a single-channel PNG holds more than one nonzero value (GrabCut's 128/255 pair
-    counts as one object value); other files, and unreadable ones, do not."""
-    try:
-        values, _ = read_label_map(path)
-    except InputError:
-        return False
-    nonzero = set(np.unique(values).tolist()) - {0}
-    return len(nonzero) > 1 and nonzero != {128, 255}
 
 
 def evaluate_masks(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:

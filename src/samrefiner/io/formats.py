@@ -1,16 +1,19 @@
 """Opening a dataset: the one place that knows every format's reader (masks, label maps, COCO,
-instance maps, YOLO)."""
+instance maps, YOLO), and the one detector that tells a dataset's format from its files."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.datasets import Dataset
 from samrefiner.io.instancemaps import InstanceMaps
-from samrefiner.io.labelmaps import LabelMaps
+from samrefiner.io.labelmaps import LabelMaps, read_label_map
+from samrefiner.io.listing import MAP_SUFFIXES, list_files
 from samrefiner.io.masks import MaskFolders
 from samrefiner.io.yolo import YoloDataset
 
@@ -50,3 +53,54 @@ def open_dataset(
     if not images.is_dir():
         raise InputError(f"{images}: not a folder of images")
     return FORMATS[kind](images, source, out, ignore_exif=ignore_exif)
+
+
+DETECTION_SAMPLE = 50  # PNGs whose values `detect_format` looks at
+
+
+class FormatUnclear(InputError):
+    """A folder that could hold binary masks or label maps: the caller must say which."""
+
+
+def detect_format(source: Path, strict: bool = True) -> str:
+    """The format (a key of FORMATS) of the dataset at `source`, from its files.
+
+    A .json file is `coco`; a folder with a data.yaml is `yolo`. For another folder, its PNGs (the
+    first DETECTION_SAMPLE) decide: all in subfolders and each holding one object value (GrabCut's
+    128/255 pair counts as one) is `masks`; flat with some PNG holding several values is
+    `label-maps`. A folder where layout and values disagree (flat one-value PNGs: binary masks or
+    one-class label maps; several values in subfolders) is refused with FormatUnclear when
+    `strict`, else taken by its values alone (several: `label-maps`, else `masks`).
+
+    `samrefiner eval` is strict: ground truth read in the wrong layout gives wrong scores, and
+    its user can name the layout. Review is not: its coarse folder is a refine run's input whose
+    run recorded the format (review reads that first), so this is only the fallback."""
+    if source.is_file() and source.suffix.lower() == ".json":
+        return "coco"
+    if not source.is_dir():
+        raise InputError(f"{source}: neither a folder nor a COCO .json file")
+    if (source / "data.yaml").is_file():
+        return "yolo"
+    files = list_files(source, MAP_SUFFIXES)
+    nested = all("/" in key for key in files)
+    sample = [paths[0] for paths in list(files.values())[:DETECTION_SAMPLE]]
+    several = next((path for path in sample if _holds_several_values(path)), None)
+    if nested == (several is None) or not strict:
+        return "masks" if several is None else "label-maps"
+    reason = (
+        f"{several.relative_to(source)} holds several values, yet the PNGs lie in subfolders"
+        if several is not None
+        else "its PNGs each hold one object value, so they may be binary masks or one-class label maps"
+    )
+    raise FormatUnclear(f"{source}: cannot tell masks from label maps ({reason})")
+
+
+def _holds_several_values(path: Path) -> bool:
+    """Whether a single-channel PNG holds more than one nonzero value (GrabCut's 128/255 pair
+    counts as one object value); other files, and unreadable ones, do not."""
+    try:
+        values, _ = read_label_map(path)
+    except InputError:
+        return False
+    nonzero = set(np.unique(values).tolist()) - {0}
+    return len(nonzero) > 1 and nonzero != {128, 255}

@@ -202,9 +202,16 @@ def load_converted(
     """`model_class(config)` holding exactly the converted tensors; CheckpointError naming `source` if not."""
     with torch.device("meta"):
         model = model_class(config)
+    return load_exactly(model, converted, source, f"a {model_class.__name__}")
+
+
+def load_exactly(model: ModelT, converted: Mapping[str, torch.Tensor], source: str, described: str) -> ModelT:
+    """`model` (built on the meta device) holding exactly the converted tensors, in eval mode (strict: all
+    keys, all shapes); if they do not fit, CheckpointError "`source`: does not fit `described`: ..." naming
+    the first mismatch and how many more there are."""
     problems = layout_mismatches(converted, model)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(f"{source}: does not fit a {model_class.__name__}: {problems[0]}{more}")
+        raise CheckpointError(f"{source}: does not fit {described}: {problems[0]}{more}")
     model.load_state_dict(converted, strict=True, assign=True)
     return model.eval()

@@ -20,7 +20,7 @@ from samrefiner.errors import CheckpointError
 from samrefiner.models.convert_sam import (
     _POSITIONAL,
     OFFICIAL_DECODER_LAYER_NORM_EPS,
-    layout_mismatches,
+    load_exactly,
     rename_key,
     rename_tensors,
 )
@@ -137,10 +137,4 @@ def build_tiny_vit_sam(state_dict: Mapping[str, torch.Tensor], source: str) -> S
     converted = rename_tensors(
         state_dict, rename_tiny_vit_key, _POSITIONAL, "MobileSAM / LiteMedSAM", source, skip=_UNUSED.search
     )
-    model = tiny_vit_sam_model(shape)
-    problems = layout_mismatches(converted, model)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(f"{source}: does not fit a TinyViT SAM of shape {shape}: {problems[0]}{more}")
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval()
+    return load_exactly(tiny_vit_sam_model(shape), converted, source, f"a TinyViT SAM of shape {shape}")

@@ -4,7 +4,6 @@ too, once (a `.sha256` marker remembers the result)."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -20,9 +19,9 @@ import torch.hub
 from tqdm import tqdm
 
 from samrefiner.errors import CheckpointError
+from samrefiner.io.digests import file_sha256
 
 CACHE_ENV = "SAMREFINER_CACHE"
-_CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
@@ -30,20 +29,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/samrefiner").expanduser()
 
 
-def sha256_of(path: Path, progress: bool = False) -> str:
-    """Hex sha256 of a file, read in chunks (with a bar on stderr when `progress`)."""
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    with (
-        open(path, "rb") as stream,
-        tqdm(
-            total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress or None, leave=False
-        ) as bar,
-    ):
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
+def _sha256_with_bar(path: Path) -> str:
+    """Hex sha256 of a file, with a progress bar on stderr (weights files are large)."""
+    with tqdm(
+        total=path.stat().st_size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=None, leave=False
+    ) as bar:
+        return file_sha256(path, bar.update)
 
 
 def _marker(path: Path) -> Path:
@@ -81,7 +72,7 @@ def verify_cached(path: Path, sha256: str) -> None:
     """
     known = _known_digest(path)
     try:
-        found = known or sha256_of(path, progress=True)
+        found = known or _sha256_with_bar(path)
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read the cached checkpoint ({error.strerror or error})") from None
     if found != sha256:

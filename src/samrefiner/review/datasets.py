@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
-from samrefiner.io.formats import FORMATS, open_dataset
+from samrefiner.io.formats import FORMATS, detect_format, open_dataset
 from samrefiner.io.labelmaps import read_label_map
-from samrefiner.io.listing import MAP_SUFFIXES, list_files
 from samrefiner.io.maskvalues import LOSSY_SUFFIXES
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
@@ -106,36 +104,37 @@ def _output_id(object_id: Any) -> str:
     return Path(text).stem if Path(text).suffix.lower() in (".png", *LOSSY_SUFFIXES) else text
 
 
-def detect_format(coarse: Path, refined: Path) -> str:
-    """coco for a .json file; for a folder, label-maps when the refine run's scores list classes,
-    instance-maps when they list numeric object ids (mask files have names), label-maps when the
-    first PNG is a palette or multi-class map, else masks."""
-    if coarse.suffix.lower() == ".json":
-        return "coco"
-    if (coarse / "data.yaml").is_file():
-        return "yolo"  # --images: the input YOLO folder, where the images are
-    scores = OutputLayout.folder(refined).scores_path
-    if scores.is_file():
-        with open(scores, encoding="utf-8") as handle:
-            for line in handle:
-                objects = json.loads(line).get("objects") or []
-                if objects:
-                    if "category_id" in objects[0]:
-                        return "label-maps"
-                    return "instance-maps" if isinstance(objects[0]["id"], int) else "masks"
-    first_png = next(iter(list_files(coarse, MAP_SUFFIXES).values()), [None])[0] if coarse.is_dir() else None
-    if first_png is not None:
-        with Image.open(first_png) as image:
-            if image.mode == "P" or len(set(np.unique(np.asarray(image)).tolist()) - {0, 1, 255}) > 0:
-                return "label-maps"
-    return "masks"
+def pair_format(coarse: Path, refined: Path) -> str:
+    """The format of a review's datasets: for a folder without a data.yaml, the refine run's scores
+    decide when they list objects (label-maps when they list classes, instance-maps for numeric
+    object ids, masks for named mask files); otherwise `samrefiner.io.formats.detect_format`, not
+    strict (a flat folder of one-value PNGs is masks)."""
+    if coarse.is_dir() and not (coarse / "data.yaml").is_file():
+        recorded = _format_in_scores(OutputLayout.folder(refined).scores_path)
+        if recorded is not None:
+            return recorded
+    return detect_format(coarse, strict=False)
+
+
+def _format_in_scores(scores: Path) -> str | None:
+    """The format a refine run's scores file shows by its first listed object; None without one."""
+    if not scores.is_file():
+        return None
+    with open(scores, encoding="utf-8") as handle:
+        for line in handle:
+            objects = json.loads(line).get("objects") or []
+            if objects:
+                if "category_id" in objects[0]:
+                    return "label-maps"
+                return "instance-maps" if isinstance(objects[0]["id"], int) else "masks"
+    return None
 
 
 def open_pair(images: Path, coarse: Path, refined: Path, out: Path | None = None, kind: str = "auto") -> DatasetPair:
     """The coarse dataset (its writer aimed at `out`; None: only read) and the refined one, in
     `kind` or the detected format."""
     if kind == "auto":
-        kind = detect_format(coarse, refined)
+        kind = pair_format(coarse, refined)
     if kind not in FORMATS:
         raise InputError(f"dataset format {kind!r}: expected auto or one of {', '.join(FORMATS)}")
     coarse_dataset = open_dataset(kind, coarse, images, out or refined)

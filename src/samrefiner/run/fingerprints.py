@@ -11,11 +11,12 @@ change too.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from samrefiner.io.digests import file_sha256
 
 STATUS_FIELDS = ("size", "mtime_ns", "ctime_ns", "inode")
 
@@ -39,11 +40,6 @@ def first_change(recorded: list[dict[str, Any]] | None, paths: Iterable[Path]) -
         if _changed(entry, Path(name)):
             return f"{name}: changed"
     return f"{next(iter(before))}: removed" if before else None
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _status(path: Path) -> dict[str, int]:

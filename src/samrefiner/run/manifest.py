@@ -38,6 +38,7 @@ from typing import Any
 from samrefiner import __version__
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
+from samrefiner.io.digests import file_sha256
 from samrefiner.run.outputs import folder_files
 
 MANIFEST_NAME = "run.json"
@@ -58,13 +59,11 @@ def settings_fields(config_values: dict[str, Any]) -> dict[str, Any]:
 def model_fields(refiner: Any, model_spec: str, adapter: Path | None) -> dict[str, Any]:
     """The manifest fields of a loaded `Refiner`'s model: its name, its weights' sha256, the precision
     it runs in, the adapter file's sha256."""
-    from samrefiner.models.download import sha256_of
-
     return {
         "model": model_spec,
         "model_sha256": weights_sha256(refiner.model.model),
         "precision": precision_name(getattr(refiner.model, "autocast_dtype", None)),
-        "adapter_sha256": None if adapter is None else sha256_of(adapter),
+        "adapter_sha256": None if adapter is None else file_sha256(adapter),
     }
 
 
@@ -115,8 +114,6 @@ def file_fields(**files: Path | None) -> dict[str, str | None]:
     """`<name>_sha256` for each input file that is one input of the whole run (a COCO file, a
     data.yaml): its digest, or None when not given. Beside a `<name>` path field, a change is
     described as that file having changed."""
-    from samrefiner.run.fingerprints import file_sha256
-
     return {f"{name}_sha256": None if path is None else file_sha256(path) for name, path in files.items()}
 
 
