@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 BLOCKED = ("pytest", "_pytest", "conftest", "tests", "io_fakes", "cuda_fake", "reference_runs")
 
 # Started with every Python process of the check (PYTHONPATH): imports of the test suite fail, as in
 # a venv with only `pip install -e .` and no tests/ folder.
 NO_TEST_SUITE = f"""
 import sys
+from conftest import REPO
 
 
 class NoTestSuite:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from test_io_yolo import fill_even_odd
 
 import samrefiner
 from conftest import DATA, REPO
@@ -17,7 +18,6 @@ from docs_examples import examples, typed_module
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.prompts import Prompts
 from samrefiner.refine import RefineResult
-from test_io_yolo import fill_even_odd
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 USAGE = Path(__file__).with_name("typed_usage.py")

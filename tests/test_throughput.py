@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, SAM_REF
+from conftest import DATA, REPO, SAM_REF
 from samrefiner import Refiner, RefinerConfig
 from samrefiner.commands.options import build_refiner
 from samrefiner.errors import InputError
@@ -29,7 +29,6 @@ from samrefiner.run.loader import load_in_background, load_in_order
 from samrefiner.run.runner import run
 from samrefiner.timing import MODEL_STAGES, StageTimes, recording, stage
 
-REPO = Path(__file__).resolve().parents[1]
 COCO_STUFF = DATA / "coco_stuff"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 from io_fakes import IdentityRefiner
 from samrefiner.io.coco import CocoDataset
@@ -17,7 +18,6 @@ from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.io.masks import MaskFolders
 from samrefiner.io.rle import encode_mask
 from samrefiner.run.runner import run
-from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import SAM_REF
 from test_io_runner import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, SAM_REF
+
 IMAGES = 150  # enough for the run to last well past the workers' start
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import supervision as sv
+from test_io_yolo import iou, seam_lower_bound
+from test_refine_cli import run_cli
 
 from conftest import DATA
 from samrefiner import Refiner, RefinerConfig, load_model
@@ -17,8 +19,6 @@ from samrefiner.io.images import read_mask
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.models import lite_medsam
 from samrefiner.regions import split_then_merge
-from test_io_yolo import iou, seam_lower_bound
-from test_refine_cli import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 STUFF, GRABCUT = DATA / "coco_stuff", DATA / "grabcut"

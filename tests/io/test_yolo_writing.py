@@ -12,9 +12,9 @@ import pytest
 import supervision as sv
 from PIL import Image
 from scipy import ndimage
+from test_io_yolo import seam_lower_bound
 
 from samrefiner.io.yolo import YoloDataset
-from test_io_yolo import seam_lower_bound
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

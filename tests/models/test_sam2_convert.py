@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_models_sam2 import tiny_sam2
 from transformers import Sam2Model
 
 from sam2_official_layout import official_sam2_key, to_official_state_dict
@@ -41,7 +42,6 @@ from samrefiner.models.convert_sam2 import (
     detect_variant,
     rename_sam2_key,
 )
-from test_models_sam2 import tiny_sam2
 
 # Video-only tensors of an official SAM 2.1 file (names from sam2_base.py / memory_*.py), small shapes.
 VIDEO_ONLY = {

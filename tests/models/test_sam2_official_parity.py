@@ -8,7 +8,7 @@ within 1e-3 of the largest reference value, IoU predictions within 1e-4, every c
 image size with IoU >= 0.999 against the official one. The float16 storage of the fixtures sets the
 floor (measured there: 2.6e-4 and 3.9e-4 relative).
 
-`python tests/test_sam2_official_parity.py` prints the worst figures over all cases and prompt sets.
+`python tests/models/test_sam2_official_parity.py` prints the worst figures over all cases and prompt sets.
 """
 
 from __future__ import annotations

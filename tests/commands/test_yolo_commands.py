@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import yaml
-
-from io_fakes import BoxRefiner, box_mask, tree_digest
-from samrefiner.io.yolo import YoloDataset
-from samrefiner.run.runner import run
 from test_io_yolo import build_yolo, iou, read_with_supervision
 from test_refine_cli import run_cli
 from test_review import read_manifest
 from test_review_datasets import write_decisions
+
+from io_fakes import BoxRefiner, box_mask, tree_digest
+from samrefiner.io.yolo import YoloDataset
+from samrefiner.run.runner import run
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

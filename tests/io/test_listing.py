@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_eval_cli import run_eval, runner, square  # noqa: F401  (the fixture)
 
 from io_fakes import IdentityRefiner
 from samrefiner.errors import InputError
@@ -14,7 +15,6 @@ from samrefiner.io.images import write_png
 from samrefiner.io.masks import MaskFolders
 from samrefiner.review.datasets import pair_format
 from samrefiner.run.runner import run
-from test_eval_cli import run_eval, runner, square  # noqa: F401  (the fixture)
 
 
 def touch(path: Path) -> Path:
@@ -77,8 +77,9 @@ def test_review_detects_label_maps_stored_as_upper_case_png(tmp_path):
 
 
 def test_yolo_images_follow_the_one_listing_hidden_files_skipped(tmp_path):
-    from samrefiner.io.yolo import YoloDataset
     from test_io_yolo import build_yolo
+
+    from samrefiner.io.yolo import YoloDataset
 
     build_yolo(tmp_path / "yolo", stems=("0",), davis=False)
     for folder, name in (("images", "._0.jpg"), ("labels", "._0.txt")):  # macOS resource forks

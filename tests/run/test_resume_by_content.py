@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_io_runner import make_dataset, scores_keys, spy_on_writes
+from test_run_manifest import fake_build_refiner, run_cli
 
 import samrefiner.commands.refine as refine_module
 from io_fakes import BoxRefiner, IdentityRefiner, tree_digest
 from samrefiner.io.masks import MaskFolders
 from samrefiner.run.runner import run
-from test_io_runner import make_dataset, scores_keys, spy_on_writes
-from test_run_manifest import fake_build_refiner, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_refine_cli import run_cli
+from test_sam2_convert import small_sam2
 
 from conftest import DATA
 from samrefiner import load_model
@@ -15,8 +17,6 @@ from samrefiner.io.images import read_image, read_mask
 from samrefiner.models.sam2 import Sam2Backend
 from samrefiner.prompts import PromptMiner, valid_embedding_size
 from samrefiner.refine import Refiner, RefinerConfig
-from test_refine_cli import run_cli
-from test_sam2_convert import small_sam2
 
 DAVIS = DATA / "davis2016"
 FRAME = "blackswan/00000"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_refine_cli import run_cli
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -35,7 +36,6 @@ from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam3 import Sam3Backend
 from samrefiner.prompts import Geometry, PromptMiner
 from samrefiner.refine import Refiner, RefinerConfig
-from test_refine_cli import run_cli
 from whole_frame_reference import antialiased_resize, filled_holes
 
 DAVIS = DATA / "davis2016"

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_distributed import coco_ground_truth
+from test_io_coco import build_coco
+from test_io_runner import make_dataset
+from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
 
 import samrefiner.models
 from conftest import DATA
@@ -26,10 +30,6 @@ from samrefiner.run.runner import refine_in_order, run
 from samrefiner.run.shards import Shard
 from samrefiner.run.summary import Summary
 from samrefiner.timing import StageTimes, idle_shares, recording, stage
-from test_distributed import coco_ground_truth
-from test_io_coco import build_coco
-from test_io_runner import make_dataset
-from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture loads the model once)
 
 STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -14,13 +14,12 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import DATA, SAM_REF
+from conftest import DATA, REPO, SAM_REF
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
 from samrefiner.run.distributed import Ranks
 from samrefiner.run.shards import Shard, select
 
-REPO = Path(__file__).resolve().parents[1]
 COCO_STUFF = DATA / "coco_stuff"
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
+from test_io_coco import build_coco, decoded
 
 import samrefiner.models
 from conftest import DATA, SAM_REF
@@ -20,7 +21,6 @@ from io_fakes import tree_digest
 from samrefiner.cli import main
 from samrefiner.commands.options import CONFIG_HELP, config_fields
 from samrefiner.io.images import read_mask
-from test_io_coco import build_coco, decoded
 
 MODEL = str(SAM_REF / "reduced_sam.pth")
 FAST = ["--model", MODEL, "--iterations", "1", "--no-progress"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_refine_cli import run_cli
 
 from conftest import DATA, FIXTURES
 from reference_runs import as_float, per_object_agreement, unpack
@@ -19,7 +20,6 @@ from samrefiner.io.digests import file_sha256
 from samrefiner.io.images import read_image, read_mask
 from samrefiner.models import lite_medsam
 from samrefiner.models.lite_medsam import LiteMedSamBackend, min_max_pixels
-from test_refine_cli import run_cli
 
 LITE_REF = FIXTURES / "litemedsam_reference"
 CONFIG = json.loads((LITE_REF / "config.json").read_text())

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_io_runner import make_dataset
 
 import samrefiner
 import samrefiner.commands.refine as refine_module
@@ -23,7 +24,6 @@ from samrefiner.config import RefinerConfig
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import OutputLayout
 from samrefiner.run.manifest import check_same, new_manifest
-from test_io_runner import make_dataset
 
 MODEL = SAM_REF / "reduced_sam.pth"
 # pycocotools 2.0 decoding under numpy 2 warns on every call; nothing to act on here
@@ -264,9 +264,10 @@ def test_the_model_fingerprint_is_the_weights_not_the_path(capsys, monkeypatch, 
 
 def test_overwrite_of_a_coco_output_keeps_only_the_new_runs_annotations(tmp_path):
     """The runner API: the output json, its scores, errors and work folder are the new run's alone."""
+    from test_io_coco import build_coco
+
     from samrefiner.io.coco import CocoDataset
     from samrefiner.run.runner import run
-    from test_io_coco import build_coco
 
     images, path, data = build_coco(tmp_path)
     out = tmp_path / "refined.json"

@@ -9,14 +9,14 @@ import os
 import shutil
 
 import pytest
+from test_io_coco import build_coco
+from test_io_runner import make_dataset
+from test_run_manifest import fake_build_refiner, run_cli
 
 import samrefiner.commands.refine as refine_module
 from conftest import DATA
 from io_fakes import tree_digest
 from samrefiner.cli import main
-from test_io_coco import build_coco
-from test_io_runner import make_dataset
-from test_run_manifest import fake_build_refiner, run_cli
 
 DAVIS = DATA / "davis2016"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

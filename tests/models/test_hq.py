@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_refine_cli import run_cli
 from transformers import SamHQModel
 from transformers.models.sam_hq.modeling_sam_hq import SamHQMaskDecoder
 
@@ -34,7 +35,6 @@ from samrefiner.models.convert_sam import layout_mismatches, read_encoder_shape
 from samrefiner.models.registry import REGISTRY
 from samrefiner.models.sam_hq import INTERM_KEY, HQMaskDecoder
 from samrefiner.refine import Refiner, RefinerConfig
-from test_refine_cli import run_cli
 
 DAVIS = DATA / "davis2016"
 CASES = json.loads((HQ_REF / "index.json").read_text())

@@ -12,6 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 from pycocotools.coco import COCO
+from test_io_coco import build_coco
+from test_io_yolo import build_yolo, iou, read_with_supervision, seam_lower_bound
+from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 from conftest import DATA
 from io_fakes import IdentityRefiner
@@ -20,9 +23,6 @@ from samrefiner.io.coco import CocoDataset
 from samrefiner.io.images import read_image
 from samrefiner.io.yolo import YoloDataset
 from samrefiner.run.runner import run
-from test_io_coco import build_coco
-from test_io_yolo import build_yolo, iou, read_with_supervision, seam_lower_bound
-from test_refine_cli import FAST, MODEL, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 STUFF = DATA / "coco_stuff"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO
 from io_fakes import IdentityRefiner
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import SampleRef
@@ -21,7 +22,6 @@ from samrefiner.run.records import RecordStore
 from samrefiner.run.runner import run
 from samrefiner.run.shards import Shard
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGES = 6
 
 

@@ -8,24 +8,22 @@ import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_io_runner import make_dataset, spy_on_writes
+from test_run_manifest import ModelRefiner, run_cli
 
 import samrefiner.commands.refine as refine_module
+from conftest import REPO
 from io_fakes import IdentityRefiner, fake_result
 from samrefiner.config import RefinerConfig
 from samrefiner.io.masks import MaskFolders
 from samrefiner.run.distributed import Ranks, run_ranks
 from samrefiner.run.runner import run
 from samrefiner.run.shards import Shard
-from test_io_runner import make_dataset, spy_on_writes
-from test_run_manifest import ModelRefiner, run_cli
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class FailingRefiner(IdentityRefiner):

@@ -16,14 +16,14 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from test_io_coco import build_coco
+from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 from io_fakes import IdentityRefiner
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.masks import MaskFolders
 from samrefiner.io.rle import encode_mask
 from samrefiner.run.runner import run
-from test_io_coco import build_coco
-from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SIZE = (20, 28)  # height, width

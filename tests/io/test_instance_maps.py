@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 from conftest import DATA
 from io_fakes import IdentityRefiner, fake_result, tree_digest
@@ -16,7 +17,6 @@ from samrefiner.io.formats import open_dataset
 from samrefiner.io.instancemaps import InstanceMaps
 from samrefiner.io.labelmaps import LabelMaps
 from samrefiner.run.runner import run
-from test_refine_cli import FAST, api_refiner, load_the_model_once, run_cli  # noqa: F401 (autouse fixture: the model is read once)
 
 STUFF = DATA / "coco_stuff"
 DAVIS = DATA / "davis2016"

@@ -18,9 +18,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 from io_fakes import tree_digest
-from test_refine_cli import FAST, load_the_model_once, run_cli  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 CLASSES = 3

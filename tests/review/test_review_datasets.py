@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_io_coco import build_coco, decoded
+from test_review import read_chunk, read_manifest
 from typer.testing import CliRunner
 
 from conftest import DATA, SAM_REF
@@ -27,8 +29,6 @@ from samrefiner.io.masks import MaskFolders
 from samrefiner.regions import split_then_merge
 from samrefiner.review.datasets import pair_format, split_like_regions
 from samrefiner.run.runner import run
-from test_io_coco import build_coco, decoded
-from test_review import read_chunk, read_manifest
 
 DAVIS = DATA / "davis2016"
 STUFF = DATA / "coco_stuff"

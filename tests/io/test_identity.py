@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_refine_cli import run_cli
 
 from io_fakes import tree_digest
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.rle import encode_mask
-from test_refine_cli import run_cli
 
 NO_MODEL = ["--model", "/nonexistent/model.pth", "--no-progress"]
 SQUARE = [2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]
