@@ -24,7 +24,6 @@ BLOCKED = ("pytest", "_pytest", "conftest", "tests", "io_fakes", "cuda_fake", "r
 # a venv with only `pip install -e .` and no tests/ folder.
 NO_TEST_SUITE = f"""
 import sys
-from conftest import REPO
 
 
 class NoTestSuite:
