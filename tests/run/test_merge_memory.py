@@ -3,7 +3,9 @@ the last `--resume`) never holds every image's refined annotations at once."""
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,18 +43,28 @@ class _Summing(Dataset):
         assert sum(1 for _ in outputs.values()) == len(outputs)
 
 
-def test_merge_reads_one_record_at_a_time(tmp_path):
-    dataset = _Summing(tmp_path / "out")
-    store = RecordStore(dataset.layout.work_dir)
-    for index in range(IMAGES):
-        if index % 7:  # some images not finished: left out, order kept
-            store.put(f"image{index}", {"output": {"blob": "x" * (RECORD_BYTES + index)}, "scores": {"image": index}})
+def _merge_peak(out: Path) -> tuple[int, list[int]]:
+    """Merge in a fresh process (no other test's threads allocating meanwhile): the traced peak
+    and the record sizes finalize saw."""
+    dataset = _Summing(out)
+    gc.collect()
     tracemalloc.start()
     try:
         merge_outputs(dataset)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    return peak, dataset.seen
+
+
+def test_merge_reads_one_record_at_a_time(tmp_path):
+    dataset = _Summing(tmp_path / "out")
+    store = RecordStore(dataset.layout.work_dir)
+    for index in range(IMAGES):
+        if index % 7:  # some images not finished: left out, order kept
+            store.put(f"image{index}", {"output": {"blob": "x" * (RECORD_BYTES + index)}, "scores": {"image": index}})
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        peak, dataset.seen = pool.apply(_merge_peak, (tmp_path / "out",))
     finished = [index for index in range(IMAGES) if index % 7]
     assert dataset.seen == [RECORD_BYTES + index for index in finished]
     lines = dataset.layout.scores_path.read_text().splitlines()
