@@ -9,7 +9,6 @@ setting would take); the coarse row has none.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
@@ -26,7 +25,7 @@ from samrefiner.evaluation.evaluate import json_ready
 from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
 from samrefiner.evaluation.metrics import MaskScores
 from samrefiner.io.datasets import Sample
-from samrefiner.io.images import atomic_write
+from samrefiner.io.json_files import json_or_none, write_json_file
 from samrefiner.io.masks import MaskFolders
 from samrefiner.models.base import PromptableModel
 from samrefiner.refine import Refiner, RefinerConfig
@@ -189,14 +188,10 @@ def write_json(path: Path, report: BenchReport) -> None:
         "encode_seconds_per_image": report.encode_seconds_per_image,
         "failures": report.failures,
     }
-    text = json.dumps(document, indent=2) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_json_file(path, document)
 
 
 def is_bench_json(path: Path) -> bool:
     """Whether the file is a table `write_json` wrote (its "rows" and "failures")."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
+    document = json_or_none(path)
     return isinstance(document, dict) and isinstance(document.get("rows"), dict) and "failures" in document

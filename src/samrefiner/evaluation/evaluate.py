@@ -33,7 +33,6 @@ InputError.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,8 @@ import numpy as np
 
 from samrefiner.errors import InputError
 from samrefiner.evaluation.groundtruth import AUTO, Void, VoidError, label_map_void, read_truth
-from samrefiner.io.images import atomic_write, read_mask
+from samrefiner.io.images import read_mask
+from samrefiner.io.json_files import json_or_none, write_json_file
 from samrefiner.io.labelmaps import read_label_map
 from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, ambiguous, list_files
 
@@ -292,16 +292,12 @@ def _scores_by_id(
 def write_json(path: Path, report: EvalReport) -> None:
     """The scores (NaN as null) plus the lists of missing and unusable predictions."""
     document = {**json_ready(report.scores), "missing": report.missing, "unusable": report.unusable}
-    text = json.dumps(document, indent=2) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_json_file(path, document)
 
 
 def is_eval_json(path: Path) -> bool:
     """Whether the file is a scores file `write_json` wrote (its "missing" and "unusable" lists)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
+    document = json_or_none(path)
     return isinstance(document, dict) and all(isinstance(document.get(key), list) for key in ("missing", "unusable"))
 
 

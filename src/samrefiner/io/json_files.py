@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from samrefiner.errors import InputError
+from samrefiner.io.images import atomic_write
 
 
 def load_json(path: Path) -> Any:
@@ -20,3 +21,17 @@ def load_json(path: Path) -> Any:
         raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     except (UnicodeDecodeError, OSError) as error:
         raise InputError(f"{path}: cannot be read as JSON ({error})") from None
+
+
+def json_or_none(path: Path) -> Any:
+    """The parsed JSON file, or None when it cannot be read as JSON (to recognise our own outputs)."""
+    try:
+        return load_json(path)
+    except InputError:
+        return None
+
+
+def write_json_file(path: Path, document: Any) -> None:
+    """`document` as indented JSON, written atomically."""
+    text = json.dumps(document, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
