@@ -16,7 +16,7 @@ PACKAGE = REPO / "src" / "samrefiner"
 LAYERS = (
     ("cli", "__main__", "commands"),
     ("run", "evaluation", "review", "integrations", "__init__"),
-    ("refine", "prompts", "mining", "mask_prompt", "adapter", "adapt", "embedding_cache"),
+    ("refine", "prompts", "mining", "mask_prompt", "distances", "adapter", "adapt", "embedding_cache"),
     ("models", "io"),
     ("errors", "config", "types", "timing", "cpus", "pipeline", "regions"),
 )

@@ -19,10 +19,12 @@ two together.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csr_array
+
+from samrefiner.distances import ExactDistances
 
 
 def linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -99,24 +101,30 @@ class _CropAxis:
         inside = (index >= 0) & (index < self.length)
         return np.clip(index, 0, self.length - 1), inside
 
-    def folded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The distinct crop pixels the cells' folded taps read, and per cell (n, 4) the position of
-        each tap among them and its weight (0 for taps outside the crop)."""
+    def folded(self) -> tuple[np.ndarray, csr_array]:
+        """The distinct crop pixels the cells' folded taps read, and the cells' taps as a sparse
+        (cells x those pixels) matrix: each row holds a cell's 4 weights (0 for taps outside the
+        crop) in tap order, repeated pixels kept apart, so that a product with it sums in tap
+        order."""
         index, inside = self.local(self.taps.pixels[self.cells])
         needed, position = np.unique(index, return_inverse=True)
         weights = np.where(inside, self.taps.weights[self.cells], np.float32(0.0))
-        return needed, position.reshape(index.shape), weights
+        rows = len(index)
+        matrix = csr_array(
+            (weights.reshape(-1), position.reshape(-1), np.arange(0, 4 * rows + 1, 4)), shape=(rows, len(needed))
+        )
+        return needed, matrix
 
 
 @dataclass(frozen=True)
 class MaskCrop:
     """What the mask prompt needs of one object: its crop (`inside`, bool) at `origin` (top, left),
-    the crop's float32 distances to the background (correctly rounded), their maximum and the
-    mask's pixel count."""
+    the crop's distances to the background, their (correctly rounded) maximum and the mask's pixel
+    count."""
 
     inside: np.ndarray
     origin: tuple[int, int]
-    distances: np.ndarray
+    distances: ExactDistances
     peak: np.float32
     area: int
 
@@ -143,20 +151,20 @@ class MaskPromptGrid:
         cells = self.window(box)
         rows = _CropAxis(self.rows, cells[0], crop.origin[0], crop.inside.shape[0])
         cols = _CropAxis(self.cols, cells[1], crop.origin[1], crop.inside.shape[1])
-        row_pixels, row_at, row_weights = rows.folded()
-        col_pixels, col_at, col_weights = cols.folded()
+        row_pixels, row_taps = rows.folded()
+        col_pixels, col_taps = cols.folded()
         block = (_as_slice(row_pixels), _as_slice(col_pixels))
         if not isinstance(block[0], slice) or not isinstance(block[1], slice):
             block = np.ix_(row_pixels, col_pixels)
-        inside = crop.inside[block]
-        planes = np.empty((2, *inside.shape), dtype=np.float32)
-        offset = np.subtract(crop.distances[block], crop.peak, out=planes[0])
-        spread = np.float32(max(crop.area / gamma, 1.0))
-        np.exp(np.square(offset, out=offset) / -spread, out=planes[0])
-        planes[0][~inside] = 0.0
-        planes[1] = inside
-        across = _weighted_sum(row_weights[:, tap, None] * planes[:, row_at[:, tap]] for tap in range(4))
-        folded = _weighted_sum(col_weights[None, :, tap] * across[:, :, col_at[:, tap]] for tap in range(4))
+        planes = np.empty((len(row_pixels), 2, len(col_pixels)), dtype=np.float32)  # rows of G and the mask
+        planes[:, 1] = crop.inside[block]
+        gaussian = np.subtract(crop.distances.exact(block, out=planes[:, 0]), crop.peak, out=planes[:, 0])
+        np.square(gaussian, out=gaussian)
+        np.divide(gaussian, -np.float32(max(crop.area / gamma, 1.0)), out=gaussian)
+        np.multiply(np.exp(gaussian, out=gaussian), planes[:, 1], out=gaussian)  # 0 outside the mask
+        across = row_taps @ planes.reshape(len(row_pixels), -1)  # (row cells, 2 x columns)
+        across = np.ascontiguousarray(across.reshape(-1, len(col_pixels)).T)  # (columns, row cells x 2)
+        folded = (col_taps @ across).T.reshape(-1, 2, col_taps.shape[0]).transpose(1, 0, 2)
         gaussian, share = folded[0], folded[1]
         positive = share > 0.5
         unsure = np.abs(share - np.float32(0.5)) <= _UNSURE
@@ -166,14 +174,6 @@ class MaskPromptGrid:
         gaussian[gaussian <= 0] = 1.0
         out[...] = -amplitude
         out[cells] = np.where(positive, np.float32(amplitude), np.float32(-amplitude)) * gaussian
-
-
-def _weighted_sum(terms: Iterator[np.ndarray]) -> np.ndarray:
-    """The sum of the taps' weighted planes, in tap order."""
-    total = next(terms)
-    for term in terms:
-        total += term
-    return total
 
 
 def _as_slice(indices: np.ndarray) -> slice | np.ndarray:

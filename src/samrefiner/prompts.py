@@ -17,16 +17,15 @@ from functools import partial
 
 import cv2
 import numpy as np
-import scipy.ndimage as ndi
 import torch
 
+from samrefiner.distances import ExactDistances, first_farthest
 from samrefiner.mask_prompt import MaskCrop, MaskPromptGrid, linear_taps
 from samrefiner.types import POINT_STRATEGIES, PointStrategy
 
 POSITIVE, NEGATIVE, NOT_A_POINT = 1, 0, -1
 MASK_SIZE = 256  # side of SAM's dense mask prompt
 SIMILARITY_THRESHOLD = 0.5  # CEBox: a pixel is "like the object" above this cosine similarity
-_EXACT_FLOAT32_DISTANCE = 1290.0  # below this, float32 distances square back to their exact integers
 
 
 @dataclass(frozen=True)
@@ -102,30 +101,6 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return x, y, x + width - 1, y + height - 1
 
 
-def distances_to_zero(binary: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance of each nonzero pixel to the nearest zero pixel, correctly rounded
-    (float32; float64 beyond 1290); pixels outside the array are not zeros.
-
-    OpenCV's exact transform can be one float32 ulp off (depending on its code path, even on the
-    thread), so its distances are squared, rounded to the integers they stand for and their square
-    roots taken again, in float32: exact below 1290 (the squaring's error stays under 1/2).
-    Correctly rounded roots of integers below 1448^2 keep the integers' order and ties, so an argmax
-    over them is the integers' argmax. Larger distances fall back to scipy.
-    """
-    distances = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    if distances.max(initial=0.0) >= _EXACT_FLOAT32_DISTANCE:
-        return ndi.distance_transform_edt(binary)
-    np.multiply(distances, distances, out=distances)
-    np.rint(distances, out=distances)
-    return np.sqrt(distances, out=distances)
-
-
-def first_argmax(values: np.ndarray) -> tuple[int, int]:
-    """(row, col) of the first maximum in row-major order."""
-    row, col = np.unravel_index(int(np.argmax(values)), values.shape)
-    return int(row), int(col)
-
-
 def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
     """Source indices of torch's 'nearest' resize along one axis."""
     scale = np.float32(size_in) / np.float32(size_out)
@@ -154,26 +129,22 @@ class _DistanceCrop:
         x1, y1, x2, y2 = box
         self.top, self.left = max(y1 - 1, 0), max(x1 - 1, 0)
         self.crop = mask[self.top : min(y2 + 2, height), self.left : min(x2 + 2, width)]
-        self.full = bool(self.crop.all())  # the mask covers the whole image: no background anywhere
-        self.distances = None if self.full else distances_to_zero(self.crop)
+        # a mask covering the whole image has no background anywhere: all distances equal (0)
+        self.distances = ExactDistances(self.crop if not self.crop.all() else np.zeros_like(self.crop))
+        self.farthest = self.distances.first_max()
 
     def farthest_point(self) -> tuple[int, int]:
-        """(x, y) of the first pixel farthest from the background."""
-        if self.full:
+        """(x, y) of the first pixel farthest from the background (the centre when there is none)."""
+        if self.farthest is None:
             rows, cols = self.crop.shape
             return self.left + (cols - 1) // 2, self.top + (rows - 1) // 2
-        row, col = first_argmax(self.distances)
+        row, col, _ = self.farthest
         return self.left + col, self.top + row
 
     def for_mask_prompt(self) -> MaskCrop:
-        """The crop, its float32 distances (all equal when the mask fills the image), their peak and
-        the mask's area."""
-        if self.full:
-            distances = np.zeros(self.crop.shape, np.float32)
-        else:
-            distances = self.distances.astype(np.float32, copy=False)
-        area = int(np.count_nonzero(self.crop))
-        return MaskCrop(self.crop, (self.top, self.left), distances, distances.max(), area)
+        """The crop, its distances to the background, their peak and the mask's area."""
+        peak = np.float32(0.0 if self.farthest is None else self.farthest[2])
+        return MaskCrop(self.crop, (self.top, self.left), self.distances, peak, int(np.count_nonzero(self.crop)))
 
 
 def negative_point(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int] | None:
@@ -183,10 +154,10 @@ def negative_point(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[in
     if x2 == x1 or y2 == y1:
         return None
     background = ~mask[y1 : y2 + 1, x1 : x2 + 1]  # every mask pixel lies in the box
-    distances = distances_to_zero(background)[:-1, :-1]
-    if distances.max() == 0:
+    farthest = first_farthest(background, y2 - y1, x2 - x1)
+    if farthest is None:
         return None
-    row, col = first_argmax(distances)
+    row, col = farthest
     return x1 + col, y1 + row
 
 

@@ -1,0 +1,117 @@
+"""Exact Euclidean distance transforms, correctly rounded only where they are read.
+
+Prompt mining needs, of a mask's distance transform, the first pixel at the largest distance and
+the distances at the pixels the mask prompt reads: `ExactDistances` gives both without correcting
+(or even copying) the whole transform. Distances are those of SPEC section 2: from each nonzero
+pixel to the nearest zero pixel, pixels outside the array are not zeros, float32 correctly rounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import scipy.ndimage as ndi
+
+EXACT_FLOAT32_DISTANCE = 1290.0  # below this, float32 distances square back to their exact integers
+_NEAR_TOP = np.float32(1.0 - 1e-5)  # raw distances within this share of the largest may be the largest
+_TILE = 64  # pixels: `first_farthest` takes windows around the candidates of each tile this size (or more)
+_WHOLE_SHARE = 0.5  # ... unless they cover more than this share of the array
+
+
+class ExactDistances:
+    """The distance transform of a binary array (bool or 0/1 uint8).
+
+    OpenCV's exact transform can be one float32 ulp off (depending on its code path, even on the
+    thread), so the values read are squared, rounded to the integers they stand for and their
+    square roots taken again, in float32: exact below 1290 (the squaring's error stays under 1/2).
+    Correctly rounded roots of integers below 1448^2 keep the integers' order and ties, so an
+    argmax over them is the integers' argmax. Transforms reaching 1290 are scipy's float64 ones.
+    """
+
+    def __init__(self, binary: np.ndarray) -> None:
+        raw = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        if raw.max(initial=0.0) >= EXACT_FLOAT32_DISTANCE:
+            raw = ndi.distance_transform_edt(binary)
+        self.raw = raw
+
+    def exact(self, index: tuple[slice | np.ndarray, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """The correctly rounded distances at `raw[index]` (written into `out` when given)."""
+        return correctly_rounded(self.raw[index], out)
+
+    def first_max(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[int, int, float] | None:
+        """(row, col, distance) of the first pixel of `raw[rows, cols]` in row-major order at the
+        largest correctly rounded distance (indices within that window); None when all are 0.
+
+        Only the pixels whose raw distance is near the largest can hold the largest exact one (the
+        raw values are a few ulps off at most), so only they are corrected."""
+        window = self.raw[rows, cols]
+        top = window.max(initial=0.0)
+        if top == 0:
+            return None
+        at_row, at_col = np.nonzero(window >= top * _NEAR_TOP)
+        exact = correctly_rounded(window[at_row, at_col])
+        best = int(np.argmax(exact))
+        return int(at_row[best]), int(at_col[best]), float(exact[best])
+
+
+def correctly_rounded(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """OpenCV's float32 distances squared, rounded to integers and rooted again (into `out` when
+    given, else a new array); scipy's float64 ones, exact already, copied (cast to `out`'s type)."""
+    if raw.dtype == np.float64:
+        return raw.copy() if out is None else _copied(raw, out)
+    result = np.multiply(raw, raw, out=out)
+    np.rint(result, out=result)
+    return np.sqrt(result, out=result)
+
+
+def _copied(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    np.copyto(out, values, casting="same_kind")
+    return out
+
+
+def first_farthest(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] | None:
+    """(row, col) of the first pixel of `binary[:rows, :cols]` in row-major order at the largest
+    correctly rounded distance to the zeros of the whole `binary`; None when that corner holds no
+    nonzero pixel. The same pixel as `ExactDistances(binary).first_max(...)`, for less work.
+
+    The chessboard distance c (OpenCV's, exact) bounds the Euclidean one e: c <= e <= sqrt(2) c.
+    So the largest e is at least the largest c, and only pixels with sqrt(2) c reaching that can
+    hold it; their e is exact in a window around them as wide as sqrt(2) c, where the exact
+    transform is taken. Where those windows would cover most of the array, it is taken whole."""
+    chess = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_C, 3)[:rows, :cols]
+    reach = int(chess.max(initial=0.0))
+    if reach == 0:
+        return None
+    at_row, at_col = np.nonzero(chess >= math.isqrt((reach * reach + 1) // 2 - 1) + 1)  # 2 c^2 >= reach^2
+    margin = math.ceil(math.sqrt(2.0) * reach) + 1
+    groups = _nearby(at_row, at_col, max(_TILE, 4 * margin))
+    windows = [_around(at_row[group], at_col[group], margin, binary.shape) for group in groups]
+    if sum((height.stop - height.start) * (width.stop - width.start) for height, width in windows) > (
+        _WHOLE_SHARE * binary.size
+    ):
+        best = ExactDistances(binary).first_max(slice(0, rows), slice(0, cols))
+        return None if best is None else best[:2]
+    squares = np.empty(len(at_row))
+    for group, (height, width) in zip(groups, windows):
+        window = ExactDistances(binary[height, width])
+        values = window.exact((at_row[group] - height.start, at_col[group] - width.start))
+        squares[group] = np.rint(np.square(values, dtype=np.float64))  # the integers they stand for
+    best = np.flatnonzero(squares == squares.max())[0]  # candidates are in row-major order
+    return int(at_row[best]), int(at_col[best])
+
+
+def _nearby(at_row: np.ndarray, at_col: np.ndarray, side: int) -> list[np.ndarray]:
+    """Indices of the pixels (at_row, at_col) grouped by the side x side tile they lie in."""
+    tile = (at_row // side) * (int(at_col.max()) // side + 1) + at_col // side
+    order = np.argsort(tile, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(tile[order])) + 1)
+
+
+def _around(at_row: np.ndarray, at_col: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The window holding the pixels (at_row, at_col) and `margin` more pixels on every side."""
+    return (
+        slice(max(int(at_row.min()) - margin, 0), min(int(at_row.max()) + margin + 1, shape[0])),
+        slice(max(int(at_col.min()) - margin, 0), min(int(at_col.max()) + margin + 1, shape[1])),
+    )

@@ -1,0 +1,90 @@
+"""`samrefiner.distances` against scipy's exact transform: the farthest pixel (first in row-major
+order among ties) and the correctly rounded distances, on shapes that exercise every path of
+`first_farthest` (candidates in one window, in many, the whole array, distances beyond 1290)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from samrefiner.distances import ExactDistances, first_farthest
+
+
+def farthest_reference(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] | None:
+    """First (row, col) of binary[:rows, :cols] at the largest exact distance to a zero of binary."""
+    corner = ndi.distance_transform_edt(binary)[:rows, :cols]
+    if corner.max(initial=0.0) == 0:
+        return None
+    row, col = np.unravel_index(int(np.argmax(corner)), corner.shape)
+    return int(row), int(col)
+
+
+def scattered(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Background with a few small mask islands far apart: many separate far-away candidates."""
+    rng = np.random.default_rng(seed)
+    binary = np.ones(shape, bool)
+    for _ in range(rng.integers(1, 6)):
+        row, col = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        binary[row : row + rng.integers(1, 4), col : col + rng.integers(1, 4)] = False
+    return binary
+
+
+def speckled(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Blocky noise, as a random-weight model's upscaled outputs look."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((shape[0] // 8 + 1, shape[1] // 8 + 1)) < 0.6
+    return np.kron(coarse, np.ones((8, 8), bool))[: shape[0], : shape[1]] ^ (rng.random(shape) < 0.01)
+
+
+def symmetric(side: int) -> np.ndarray:
+    """A square ring of background around a zero centre and zero corners: many exact ties."""
+    binary = np.ones((side, side), bool)
+    binary[side // 2, side // 2] = binary[0, 0] = binary[0, -1] = binary[-1, 0] = binary[-1, -1] = False
+    return binary
+
+
+def zeros_at(shape: tuple[int, int], *zeros: tuple[int, int]) -> np.ndarray:
+    binary = np.ones(shape, bool)
+    for zero in zeros:
+        binary[zero] = False
+    return binary
+
+
+CASES = [
+    # the farthest pixel's chessboard distance is the least a candidate may have (3 of 4, 7 of 9)
+    zeros_at((7, 7), (1, 2), (6, 1), (6, 3)),
+    zeros_at((11, 11), (1, 4), (10, 1)),
+    *(scattered((120, 200), seed) for seed in range(8)),
+    *(speckled((150, 170), seed) for seed in range(4)),
+    *(symmetric(side) for side in (9, 30, 61)),
+    np.pad(np.zeros((1, 1), bool), ((0, 2), (0, 3000)), constant_values=True),  # distances past 1290
+]
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_first_farthest_is_the_exact_first_argmax(index: int) -> None:
+    binary = CASES[index]
+    for rows, cols in (binary.shape, (binary.shape[0] - 1, binary.shape[1] - 1)):
+        want = farthest_reference(binary, rows, cols)
+        assert first_farthest(binary, rows, cols) == want
+        best = ExactDistances(binary).first_max(slice(0, rows), slice(0, cols))
+        assert (None if best is None else best[:2]) == want
+
+
+def test_no_nonzero_pixel_in_the_corner() -> None:
+    binary = np.zeros((5, 6), bool)
+    binary[-1, :] = True
+    assert first_farthest(binary, 4, 6) is None
+    assert ExactDistances(binary).first_max(slice(0, 4), slice(0, 6)) is None
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_exact_distances_are_scipys_correctly_rounded(index: int) -> None:
+    binary = CASES[index]
+    want = ndi.distance_transform_edt(binary)
+    got = ExactDistances(binary).exact((slice(None), slice(None)))
+    want = want if got.dtype == np.float64 else want.astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    row, col, peak = ExactDistances(binary).first_max()
+    assert peak == want.max() and want[row, col] == want.max()
