@@ -85,8 +85,8 @@ def test_distances_are_correctly_rounded_in_any_thread() -> None:
     miner's distances are the correctly rounded ones (scipy's, in float32) in every thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from samrefiner.io.labelmaps import read_label_map
     from samrefiner.distances import ExactDistances
+    from samrefiner.io.labelmaps import read_label_map
     from samrefiner.prompts import bounding_box
     from samrefiner.regions import split_then_merge
 
