@@ -14,7 +14,13 @@ names one:
 - `yolo`: YOLO segmentation dataset folders (data.yaml; `samrefiner refine --yolo` output as
   the prediction, its images may stay in the ground truth's folder); objects are paired by label
   file and line order. Scores: `iou`, `mean_iou`, `boundary_iou`, `mba`. A label file with another
-  number of lines or other class ids than the ground truth's is unusable.
+  number of lines or other class ids than the ground truth's is unusable, and so is one that
+  `refine` would refuse (the prediction is read as a YOLO dataset, with its own data.yaml).
+
+Every format is read by the readers `samrefiner refine` reads datasets with
+(`samrefiner.io.formats`: the YOLO dataset, the listing and reading of mask and map files;
+`samrefiner.io.coco` for whole COCO files), so a format's rules (hidden files skipped, suffixes,
+EXIF orientation, mask values, identity, YOLO's conventions) are the same in both.
 
 Detection: a .json file is COCO; a folder whose PNGs all lie in subfolders and each hold one
 object value is `masks`; a flat folder where some PNG holds several values is `label-maps`;
