@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_refine_cli import run_cli
 
 from samrefiner.errors import InputError
 from samrefiner.io.images import write_png
 from samrefiner.io.yolo import YoloDataset
-from test_refine_cli import run_cli
 
 SQUARE = "1 0.1 0.1 0.6 0.1 0.6 0.6 0.1 0.6"
 
