@@ -105,3 +105,41 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     source.write_text("def f():\n    from samrefiner.prompts import PromptMiner\n    import samrefiner.cli\n")
     assert {"samrefiner.prompts", "samrefiner.cli"} <= imported(source)
     assert layer("samrefiner.cli") < layer("samrefiner.prompts")
+
+
+def context_reached_into(path: Path) -> list[str]:
+    """Where `path` uses a sample's `.context` other than by a named field (`sample.context.path`):
+    indexed, unpacked, iterated or passed on, each as `line: code`."""
+    tree = ast.parse(path.read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "context"
+        and not (isinstance(parents.get(node), ast.Attribute) and parents[node].value is node)
+    ]
+    return [f"{node.lineno}: {ast.unparse(parents.get(node, node))}" for node in sorted(found, key=lambda n: n.lineno)]
+
+
+def test_only_io_knows_a_formats_sample_context():
+    """A sample's context is its format's own (`samrefiner.io`): code elsewhere asks the dataset
+    (`MaskFolders.object_files`, `LabelMaps.map_file`) instead of knowing the format's fields by position."""
+    reaching = [
+        f"{name}:{place}"
+        for name, path in MODULES.items()
+        if not name.startswith("samrefiner.io.")
+        for place in context_reached_into(path)
+    ]
+    assert reaching == []
+
+
+def test_the_context_check_sees_indexing_unpacking_and_iterating(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "a = sample.context[0]\n"
+        "for path, _ in sample.context:\n    pass\n"
+        "b, c = sample.context\n"
+        "d = sample.context.path\n"
+    )
+    assert [place.split(":")[0] for place in context_reached_into(source)] == ["1", "2", "4"]

@@ -26,7 +26,7 @@ import typer
 from samrefiner.commands.app import app
 from samrefiner.commands.options import check_apart, in_void_terms, void_option
 from samrefiner.errors import SamRefinerError
-from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
+from samrefiner.evaluation.groundtruth import AUTO, sample_truths
 from samrefiner.io.images import atomic_write
 from samrefiner.run.outputs import Location, check_locations
 
@@ -51,8 +51,7 @@ def corrupt_command(
 ) -> None:
     """Make flawed masks (IoU 0.75-0.85 with the ground truth) from superpixel defects."""
     from samrefiner.evaluation.corrupt import IOU_BAND, corrupt_sample
-    from samrefiner.io.masks import MaskFolders
-    from samrefiner.io.yolo import YoloDataset
+    from samrefiner.io.formats import open_dataset
 
     void_value = void_option(void)
     check_apart([gt, images], [("--out", out)])
@@ -61,7 +60,7 @@ def corrupt_command(
         is_ours=lambda location: (location.path / REPORT_NAME).is_file(),
         remedy=f"choose another --out (a folder samrefiner corrupt wrote holds {REPORT_NAME})",
     )
-    dataset = YoloDataset(gt, out, image_root=images) if (gt / "data.yaml").is_file() else MaskFolders(images, gt, out)
+    dataset = open_dataset("yolo" if (gt / "data.yaml").is_file() else "masks", gt, images, out)
     written = {}
     started = time.perf_counter()
     objects: dict[str, dict] = {}
@@ -69,11 +68,7 @@ def corrupt_command(
     for ref in dataset.refs():
         try:
             sample = dataset.load(ref)
-            truths = (
-                [read_truth(path, void_value) for path, _ in sample.context]
-                if isinstance(dataset, MaskFolders)
-                else [Truth(mask, None) for mask in sample.masks]  # YOLO polygons have no void
-            )
+            truths = sample_truths(dataset, sample, void_value)
         except SamRefinerError as error:
             failures.append(in_void_terms(error))
             print(f"samrefiner: skipped: {failures[-1]}", file=sys.stderr)

@@ -22,11 +22,11 @@ from tqdm import tqdm
 from samrefiner.errors import InputError, SamRefinerError
 from samrefiner.evaluation.corrupt import corrupt_sample
 from samrefiner.evaluation.evaluate import json_ready
-from samrefiner.evaluation.groundtruth import AUTO, Truth, read_truth
+from samrefiner.evaluation.groundtruth import AUTO, Truth, sample_truths
 from samrefiner.evaluation.metrics import MaskScores
-from samrefiner.io.datasets import Sample
+from samrefiner.io.datasets import Dataset, Sample
+from samrefiner.io.formats import open_dataset
 from samrefiner.io.json_files import json_or_none, write_json_file
-from samrefiner.io.masks import MaskFolders
 from samrefiner.models.base import PromptableModel
 from samrefiner.refine import Refiner, RefinerConfig
 
@@ -89,8 +89,8 @@ class LabelledImages:
     ) -> None:
         if (coarse is None) == (seed is None):
             raise InputError("give either a folder of coarse masks or a seed to make them, not both")
-        self.truth = MaskFolders(images, gt, out=gt)  # read only: nothing is written through it
-        self.flawed = MaskFolders(images, coarse, out=coarse) if coarse is not None else None
+        self.truth = open_dataset("masks", gt, images, gt)  # read only: nothing is written through it
+        self.flawed = open_dataset("masks", coarse, images, coarse) if coarse is not None else None
         self.coarse, self.seed = coarse, seed
         self.refs = self.truth.refs()[:limit]
 
@@ -102,7 +102,7 @@ class LabelledImages:
         for ref in self.refs:
             try:
                 sample = self.truth.load(ref)
-                truths = [read_truth(path, AUTO) for path, _ in sample.context]
+                truths = sample_truths(self.truth, sample, AUTO)
                 if self.flawed is not None:
                     masks = _coarse_masks(sample, self.flawed, coarse_refs, self.coarse)
                 else:
@@ -121,7 +121,7 @@ def _corrupted(sample: Sample, seed: int, truths: list[Truth]) -> np.ndarray:
     return np.stack([corruption.mask for corruption in corrupt_sample(sample, seed, truths)])
 
 
-def _coarse_masks(sample: Sample, flawed: MaskFolders, refs: dict, folder: Path) -> np.ndarray:
+def _coarse_masks(sample: Sample, flawed: Dataset, refs: dict, folder: Path) -> np.ndarray:
     """The coarse masks of `sample`'s objects, matched by image key and object file name."""
     if sample.ref.key not in refs:
         raise InputError(f"{folder}: no coarse masks for image {sample.ref.key}")

@@ -14,7 +14,13 @@ names one:
 - `yolo`: YOLO segmentation dataset folders (data.yaml; `samrefiner refine --yolo` output as
   the prediction, its images may stay in the ground truth's folder); objects are paired by label
   file and line order. Scores: `iou`, `mean_iou`, `boundary_iou`, `mba`. A label file with another
-  number of lines or other class ids than the ground truth's is unusable.
+  number of lines or other class ids than the ground truth's is unusable, and so is one that
+  `refine` would refuse (the prediction is read as a YOLO dataset, with its own data.yaml).
+
+Every format is read by the readers `samrefiner refine` reads datasets with
+(`samrefiner.io.formats`: the YOLO dataset, the listing and reading of mask and map files;
+`samrefiner.io.coco` for whole COCO files), so a format's rules (hidden files skipped, suffixes,
+EXIF orientation, mask values, identity, YOLO's conventions) are the same in both.
 
 Detection: a .json file is COCO; a folder whose PNGs all lie in subfolders and each hold one
 object value is `masks`; a flat folder where some PNG holds several values is `label-maps`;
@@ -44,13 +50,13 @@ import numpy as np
 
 from samrefiner.errors import InputError
 from samrefiner.evaluation.groundtruth import AUTO, Void, VoidError, label_map_void, read_truth
-from samrefiner.io.images import read_mask
+from samrefiner.io.formats import list_object_files, read_object_file
 from samrefiner.io.json_files import json_or_none, write_json_file
-from samrefiner.io.labelmaps import read_label_map
-from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, ambiguous, list_files
+from samrefiner.io.listing import ambiguous
 
 if TYPE_CHECKING:
     from samrefiner.evaluation.metrics import ConfusionMatrix, MaskScores
+    from samrefiner.io.datasets import Dataset, Sample, SampleRef
 
 
 class Format(str, Enum):
@@ -86,7 +92,7 @@ def evaluate_masks(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
     def add(truth_path: Path, prediction_path: Path | None, report: EvalReport) -> None:
         truth = read_truth(truth_path, void)
-        prediction = _prediction(report, prediction_path, truth.mask.shape, read_mask, np.zeros_like(truth.mask))
+        prediction = _prediction(report, prediction_path, Format.masks, truth.mask.shape, np.zeros_like(truth.mask))
         scores.add(truth.mask, prediction, truth.void)
 
     return _evaluate_pngs(gt, pred, Format.masks, add, scores)
@@ -99,8 +105,8 @@ def evaluate_label_maps(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     matrix = ConfusionMatrix(label_map_void(void))
 
     def add(truth_path: Path, prediction_path: Path | None, report: EvalReport) -> None:
-        truth = _read_labels(truth_path)
-        matrix.add(truth, _prediction(report, prediction_path, truth.shape, _read_labels, np.zeros_like(truth)))
+        truth = read_object_file(Format.label_maps.value, truth_path)
+        matrix.add(truth, _prediction(report, prediction_path, Format.label_maps, truth.shape, np.zeros_like(truth)))
 
     return _evaluate_pngs(gt, pred, Format.label_maps, add, matrix)
 
@@ -115,9 +121,8 @@ def _evaluate_pngs(
     """`add` every ground-truth file under `gt` with the prediction of its key under `pred`
     (`samrefiner.io.listing`; a missing, ambiguous or unusable prediction counts as all zeros),
     then summarize `totals`; InputError when `pred` holds none of them."""
-    suffixes = MASK_SUFFIXES if layout is Format.masks else MAP_SUFFIXES
-    files = _listed(gt, suffixes)
-    predictions = _check_prediction_folder(pred, files, suffixes)
+    files = _listed(gt, layout)
+    predictions = _check_prediction_folder(pred, files, layout)
     report = EvalReport(layout, {})
     for key, (truth_path,) in files.items():
         found = predictions.get(key, [pred / truth_path.relative_to(gt)])
@@ -128,15 +133,13 @@ def _evaluate_pngs(
     return report
 
 
-def _check_prediction_folder(
-    pred: Path, files: dict[str, list[Path]], suffixes: tuple[str, ...]
-) -> dict[str, list[Path]]:
+def _check_prediction_folder(pred: Path, files: dict[str, list[Path]], layout: Format) -> dict[str, list[Path]]:
     """The predictions by key; a mistyped or empty prediction folder is an error, not a dataset of empty predictions."""
     if not pred.exists():
         raise InputError(f"{pred}: prediction folder not found")
     if not pred.is_dir():
         raise InputError(f"{pred}: predictions must be a folder like the ground truth")
-    predictions = list_files(pred, suffixes)
+    predictions = list_object_files(layout.value, pred)
     if not predictions.keys() & files.keys():
         key, (first,) = next(iter(files.items()))
         raise InputError(f"{pred}: holds none of the {len(files)} ground-truth files (e.g. {key}{first.suffix})")
@@ -146,22 +149,16 @@ def _check_prediction_folder(
 def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
     """COCO mask AP and boundary AP; per-object scores for predictions matched by annotation id."""
     from samrefiner.evaluation.metrics import coco_boundary_ap, coco_mask_ap
-    from samrefiner.io.coco import check_identity, check_segmentations
-    from samrefiner.io.json_files import load_json
+    from samrefiner.io.coco import read_ground_truth, read_predictions
 
     if void != AUTO:
         raise VoidError("none" if void is None else void, ": COCO ground truth has no void value")
-    truth = load_json(gt)
-    sizes = _checked_ground_truth(truth, gt)
-    check_identity(gt, truth)
-    check_segmentations(gt, truth["annotations"], sizes)
+    truth, sizes = read_ground_truth(gt)
     objects = [annotation for annotation in truth["annotations"] if not annotation.get("iscrowd")]
     if not objects:
         raise InputError(f"{gt}: no (non-crowd) annotations to score: AP is undefined")
     report = EvalReport(Format.coco, {})
-    predicted = load_json(pred)
-    check_identity(pred, predicted)
-    results = _coco_results(predicted, pred, sizes, report)
+    results = _coco_results(read_predictions(pred), pred, sizes, report)
     report.scores = {"ap": coco_mask_ap(truth, results), "boundary_ap": coco_boundary_ap(truth, results)}
     by_id = {result["id"]: result for result in results if "id" in result}
     if any(annotation["id"] in by_id for annotation in objects):
@@ -172,70 +169,54 @@ def evaluate_coco(gt: Path, pred: Path, void: Void = AUTO) -> EvalReport:
 
 def evaluate_yolo(gt: Path, pred: Path) -> EvalReport:
     """YOLO datasets: each ground-truth object against the prediction's object of the same file and
-    line number (prediction images looked up in `gt` when `pred` has none)."""
+    line number; both read by `samrefiner.io.yolo.YoloDataset`, the prediction with the ground
+    truth's images (a refine output holds none unless it copied them)."""
     from samrefiner.evaluation.metrics import MaskScores
-    from samrefiner.io.yolo import YoloDataset, label_path
-    from samrefiner.io.yolo_labels import read_label_file
+    from samrefiner.io.formats import open_dataset
 
-    truth = YoloDataset(gt, pred)  # read only: nothing is written
+    truth = open_dataset("yolo", gt, None, pred)  # read only: nothing is written
+    predicted = open_dataset("yolo", pred, truth.images, pred)
+    predicted_refs = {ref.key: ref for ref in predicted.refs()}
     report, scores = EvalReport(Format.yolo, {}), MaskScores()
     for ref in truth.refs():
         sample = truth.load(ref)
-        height, width = sample.masks.shape[1:]
-        predicted = _yolo_prediction(report, pred / label_path(sample.context[0]), sample, read_label_file)
+        label = pred / truth.input_files(ref)[1].relative_to(gt)  # the prediction's label file
+        masks = _yolo_prediction(report, predicted, predicted_refs.get(ref.key), label, sample)
         for index, mask in enumerate(sample.masks):
-            scores.add(mask, predicted[index].mask(height, width) if predicted else np.zeros_like(mask))
+            scores.add(mask, masks[index] if masks is not None else np.zeros_like(mask))
     report.scores = scores.summary()
     return report
 
 
-def _yolo_prediction(report: EvalReport, path: Path, sample: Any, read: Callable) -> list | None:
-    """The prediction's objects for `sample` (its label lines that are not blank), or None (recorded)
-    when missing or unusable."""
-    if not path.is_file():
-        report.missing.append(str(path))
+def _yolo_prediction(
+    report: EvalReport, predicted: Dataset, ref: SampleRef | None, label: Path, truth: Sample
+) -> np.ndarray | None:
+    """The predicted masks of `truth`'s objects (the prediction's image `ref`, label file `label`),
+    or None (recorded) when missing or unusable."""
+    if ref is None:
+        report.missing.append(str(label))
         return None
     try:
-        lines = [line for line in read(path, None) if line.is_object]
+        sample = predicted.load(ref)
     except InputError as error:
         report.unusable.append(str(error))
         return None
-    numbers = [(line.number, line.class_id) for line in lines]
-    if numbers != [(meta["id"], meta["category_id"]) for meta in sample.objects]:
-        classes = [line.class_id for line in lines]
-        report.unusable.append(f"{path}: {len(lines)} lines with classes {classes} differ from the ground truth's")
+    numbers = [(meta["id"], meta["category_id"]) for meta in sample.objects]
+    if numbers != [(meta["id"], meta["category_id"]) for meta in truth.objects]:
+        classes = [meta["category_id"] for meta in sample.objects]
+        report.unusable.append(f"{label}: {len(numbers)} lines with classes {classes} differ from the ground truth's")
         return None
-    return lines
+    return sample.masks
 
 
-def _checked_ground_truth(truth: Any, gt: Path) -> dict[Any, tuple[int, int]]:
-    """Image id -> (height, width); InputError naming `gt` when it is not COCO ground truth."""
-    if not isinstance(truth, dict) or not all(isinstance(truth.get(key), list) for key in ("annotations", "images")):
-        raise InputError(f"{gt}: ground truth must be a COCO file with 'images' and 'annotations' lists")
-    for kind, entries, keys in (
-        ("image", truth["images"], ("id", "height", "width")),
-        ("annotation", truth["annotations"], ("id", "image_id", "category_id", "segmentation")),
-    ):
-        for index, entry in enumerate(entries):
-            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
-            if missing:
-                raise InputError(f"{gt}: {kind} #{index} has no {missing[0]!r}")
-    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
-    strays = [annotation["id"] for annotation in truth["annotations"] if annotation["image_id"] not in sizes]
-    if strays:
-        raise InputError(f"{gt}: annotation id {strays[0]} names an image id that is not in 'images'")
-    return sizes
-
-
-def _coco_results(predicted: Any, pred: Path, sizes: dict[Any, tuple[int, int]], report: EvalReport) -> list[dict]:
+def _coco_results(
+    predictions: list[Any], pred: Path, sizes: dict[Any, tuple[int, int]], report: EvalReport
+) -> list[dict]:
     """Predictions (a COCO file's annotations or a results list) as COCO results with compressed
     RLE segmentations and a score (1 when absent); unusable ones are recorded and left out."""
     from samrefiner.io.coco import decode_segmentation
     from samrefiner.io.rle import encode_mask
 
-    predictions = predicted.get("annotations") if isinstance(predicted, dict) else predicted
-    if not isinstance(predictions, list):
-        raise InputError(f"{pred}: not a COCO annotation file or results list")
     results = []
     for index, prediction in enumerate(predictions):
         has_id = isinstance(prediction, dict) and "id" in prediction
@@ -306,16 +287,12 @@ def json_ready(scores: dict[str, Any]) -> dict[str, Any]:
     return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in scores.items()}
 
 
-def _read_labels(path: Path) -> np.ndarray:
-    return read_label_map(path)[0]
-
-
-def _listed(root: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
-    """Ground-truth files by key (`samrefiner.io.listing`, as `refine` reads them); InputError when
-    there are none or two files share a key."""
-    files = list_files(root, suffixes)
+def _listed(root: Path, layout: Format) -> dict[str, list[Path]]:
+    """Ground-truth files by key (as `refine` lists them); InputError when there are none or two
+    files share a key."""
+    files = list_object_files(layout.value, root)
     if not files:
-        raise InputError(f"{root}: no {' or '.join(suffixes) if len(suffixes) < 3 else 'mask'} files to evaluate")
+        raise InputError(f"{root}: no {'mask' if layout is Format.masks else '.png'} files to evaluate")
     for key, paths in files.items():
         if len(paths) > 1:
             raise InputError(f"{root}: {ambiguous(key, paths, 'ground-truth file')}")
@@ -323,17 +300,17 @@ def _listed(root: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
 
 
 def _prediction(
-    report: EvalReport, path: Path | None, shape: tuple[int, ...], read: Callable[[Path], np.ndarray], empty: np.ndarray
+    report: EvalReport, path: Path | None, layout: Format, shape: tuple[int, ...], empty: np.ndarray
 ) -> np.ndarray:
-    """The prediction at `path`, or `empty` (recorded in the report) when missing or unusable (None:
-    already recorded)."""
+    """The prediction at `path` read as a `layout` file, or `empty` (recorded in the report) when
+    missing or unusable (None: already recorded)."""
     if path is None:
         return empty
     if not path.exists():
         report.missing.append(str(path))
         return empty
     try:
-        array = read(path)
+        array = read_object_file(layout.value, path)
     except InputError as error:
         report.unusable.append(str(error))
         return empty

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from samrefiner.errors import InputError
+from samrefiner.io.datasets import Dataset, Sample
 from samrefiner.io.images import read_mask
 from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.masks import MaskFolders
 
 AUTO = "auto"
 NONE = "none"
@@ -79,3 +81,11 @@ def read_truth(path: str | Path, void: Void) -> Truth:
         return Truth(read_mask(path), None)
     pixels = values == value
     return Truth((values != 0) & ~pixels, pixels)
+
+
+def sample_truths(dataset: Dataset, sample: Sample, void: Void) -> list[Truth]:
+    """The ground truth of each object of a sample `dataset` loaded: mask files read again under
+    the `void` rule (`read_truth`); other formats' objects have no void (YOLO polygons, COCO)."""
+    if isinstance(dataset, MaskFolders):
+        return [read_truth(path, void) for path in dataset.object_files(sample)]
+    return [Truth(mask, None) for mask in sample.masks]

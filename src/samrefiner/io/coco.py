@@ -41,6 +41,7 @@ import re
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,23 @@ from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
     Sample,
+    SampleContext,
     SampleRef,
     check_mask_sizes,
+    context_of,
 )
 from samrefiner.io.images import atomic_write, read_image
+from samrefiner.io.json_files import load_json
 from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.polygons import coco_polygons
 from samrefiner.io.rle import encode_mask
+
+
+@dataclass(frozen=True)
+class CocoContext(SampleContext):
+    """Where one image's annotations lie in the file's list, in the order of the sample's masks."""
+
+    indices: tuple[int, ...]
 
 
 class CocoDataset(Dataset):
@@ -132,14 +143,14 @@ class CocoDataset(Dataset):
             | ({"warning": "; ".join(notes)} if notes else {})
             for index, (_, notes) in zip(indices, decoded)
         ]
-        return Sample(ref, image_path, image, np.stack(masks), objects, context=indices)
+        return Sample(ref, image_path, image, np.stack(masks), objects, context=CocoContext(tuple(indices)))
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
         """Nothing is written yet: the refined annotations wait in the record for `finalize`."""
         annotations = self._annotations()
         refined = [
             [index, refined_annotation(annotations[index], mask, self.segmentation_kind, results=self.is_results)]
-            for index, mask in zip(sample.context, result.masks)
+            for index, mask in zip(context_of(sample, CocoContext).indices, result.masks)
         ]
         return {"annotations": refined, "kept_rle": _kept_rle(annotations, refined, self.segmentation_kind)}
 
@@ -210,6 +221,47 @@ class CocoDataset(Dataset):
         annotation = self._annotations()[index]
         label = f"annotation id {annotation['id']}" if "id" in annotation else f"annotation #{index}"
         return f"{self.annotations_path}: {label}"
+
+
+def read_ground_truth(path: Path) -> tuple[dict[str, Any], dict[Any, tuple[int, int]]]:
+    """A whole COCO ground-truth file (what scoring reads) and its image sizes by id; InputError
+    naming it when it is not one (`_checked_ground_truth`), breaks the identity rule
+    (`check_identity`) or holds a segmentation `decode_segmentation` refuses."""
+    truth = load_json(path)
+    sizes = _checked_ground_truth(truth, path)
+    check_identity(path, truth)
+    check_segmentations(path, truth["annotations"], sizes)
+    return truth, sizes
+
+
+def read_predictions(path: Path) -> list[Any]:
+    """The annotations of a whole COCO file or results list (each checked later, by its reader);
+    InputError naming it when it is neither or breaks the identity rule (`check_identity`)."""
+    predicted = load_json(path)
+    check_identity(path, predicted)
+    predictions = predicted.get("annotations") if isinstance(predicted, dict) else predicted
+    if not isinstance(predictions, list):
+        raise InputError(f"{path}: not a COCO annotation file or results list")
+    return predictions
+
+
+def _checked_ground_truth(truth: Any, path: Path) -> dict[Any, tuple[int, int]]:
+    """Image id -> (height, width); InputError naming `path` when it is not COCO ground truth."""
+    if not isinstance(truth, dict) or not all(isinstance(truth.get(key), list) for key in ("annotations", "images")):
+        raise InputError(f"{path}: ground truth must be a COCO file with 'images' and 'annotations' lists")
+    for kind, entries, keys in (
+        ("image", truth["images"], ("id", "height", "width")),
+        ("annotation", truth["annotations"], ("id", "image_id", "category_id", "segmentation")),
+    ):
+        for index, entry in enumerate(entries):
+            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if missing:
+                raise InputError(f"{path}: {kind} #{index} has no {missing[0]!r}")
+    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
+    strays = [annotation["id"] for annotation in truth["annotations"] if annotation["image_id"] not in sizes]
+    if strays:
+        raise InputError(f"{path}: annotation id {strays[0]} names an image id that is not in 'images'")
+    return sizes
 
 
 def check_identity(path: Path, data: Any) -> None:

@@ -10,6 +10,9 @@ location in the same format. The runner only sees this interface:
 - `write(sample, result)`: writes the refined result of one image, each file atomically, and
   returns what the resume record must keep beyond the scores (COCO: the refined annotations).
 - `input_files(ref)`: the files of one image, undecoded (a resume checks them for changes).
+- `Sample.context`: what the format's writer needs besides the masks, a frozen `SampleContext`
+  of the format's own (e.g. `LabelMapContext`); only the format's module reads its fields: code
+  outside it asks the dataset (`MaskFolders.object_files`, `LabelMaps.map_file`).
 - `finalize(outputs)`: called once at the end of a run with what `write` returned for every
   finished image, of this run and earlier ones (COCO: merges them into the output JSON), as a
   mapping that reads each image's part of its record from disk when it is looked up.
@@ -25,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +44,15 @@ class SampleRef:
     name: str  # the file to name in messages about this image
 
 
+@dataclass(frozen=True)
+class SampleContext:
+    """What a format's writer needs of one image besides the masks; each format subclasses it with
+    its own fields."""
+
+
+ContextT = TypeVar("ContextT", bound=SampleContext)
+
+
 @dataclass
 class Sample:
     """One decoded image with its coarse masks, ready for the refiner."""
@@ -50,7 +62,7 @@ class Sample:
     image: np.ndarray  # H x W x 3 uint8 RGB
     masks: np.ndarray  # N x H x W bool
     objects: list[dict[str, Any]]  # per object: "id" plus format-specific fields ("category_id")
-    context: Any = None  # what the format's writer needs besides the masks
+    context: SampleContext | None = None  # what the format's writer needs besides the masks
     inputs: list[dict[str, Any]] | None = None  # fingerprints of `Dataset.input_files` (set by the runner)
 
 
@@ -109,6 +121,13 @@ class Dataset(ABC):
 
     def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:  # noqa: B027 (a no-op by default)
         """Called at the end of a run with `write`'s return value for every finished image."""
+
+
+def context_of(sample: Sample, kind: type[ContextT]) -> ContextT:
+    """The sample's context as the format `kind` made it; TypeError when another format (or none) loaded it."""
+    if not isinstance(sample.context, kind):
+        raise TypeError(f"{sample.ref.name}: loaded as {type(sample.context).__name__}, not {kind.__name__}")
+    return sample.context
 
 
 def check_claims(found: dict[str, list[Path]], images: dict[str, list[Path]], what: str) -> None:

@@ -1,5 +1,9 @@
 """Opening a dataset: the one place that knows every format's reader (masks, label maps, COCO,
-instance maps, YOLO), and the one detector that tells a dataset's format from its files."""
+instance maps, YOLO), and the one detector that tells a dataset's format from its files.
+
+Readers without images (`samrefiner eval` scores mask and map files against each other) list and
+read a folder format's files here, with the rules its dataset reads them by: `list_object_files`
+and `read_object_file`."""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import numpy as np
 from samrefiner.errors import InputError
 from samrefiner.io.coco import CocoDataset
 from samrefiner.io.datasets import Dataset
+from samrefiner.io.images import read_mask
 from samrefiner.io.instancemaps import InstanceMaps
 from samrefiner.io.labelmaps import LabelMaps, read_label_map
-from samrefiner.io.listing import MAP_SUFFIXES, list_files
+from samrefiner.io.listing import MAP_SUFFIXES, MASK_SUFFIXES, list_files
 from samrefiner.io.masks import MaskFolders
 from samrefiner.io.yolo import YoloDataset
 
@@ -55,6 +60,24 @@ def open_dataset(
     return FORMATS[kind](images, source, out, ignore_exif=ignore_exif)
 
 
+FILE_SUFFIXES = {"masks": MASK_SUFFIXES, "label-maps": MAP_SUFFIXES, "instance-maps": MAP_SUFFIXES}
+"""The suffixes of each folder format's mask or map files (the ones its dataset lists)."""
+
+
+def list_object_files(kind: str, root: Path) -> dict[str, list[Path]]:
+    """The mask files (`masks`) or map files (`label-maps`, `instance-maps`) under `root` by key,
+    listed as that format's dataset lists them (`samrefiner.io.listing`: hidden files skipped)."""
+    return list_files(root, FILE_SUFFIXES[kind])
+
+
+def read_object_file(kind: str, path: Path) -> np.ndarray:
+    """One file of a folder format, upright, as its dataset reads it: a mask file's object (H x W
+    bool, the mask-value rule of `samrefiner.io.maskvalues`) or a map's values."""
+    if kind == "masks":
+        return read_mask(path)
+    return read_label_map(path)[0]
+
+
 DETECTION_SAMPLE = 50  # PNGs whose values `detect_format` looks at
 
 
@@ -81,7 +104,7 @@ def detect_format(source: Path, strict: bool = True) -> str:
         raise InputError(f"{source}: neither a folder nor a COCO .json file")
     if (source / "data.yaml").is_file():
         return "yolo"
-    files = list_files(source, MAP_SUFFIXES)
+    files = list_object_files("label-maps", source)
     nested = all("/" in key for key in files)
     sample = [paths[0] for paths in list(files.values())[:DETECTION_SAMPLE]]
     several = next((path for path in sample if _holds_several_values(path)), None)

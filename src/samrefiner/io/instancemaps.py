@@ -10,13 +10,21 @@ Object ids in scores.jsonl are the instance ids.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from samrefiner.io.datasets import Sample, SampleRef
-from samrefiner.io.labelmaps import LabelMaps, write_label_map
+from samrefiner.io.datasets import Sample, SampleRef, context_of
+from samrefiner.io.labelmaps import LabelMapContext, LabelMaps, write_label_map
 from samrefiner.regions import BACKGROUND, VOID, paint_back
+
+
+@dataclass(frozen=True)
+class InstanceMapContext(LabelMapContext):
+    """One image's map and its object ids, in the order of the sample's masks."""
+
+    ids: tuple[int, ...]
 
 
 class InstanceMaps(LabelMaps):
@@ -29,10 +37,11 @@ class InstanceMaps(LabelMaps):
         ids = [value for value in np.unique(instance_map).tolist() if value not in (BACKGROUND, VOID)]
         masks = instance_map[None] == np.asarray(ids, instance_map.dtype)[:, None, None]
         objects = [{"id": value} for value in ids]
-        return Sample(ref, image_path, image, masks, objects, context=(path, instance_map, palette, ids))
+        context = InstanceMapContext(path, instance_map, palette, tuple(ids))
+        return Sample(ref, image_path, image, masks, objects, context=context)
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
-        path, instance_map, palette, ids = sample.context
-        refined = paint_back(instance_map, ids, result)
-        write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
+        context = context_of(sample, InstanceMapContext)
+        refined = paint_back(context.label_map, list(context.ids), result)
+        write_label_map(self.layout.out / context.path.relative_to(self.label_maps), refined, context.palette)
         return {}

@@ -3,13 +3,23 @@ writing, and the label-map dataset format."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef, check_claims, check_mask_sizes
+from samrefiner.io.datasets import (
+    Dataset,
+    OutputLayout,
+    Sample,
+    SampleContext,
+    SampleRef,
+    check_claims,
+    check_mask_sizes,
+    context_of,
+)
 from samrefiner.io.images import _open, _upright, read_image, write_png
 from samrefiner.io.listing import IMAGE_SUFFIXES, MAP_SUFFIXES, list_files, one_file
 from samrefiner.regions import BACKGROUND, VOID, paint_back, split_then_merge
@@ -42,6 +52,15 @@ def write_label_map(path: str | Path, label_map: np.ndarray, palette: list[int] 
     write_png(path, label_map, palette)
 
 
+@dataclass(frozen=True)
+class LabelMapContext(SampleContext):
+    """One image's map: its file, its values and its palette (None when grayscale)."""
+
+    path: Path
+    label_map: np.ndarray
+    palette: list[int] | None
+
+
 class LabelMaps(Dataset):
     """Semantic label-map PNGs (`--label-maps DIR`): `<maps>/<key>.png` for `<images>/<key>.*`.
 
@@ -72,15 +91,19 @@ class LabelMaps(Dataset):
         regions = split_then_merge(label_map)
         masks = np.stack([mask for _, mask in regions]) if regions else np.zeros((0, *label_map.shape), bool)
         objects = [{"id": index, "category_id": class_id} for index, (class_id, _) in enumerate(regions)]
-        return Sample(ref, image_path, image, masks, objects, context=(path, label_map, palette))
+        return Sample(ref, image_path, image, masks, objects, context=LabelMapContext(path, label_map, palette))
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
-        path, label_map, palette = sample.context
+        context = context_of(sample, LabelMapContext)
         if len(result.masks) != len(sample.objects):
             raise RuntimeError(f"{len(result.masks)} refined masks for {len(sample.objects)} regions")
-        refined = paint_back(label_map, [meta["category_id"] for meta in sample.objects], result)
-        write_label_map(self.layout.out / path.relative_to(self.label_maps), refined, palette)
+        refined = paint_back(context.label_map, [meta["category_id"] for meta in sample.objects], result)
+        write_label_map(self.layout.out / context.path.relative_to(self.label_maps), refined, context.palette)
         return {}
+
+    def map_file(self, ref: SampleRef) -> Path:
+        """The map file of one image of the dataset."""
+        return self._maps[ref.key]
 
     def _read(self, ref: SampleRef) -> tuple[Path, np.ndarray, list[int] | None, Path, np.ndarray]:
         """The map (path, values, palette) and its image (path, pixels), checked to match.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import posixpath
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -34,8 +35,10 @@ from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
     Sample,
+    SampleContext,
     SampleRef,
     check_mask_sizes,
+    context_of,
 )
 from samrefiner.io.images import read_image, read_mask_encoded, write_png
 from samrefiner.io.listing import (
@@ -45,7 +48,22 @@ from samrefiner.io.listing import (
     list_files,
     one_file,
 )
-from samrefiner.io.maskvalues import LOSSY_NOTE, LOSSY_SUFFIXES
+from samrefiner.io.maskvalues import LOSSY_NOTE, LOSSY_SUFFIXES, MaskEncoding
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """One object's mask file and how it encoded the object (its output is written the same way)."""
+
+    path: Path
+    encoding: MaskEncoding
+
+
+@dataclass(frozen=True)
+class MaskFilesContext(SampleContext):
+    """The mask files of one image, one per object, in the order of the sample's masks."""
+
+    files: tuple[MaskFile, ...]
 
 
 class MaskFolders(Dataset):
@@ -78,14 +96,18 @@ class MaskFolders(Dataset):
             image,
             np.stack([mask for mask, _ in read]),
             [_object(path) for path in files],
-            context=[(path, encoding) for path, (_, encoding) in zip(files, read)],
+            context=MaskFilesContext(tuple(MaskFile(path, encoding) for path, (_, encoding) in zip(files, read))),
         )
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
-        for mask, (source, encoding) in zip(result.masks, sample.context):
-            target = self.layout.out / source.relative_to(self.masks).with_suffix(".png")
-            write_png(target, encoding.encode(mask), encoding.palette)
+        for mask, source in zip(result.masks, context_of(sample, MaskFilesContext).files):
+            target = self.layout.out / source.path.relative_to(self.masks).with_suffix(".png")
+            write_png(target, source.encoding.encode(mask), source.encoding.palette)
         return {}
+
+    def object_files(self, sample: Sample) -> list[Path]:
+        """The mask file of each of the sample's objects (a sample this dataset loaded)."""
+        return [source.path for source in context_of(sample, MaskFilesContext).files]
 
     def _warn_lossy(self) -> None:
         """One InputWarning for the dataset's lossy mask files (each object also records it)."""

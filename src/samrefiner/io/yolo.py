@@ -31,6 +31,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,15 @@ import numpy as np
 import yaml
 
 from samrefiner.errors import InputError
-from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef, check_mask_sizes
+from samrefiner.io.datasets import (
+    Dataset,
+    OutputLayout,
+    Sample,
+    SampleContext,
+    SampleRef,
+    check_mask_sizes,
+    context_of,
+)
 from samrefiner.io.images import atomic_write, read_image
 from samrefiner.io.listing import IMAGE_SUFFIXES, list_files
 from samrefiner.io.yolo_labels import LabelLine, read_label_file
@@ -47,6 +56,15 @@ from samrefiner.io.yolo_polygons import fill, mask_ring, ring_line
 SPLITS = ("train", "val", "test")
 REPORT_NAME = "polygons.json"
 TOTALS = ("objects", "area", "added", "lost", "kept_input", "seconds")
+
+
+@dataclass(frozen=True)
+class YoloContext(SampleContext):
+    """One image's path relative to the image folder and every line of its label file (blank ones
+    included: the output keeps them in place)."""
+
+    image: Path
+    lines: tuple[LabelLine, ...]
 
 
 class YoloDataset(Dataset):
@@ -107,21 +125,24 @@ class YoloDataset(Dataset):
             image,
             np.stack(masks) if masks else np.zeros((0, height, width), bool),
             [{"id": line.number, "category_id": line.class_id} for line in objects],
-            context=(relative, lines),
+            context=YoloContext(relative, tuple(lines)),
         )
 
     def write(self, sample: Sample, result: Any) -> dict[str, Any]:
         """Write the label file; return this image's polygon figures for `polygons.json`."""
         started = time.thread_time()
-        relative, lines = sample.context
+        context = context_of(sample, YoloContext)
         height, width = sample.image.shape[:2]
         stats: dict[str, Any] = dict.fromkeys(TOTALS, 0)
         masks = iter(result.masks)
-        written = [_written_line(line, next(masks), height, width, stats) if line.is_object else "" for line in lines]
+        written = [
+            _written_line(line, next(masks), height, width, stats) if line.is_object else "" for line in context.lines
+        ]
         text = "".join(line + "\n" for line in written)
-        atomic_write(self.layout.out / label_path(relative), lambda handle: handle.write(text.encode("utf-8")))
+        target = self.layout.out / label_path(context.image)
+        atomic_write(target, lambda handle: handle.write(text.encode("utf-8")))
         stats["seconds"] = time.thread_time() - started  # CPU time of this thread (polygons.json)
-        return {"polygons": stats, "image": relative.as_posix()}
+        return {"polygons": stats, "image": context.image.as_posix()}
 
     def finalize(self, outputs: Mapping[str, dict[str, Any]]) -> None:
         """Write data.yaml (path: the output), polygons.json and, with copy_images, the images."""

@@ -21,7 +21,7 @@ from scipy import ndimage
 from samrefiner.errors import InputError
 from samrefiner.io.datasets import Dataset, OutputLayout, Sample, SampleRef
 from samrefiner.io.formats import FORMATS, detect_format, open_dataset
-from samrefiner.io.labelmaps import read_label_map
+from samrefiner.io.labelmaps import LabelMaps, read_label_map
 from samrefiner.io.maskvalues import LOSSY_SUFFIXES
 from samrefiner.review.objects import ReviewImage, ReviewObject
 
@@ -66,9 +66,12 @@ class DatasetPair:
         return np.stack([refined_map == meta["id"] for meta in coarse.objects]) if coarse.objects else coarse.masks
 
     def _refined_map(self, coarse: Sample) -> np.ndarray:
-        """The refined map at the coarse map's relative path (label and instance maps keep the map's
-        path first in their sample context), checked to be the image's size."""
-        refined_path = self.refined_path / Path(coarse.context[0]).relative_to(self.coarse.label_maps)
+        """The refined dataset's map of the coarse sample's image (label or instance maps), checked
+        to be the image's size."""
+        refined = self.refined
+        if not isinstance(refined, LabelMaps):
+            raise TypeError(f"{self.refined_path}: read as {type(refined).__name__}, not as maps")
+        refined_path = refined.map_file(self.refined_refs[coarse.ref.key])
         refined_map, _ = read_label_map(refined_path)
         if refined_map.shape != coarse.image.shape[:2]:
             raise InputError(f"{refined_path}: refined {self.kind[:-1]} is not the size of {coarse.image_path}")
