@@ -84,6 +84,7 @@ class _CellTaps:
         return slice(int(np.searchsorted(self.highest, start)), int(np.searchsorted(self.lowest, stop)))
 
 
+_FOLDS_KEPT = 64  # crops whose folded taps a grid keeps
 _UNSURE = 1e-4  # |share of mask - 1/2| within which float rounding might decide S's sign (errors ~1e-6)
 
 
@@ -134,9 +135,19 @@ class MaskPromptGrid:
 
     def __init__(self, original_size: tuple[int, int], input_size: tuple[int, int], frame: int, cells: int) -> None:
         self.size = cells
+        self._folds: dict[tuple[bool, int, int, int, int], tuple[np.ndarray, csr_array]] = {}
         self.rows, self.cols = (
             _CellTaps.build(size_in, size_out, frame, cells) for size_in, size_out in zip(original_size, input_size)
         )
+
+    def _folded(self, axis: _CropAxis) -> tuple[np.ndarray, csr_array]:
+        """`axis.folded()`, kept for crops seen before (masks spanning the image share one crop)."""
+        key = (axis.taps is self.rows, axis.cells.start, axis.cells.stop, axis.origin, axis.length)
+        if key not in self._folds:
+            if len(self._folds) >= _FOLDS_KEPT:
+                self._folds.clear()
+            self._folds[key] = axis.folded()
+        return self._folds[key]
 
     def window(self, box: tuple[int, int, int, int]) -> tuple[slice, slice]:
         """The grid cells whose value depends on original pixels inside `box` (x1, y1, x2, y2)."""
@@ -151,8 +162,8 @@ class MaskPromptGrid:
         cells = self.window(box)
         rows = _CropAxis(self.rows, cells[0], crop.origin[0], crop.inside.shape[0])
         cols = _CropAxis(self.cols, cells[1], crop.origin[1], crop.inside.shape[1])
-        row_pixels, row_taps = rows.folded()
-        col_pixels, col_taps = cols.folded()
+        row_pixels, row_taps = self._folded(rows)
+        col_pixels, col_taps = self._folded(cols)
         block = (_as_slice(row_pixels), _as_slice(col_pixels))
         if not isinstance(block[0], slice) or not isinstance(block[1], slice):
             block = np.ix_(row_pixels, col_pixels)
@@ -191,18 +202,16 @@ def _torch_order_signs(
 
     Arrays are indexed [cell, t, i, s, j]: input-frame row tap t, its original row i; input-frame
     column tap s, its original column j."""
-    padded = np.zeros((inside.shape[0] + 2, inside.shape[1] + 2), dtype=bool)
-    padded[1:-1, 1:-1] = inside  # one ring of background: taps outside the crop read it
 
     def axis(part: _CropAxis, at: np.ndarray) -> tuple[np.ndarray, ...]:
         taps, pick = part.taps, part.cells.start + at
-        pixels = np.stack([taps.first[pick], taps.second[pick]], axis=-1)  # (n, tap, pixel)
-        local = np.clip(pixels - part.origin + 1, 0, part.length + 1)
-        return local, taps.w0[pick], taps.w1[pick], taps.real[pick], taps.v0[pick], taps.v1[pick]
+        local, within = part.local(np.stack([taps.first[pick], taps.second[pick]], axis=-1))  # (n, tap, pixel)
+        return local, within, taps.w0[pick], taps.w1[pick], taps.real[pick], taps.v0[pick], taps.v1[pick]
 
-    row_pixels, a0, a1, row_real, v0, v1 = axis(rows, at_row)
-    col_pixels, b0, b1, col_real, u0, u1 = axis(cols, at_col)
-    read = padded[row_pixels[:, :, :, None, None], col_pixels[:, None, None, :, :]]
+    row_pixels, row_within, a0, a1, row_real, v0, v1 = axis(rows, at_row)
+    col_pixels, col_within, b0, b1, col_real, u0, u1 = axis(cols, at_col)
+    at_rows, at_cols = (slice(None), slice(None), slice(None), None, None), (slice(None), None, None)
+    read = inside[row_pixels[at_rows], col_pixels[at_cols]] & row_within[at_rows] & col_within[at_cols]  # outside: 0
     plane = np.where(read, np.float32(1.0), np.float32(-1.0))
     across = b0[:, None, None, :] * plane[..., 0] + b1[:, None, None, :] * plane[..., 1]  # [cell, t, i, s]
     values = a0[:, :, None] * across[:, :, 0, :] + a1[:, :, None] * across[:, :, 1, :]  # [cell, t, s]
