@@ -17,8 +17,8 @@ Object ids are line numbers.
 Output under `--out`: the same relative paths, each label file with the same lines at the same
 line numbers (blank lines kept), each object's class id as written, its polygon or box replaced by
 the refined mask as one polygon (`samrefiner.io.yolo_polygons.mask_ring`: every part and hole
-joined by the shortest seams; 6 decimals). An object whose refined mask is empty keeps its input
-line. `data.yaml` is the input's with `path` set to the output folder; images are not copied
+joined by the seams that paint the fewest pixels, far parts left out where the IoU is higher
+without them; 6 decimals). An object whose refined mask is empty keeps its input line. `data.yaml` is the input's with `path` set to the output folder; images are not copied
 unless `--copy-images` (then every refined image and every background image is copied; an image
 that failed is not, so that it is not taken for a background image). `polygons.json` in the
 output reports how far what Ultralytics and supervision read back is from the refined masks:

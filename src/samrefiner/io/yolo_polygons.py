@@ -16,7 +16,7 @@ whose edges (seams) are straight lines between vertices of two outlines, and the
 outline once, going out over each seam and coming back over it. A reader paints each seam as a
 1-pixel line (`fillPoly` draws every polygon edge with OpenCV's 8-connected line), so a seam costs
 the background pixels on its line (a stretch over the mask, its own parts or another's, costs
-nothing): the tree is the one of least such cost (`seam_tree`). A hole stays a hole (even-odd rule;
+nothing): the tree is the one of least such cost over the candidate seams (`seam_tree`). A hole stays a hole (even-odd rule;
 its seam usually runs over the object and costs nothing).
 
 Parts left out: seen from the largest part, each seam of the tree leads to a branch (the outlines
