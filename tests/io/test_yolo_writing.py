@@ -12,7 +12,7 @@ import pytest
 import supervision as sv
 from PIL import Image
 from scipy import ndimage
-from test_io_yolo import seam_lower_bound
+from test_io_yolo import best_polygon_iou, iou, seam_lower_bound
 
 from samrefiner.io.yolo import YoloDataset
 
@@ -52,7 +52,9 @@ def test_masks_with_holes_and_parts_come_back_but_for_the_least_seams(tmp_path):
     masks = [mask for mask in masks if mask.any()] + [ring]
     for mask, read in zip(masks, written_and_read_back(tmp_path, masks)[0], strict=True):
         parts, bound = seam_lower_bound(mask)
-        assert (mask ^ read).sum() <= 1.25 * bound + parts
+        assert (mask ^ read).sum() <= bound + parts  # at most the least seams (+ 1 a part: they end on vertices)
+        if parts <= 8:  # best_polygon_iou, which the LiteMedSAM test trusts, bounds what a polygon reads back
+            assert iou(read, mask) <= best_polygon_iou(mask)
         if parts == 1:
             np.testing.assert_array_equal(read, mask)  # holes included: no seam crosses background
     assert not (ring & ~read).any() and (read & ~ring).sum() <= 6  # one seam over the 6-pixel gap to the island
