@@ -16,8 +16,8 @@ whose edges (seams) are straight lines between vertices of two outlines, and the
 outline once, going out over each seam and coming back over it. A reader paints each seam as a
 1-pixel line (`fillPoly` draws every polygon edge with OpenCV's 8-connected line), so a seam costs
 the background pixels on its line (a stretch over the mask, its own parts or another's, costs
-nothing): the tree is the one of least such cost over the candidate seams (`seam_tree`). A hole stays a hole (even-odd rule;
-its seam usually runs over the object and costs nothing).
+nothing): the tree is the one of least such cost over the candidate seams (`seam_tree`). A hole
+stays a hole (even-odd rule; its seam usually runs over the object and costs nothing).
 
 Parts left out: seen from the largest part, each seam of the tree leads to a branch (the outlines
 beyond it). The branches left out of the ring are those that give the highest IoU between what a
@@ -187,7 +187,8 @@ def _cheapest_per_pair(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair of outlines, the candidate whose line paints the fewest background pixels (then the
     shortest), with that cost and its length. Only candidates at most sqrt(2) times (+ 2 pixels) as
-    long as the pair's shortest are costed: they hold the one of fewest pixels on its line."""
+    long as the pair's shortest are costed: a line of chessboard length L is L to sqrt(2) L long,
+    so they hold the line of fewest pixels (the cheapest where all of it crosses background)."""
     lengths = np.hypot(*(points[pairs[:, 0]] - points[pairs[:, 1]]).T)
     keys = np.sort(owner[pairs], axis=1) @ np.array([int(owner.max()) + 1, 1])
     order = np.argsort(keys, kind="stable")
