@@ -7,6 +7,7 @@ import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import supervision as sv
@@ -15,6 +16,7 @@ from scipy import ndimage
 from test_io_yolo import best_polygon_iou, iou, seam_lower_bound
 
 from samrefiner.io.yolo import YoloDataset
+from samrefiner.io.yolo_polygons import _worth_joining
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -122,6 +124,19 @@ def test_an_island_left_out_of_a_hole_leaves_the_hole_a_hole(tmp_path):
     expected[20, 20] = False
     np.testing.assert_array_equal(read, expected)
     assert (report["added"], report["lost"]) == (0, 1)
+
+
+def test_a_holes_outline_is_never_left_out_even_when_its_seam_costs_pixels():
+    """The rule's guard, on the tree itself: a hole brings no pixels, so a seam to it that cost any
+    (a seam across a notch of its part) would leave it out, and the hole would be filled."""
+    mask = np.zeros((30, 30), bool)
+    mask[2:22, 2:22] = True
+    mask[8:14, 8:14] = False
+    contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer = hierarchy[0][:, 3] < 0
+    assert outer.tolist() == [True, False]
+    outlines = [contour.reshape(-1, 2).astype(np.int64) for contour in contours]
+    assert _worth_joining(outlines, outer, [(0, 0, 1, 0)], [5], mask) == [0, 1]
 
 
 def test_two_long_parts_are_joined_in_linear_memory(tmp_path):
