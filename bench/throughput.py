@@ -291,17 +291,14 @@ def shapes(args: argparse.Namespace, work: Path) -> None:
         del model, refiner
 
 
-def cpu_side(args: argparse.Namespace, work: Path) -> None:
-    """Per-image CPU milliseconds of a COCO-like job (7 objects, `--iterations`) by stage, the cores
-    one GPU needs at 10, 40 and 100 images/s, and the CPU a high-resolution photo takes outside the
-    model."""
-    from samrefiner.io.coco import CocoDataset
+def coco_like(work: Path, count: int) -> Path:
+    """A COCO file of the first `count` coco_stuff images, each with its 7 largest split-then-merge
+    regions as RLE annotations (the --cpu-side job's input)."""
     from samrefiner.io.rle import encode_mask
     from samrefiner.regions import split_then_merge
 
-    torch.set_num_threads(args.threads)
     images, annotations = [], []
-    for image_id, png in enumerate(sorted((COCO_STUFF / "pngs").glob("*.png"))[: args.images]):
+    for image_id, png in enumerate(sorted((COCO_STUFF / "pngs").glob("*.png"))[:count]):
         labels = np.asarray(Image.open(png))
         images.append(
             {"id": image_id, "file_name": f"{png.stem}.jpg", "height": labels.shape[0], "width": labels.shape[1]}
@@ -319,6 +316,17 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
         ]
     coco = work / "coco_like.json"
     coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": []}))
+    return coco
+
+
+def cpu_side(args: argparse.Namespace, work: Path) -> None:
+    """Per-image CPU milliseconds of a COCO-like job (7 objects, `--iterations`) by stage, the cores
+    one GPU needs at 10, 40 and 100 images/s, and the CPU a high-resolution photo takes outside the
+    model."""
+    from samrefiner.io.coco import CocoDataset
+
+    torch.set_num_threads(args.threads)
+    coco = coco_like(work, args.images)
     refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
     dataset = CocoDataset(COCO_STUFF / "imgs", coco, work / "coco_like_refined.json")
     measured = measure(dataset, refiner, None, torch.device("cpu"), loader=load_in_order)  # stages one at a time

@@ -1,0 +1,121 @@
+"""What prompt mining costs per image of the `throughput.py --cpu-side` job, and its floor.
+
+    python3 bench/mining_cost.py [--images 6] [--repeats 3]
+
+Runs the COCO-like job of `throughput.py --cpu-side` (the 7 largest regions of each coco_stuff
+map, reduced SAM, 5 iterations) and the high-resolution photo (CascadePSP's aeroplane, one
+object, 5 iterations) once each, keeping the masks that every mining call received. Then, with nothing
+else in the process running, it mines them again, one call at a time, and prints the CPU ms per
+image (best of `--repeats`; OpenCV keeps its own threads) of:
+
+- mining as a whole (the prompts of every object in every iteration);
+- OpenCV's exact transform of each object's crop alone (its box and a one-pixel ring: the positive
+  point and the mask prompt's Gaussian need it whole, so any miner that takes exact distances
+  from OpenCV spends at least this);
+- OpenCV's chessboard transform of each object's box alone (the negative point's bound).
+The rest is the negative point's exact windows, the mask prompt and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import samrefiner.refine as refine_module  # noqa: E402
+from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
+from samrefiner.io.coco import CocoDataset  # noqa: E402
+from samrefiner.io.images import read_image, read_mask  # noqa: E402
+from samrefiner.prompts import PromptMiner, bounding_box  # noqa: E402
+from samrefiner.run.loader import load_in_order  # noqa: E402
+from samrefiner.run.runner import run  # noqa: E402
+from throughput import CASCADEPSP, COCO_STUFF, REDUCED, coco_like  # noqa: E402
+
+Calls = list[tuple[PromptMiner, np.ndarray]]
+
+
+def recorded_calls(job: Callable[[], object]) -> Calls:
+    """Every (miner, masks) that mining received while `job` ran."""
+    calls: Calls = []
+    mine = refine_module.mine_in_threads
+
+    def recording(miner: PromptMiner, masks: np.ndarray, workers: int | None = None):
+        calls.append((miner, masks.copy()))
+        return mine(miner, masks, workers)
+
+    refine_module.mine_in_threads = recording
+    try:
+        job()
+    finally:
+        refine_module.mine_in_threads = mine
+    return calls
+
+
+def crop_transforms(masks: np.ndarray) -> None:
+    """OpenCV's exact transform of each mask's crop (its box and a one-pixel ring)."""
+    for mask in masks:
+        if (box := bounding_box(mask)) is not None:
+            x1, y1, x2, y2 = box
+            crop = mask[max(y1 - 1, 0) : y2 + 2, max(x1 - 1, 0) : x2 + 2]
+            cv2.distanceTransform(crop.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def box_bounds(masks: np.ndarray) -> None:
+    """OpenCV's chessboard transform of each mask's background in its box."""
+    for mask in masks:
+        if (box := bounding_box(mask)) is not None:
+            x1, y1, x2, y2 = box
+            cv2.distanceTransform((~mask[y1 : y2 + 1, x1 : x2 + 1]).view(np.uint8), cv2.DIST_C, 3)
+
+
+def cpu_ms(calls: Calls, work: Callable[[PromptMiner, np.ndarray], object], repeats: int) -> float:
+    """The least CPU ms that `work` took over all calls, of `repeats` tries."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for miner, masks in calls:
+            work(miner, masks)
+        best = min(best, time.process_time() - start)
+    return best * 1000
+
+
+def report(name: str, calls: Calls, images: int, repeats: int) -> None:
+    mined = cpu_ms(calls, lambda miner, masks: miner.mine(masks), repeats) / images
+    crops = cpu_ms(calls, lambda miner, masks: crop_transforms(masks), repeats) / images
+    boxes = cpu_ms(calls, lambda miner, masks: box_bounds(masks), repeats) / images
+    objects = sum(len(masks) for _, masks in calls)
+    print(
+        f"{name}: {objects / images:.1f} objects mined per image (all iterations); CPU ms per image: mining "
+        f"{mined:.0f}; of it the exact transforms of the crops alone {crops:.0f} ({crops / mined:.0%}) and the "
+        f"chessboard bounds {boxes:.0f} ({boxes / mined:.0%})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6, help="coco_stuff images (at most 6)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=5))
+    with tempfile.TemporaryDirectory() as work:
+        coco = coco_like(Path(work), args.images)
+        dataset = CocoDataset(COCO_STUFF / "imgs", coco, Path(work) / "refined.json")
+        calls = recorded_calls(lambda: run(dataset, refiner, progress=False, loader=load_in_order))
+    report(f"COCO-like job ({args.images} images)", calls, args.images, args.repeats)
+    image, mask = read_image(CASCADEPSP / "aeroplane.jpg"), read_mask(CASCADEPSP / "aeroplane.png")
+    photo = recorded_calls(lambda: refiner.refine(image, mask[None]))
+    report("aeroplane.jpg (3492 x 2328, one object)", photo, 1, args.repeats)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
