@@ -209,6 +209,11 @@ def test_an_unusable_json_file_is_one_input_error_naming_it(tmp_path, text, mess
     [
         ({"size": [4, 5], "counts": [3, 2]}, "add up to 5, not 4x5"),
         ({"size": [4, 5], "counts": "1"}, "add up to"),
+        ({"size": [4, 5], "counts": "0000000000000000000000001"}, "add up to 1, not 4x5"),
+        ({"size": [4, 5], "counts": "0Q1"}, "run length beyond the image's 20 pixels"),  # 33 pixels
+        ({"size": [4, 5], "counts": "0oooooooooooo0"}, "too long for any image"),
+        ({"size": [4, 5], "counts": "0o"}, "ends in the middle of a run length"),
+        ({"size": [4, 5], "counts": "0 4"}, "character out of range: ' '"),
         ({"size": [4, 6], "counts": [24]}, r"RLE size \[4, 6\]"),
         ([[0, 0, 3, "a", 3, 3]], "bad polygon"),
         ([], "bad polygon"),
@@ -218,6 +223,25 @@ def test_an_unusable_json_file_is_one_input_error_naming_it(tmp_path, text, mess
 def test_malformed_segmentations_are_input_errors(segmentation, message):
     with pytest.raises(InputError, match=message):
         decode_segmentation(segmentation, 4, 5)
+
+
+def test_compressed_rle_strings_are_read_run_by_run():
+    """Run lengths read from pycocotools' strings equal the runs of the mask in column-major order
+    (counted here from the mask itself), for masks with long runs, short ones and negative deltas."""
+    from samrefiner.io.coco import _compressed_counts
+
+    rng = np.random.default_rng(5)
+    for index in range(300):
+        height, width = rng.integers(1, 90, 2)
+        mask = rng.random((height, width)) < rng.uniform(0.0, 1.0)
+        if index % 2:
+            mask = np.kron(rng.random((height // 9 + 1, width // 9 + 1)) < 0.5, np.ones((9, 9), bool))
+            mask = mask[:height, :width]
+        column_major = np.concatenate([[False], mask.T.reshape(-1), [not mask.T.reshape(-1)[-1]]])
+        changes = np.flatnonzero(column_major[1:] != column_major[:-1])
+        runs = np.diff(np.concatenate([[0], changes]))  # starting with background (0 if it starts with the mask)
+        got = _compressed_counts(encode_mask(mask)["counts"].encode("ascii"), int(height * width))
+        assert got.tolist() == runs.tolist()
 
 
 def test_compressed_and_uncompressed_rle_decode_to_the_same_mask():

@@ -326,7 +326,7 @@ def _checked_rle(segmentation: dict[str, Any], height: int, width: int) -> dict[
     if not isinstance(counts, (str, bytes)):
         raise InputError("RLE counts must be a list of run lengths or a string")
     counts = counts.encode("ascii") if isinstance(counts, str) else counts
-    _check_counts(_compressed_counts(counts), height, width)
+    _check_counts(_compressed_counts(counts, height * width), height, width)
     return {"size": [height, width], "counts": counts}
 
 
@@ -380,35 +380,49 @@ def _shoelace_area(polygon: list[float]) -> float:
     return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
 
 
-def _compressed_counts(counts: bytes) -> list[int]:
-    """Run lengths of a compressed COCO RLE string (the inverse of pycocotools' rleToString)."""
-    runs: list[int] = []
-    position = 0
-    while position < len(counts):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(counts):
-                raise InputError("RLE string ends in the middle of a run length")
-            code = counts[position] - 48
-            if not 0 <= code < 64:
-                raise InputError(f"RLE string has a character out of range: {chr(counts[position])!r}")
-            value |= (code & 0x1F) << shift
-            more = bool(code & 0x20)
-            position += 1
-            shift += 5
-            if not more and code & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
+_LONGEST_RUN_CODE = 12  # characters: 60 bits, more than any image's pixel count needs
 
 
-def _check_counts(counts: list[Any], height: int, width: int) -> None:
-    if not all(_is_integer(run) and run >= 0 for run in counts):
-        raise InputError("RLE run lengths must be non-negative integers")
-    if sum(counts) != height * width:
-        raise InputError(f"RLE run lengths add up to {sum(counts)}, not {height}x{width} pixels")
+def _compressed_counts(counts: bytes, pixels: int) -> np.ndarray:
+    """Run lengths (int64) of a compressed COCO RLE string (the inverse of pycocotools'
+    rleToString): each run is a little-endian group of 5-bit digits (character - 48), bit 0x20
+    marking that another digit follows, the last digit's bit 0x10 its sign; from the fourth run
+    on, the run two places back is added. A value beyond `pixels` (the image's pixel count) either
+    way is refused before it is added up."""
+    codes = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if not len(codes):
+        return codes
+    if ((codes < 0) | (codes >= 64)).any():
+        bad = counts[int(np.flatnonzero((codes < 0) | (codes >= 64))[0])]
+        raise InputError(f"RLE string has a character out of range: {chr(bad)!r}")
+    if codes[-1] & 0x20:
+        raise InputError("RLE string ends in the middle of a run length")
+    last = np.flatnonzero(~codes & 0x20)  # the last digit of each run
+    first = np.concatenate([[0], last[:-1] + 1])
+    digit = np.arange(len(codes)) - np.repeat(first, last - first + 1)  # each character's place in its run
+    if digit.max() >= _LONGEST_RUN_CODE:
+        raise InputError("RLE string has a run length too long for any image")
+    values = np.add.reduceat((codes & 0x1F) << (5 * digit), first)
+    negative = (codes[last] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * (digit[last[negative]] + 1))
+    if np.abs(values).max() > pixels:
+        raise InputError(f"RLE string has a run length beyond the image's {pixels} pixels")
+    values[3::2] = np.cumsum(values[1::2])[1:]  # runs from the fourth on: plus the run two back
+    values[4::2] = np.cumsum(values[2::2])[1:]
+    return values
+
+
+def _check_counts(counts: list[Any] | np.ndarray, height: int, width: int) -> None:
+    if isinstance(counts, list):
+        if not all(_is_integer(run) and run >= 0 for run in counts):
+            raise InputError("RLE run lengths must be non-negative integers")
+        total = sum(counts)
+    else:
+        if (counts < 0).any():
+            raise InputError("RLE run lengths must be non-negative integers")
+        total = int(counts.sum())
+    if total != height * width:
+        raise InputError(f"RLE run lengths add up to {total}, not {height}x{width} pixels")
 
 
 def refined_annotation(
