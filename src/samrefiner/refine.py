@@ -158,8 +158,9 @@ class Refiner:
             iou, best, refined = self._step(encoding, prompts)
             good = refined.reshape(len(refined), -1).any(axis=1)
             empty_output[active[~good]] = True
-            changed = (refined != current[active]).reshape(len(refined), -1).any(axis=1)
-            active, refined, iou, best, changed = active[good], refined[good], iou[good], best[good], changed[good]
+            changed = np.array([not np.array_equal(mask, current[index]) for mask, index in zip(refined, active)], bool)
+            if not good.all():
+                active, refined, iou, best, changed = active[good], refined[good], iou[good], best[good], changed[good]
             if candidates.shape[1] != iou.shape[1]:
                 candidates = np.full((count, iou.shape[1]), np.nan, np.float32)
             current[active], candidates[active], chosen[active] = refined, iou, best
