@@ -33,7 +33,10 @@ and upscale: reading the loader did not hide, mining, writing and the loop itsel
    reading (decoding image and RLEs), mining, writing (RLE encoding, records) and the rest of the
    main thread outside the model (CPU milliseconds), and the cores one GPU needs at 10, 40 and
    100 images/s; then the CPU seconds outside the model for one object of a 3492 x 2328 photo
-   (../shared/data/cascadepsp/aeroplane.jpg, `--iterations`, `--threads`).
+   (../shared/data/cascadepsp/aeroplane.jpg, `--iterations`, `--threads`). It runs with
+   OMP_WAIT_POLICY=PASSIVE unless that is set: on a CPU the model's OpenMP threads otherwise spin
+   after each call and charge the stages around it (about 10 ms per image here) for CPU that a GPU
+   run does not spend. `bench/mining_cost.py` splits mining further.
 The machine (CPU model, cores, GPU) and the load average before and after each run are printed:
 timings on a shared machine are only as good as its load.
 """
@@ -423,12 +426,16 @@ def main() -> None:
         help="e.g. 1,4,16: decoder time per object for each objects-per-call value",
     )
     args = parser.parse_args()
+    if args.cpu_side and "OMP_WAIT_POLICY" not in os.environ:
+        # the CPU model's OpenMP threads would spin after each call, charging every stage for CPU that a
+        # GPU run does not spend: rerun with them sleeping when idle (read when torch loads OpenMP)
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     known = [*SHAPES, *TINY_VIT_SHAPES, *REAL_WEIGHTS]
     unknown = [name for name in args.shapes if name not in known]
     if unknown:
         parser.error(f"unknown shape {unknown[0]}; choose from {', '.join(known)}")
 
-    print(f"machine: {machine()}; load average {load()}")
+    print(f"machine: {machine()}; load average {load()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}")
     with tempfile.TemporaryDirectory(prefix="samrefiner-throughput-") as folder:
         work = Path(folder)
         if not args.skip_job:
