@@ -102,3 +102,12 @@ def test_distances_are_correctly_rounded_in_any_thread() -> None:
             want = ndi.distance_transform_edt(crop).astype(np.float32)
             np.testing.assert_array_equal(distances_to_zero(crop), want)
             np.testing.assert_array_equal(pool.submit(distances_to_zero, crop).result(), want)
+
+
+def test_an_object_no_cell_reads_gets_an_all_background_prompt() -> None:
+    """A one-row sliver between the rows that the grid's cells read (1024-wide input, downscaled
+    rows): the reference's resizes never see it, so its prompt is background everywhere."""
+    masks = np.zeros((1, 243, 697), bool)
+    masks[0, 73, 682:697] = True
+    assert_matches_reference(masks, SAM, [False])
+    assert (PromptMiner((243, 697), (357, 1024)).mine(masks).mask_inputs == -30.0).all()

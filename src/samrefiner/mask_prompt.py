@@ -160,6 +160,9 @@ class MaskPromptGrid:
         """Write S * G into `out` (M x M): S = +/-amplitude, G the resized Gaussian (1 where it is 0);
         -amplitude on every cell the object does not reach."""
         cells = self.window(box)
+        out[...] = -amplitude
+        if cells[0].stop <= cells[0].start or cells[1].stop <= cells[1].start:
+            return  # the object reaches no cell: a sliver between the pixels that cells read
         rows = _CropAxis(self.rows, cells[0], crop.origin[0], crop.inside.shape[0])
         cols = _CropAxis(self.cols, cells[1], crop.origin[1], crop.inside.shape[1])
         row_pixels, row_taps = self._folded(rows)
@@ -183,7 +186,6 @@ class MaskPromptGrid:
             at_row, at_col = np.nonzero(unsure)
             positive[at_row, at_col] = _torch_order_signs(crop.inside, rows, cols, at_row, at_col) > 0
         gaussian[gaussian <= 0] = 1.0
-        out[...] = -amplitude
         out[cells] = np.where(positive, np.float32(amplitude), np.float32(-amplitude)) * gaussian
 
 

@@ -211,6 +211,7 @@ def test_an_unusable_json_file_is_one_input_error_naming_it(tmp_path, text, mess
         ({"size": [4, 5], "counts": "1"}, "add up to"),
         ({"size": [4, 5], "counts": "0000000000000000000000001"}, "add up to 1, not 4x5"),
         ({"size": [4, 5], "counts": "0Q1"}, "run length beyond the image's 20 pixels"),  # 33 pixels
+        ({"size": [4, 5], "counts": "0" + "9" * 6}, "run length beyond the image's 20 pixels"),  # 0 9 9 18 18 27
         ({"size": [4, 5], "counts": "0oooooooooooo0"}, "too long for any image"),
         ({"size": [4, 5], "counts": "0o"}, "ends in the middle of a run length"),
         ({"size": [4, 5], "counts": "0 4"}, "character out of range: ' '"),

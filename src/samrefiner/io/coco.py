@@ -387,8 +387,8 @@ def _compressed_counts(counts: bytes, pixels: int) -> np.ndarray:
     """Run lengths (int64) of a compressed COCO RLE string (the inverse of pycocotools'
     rleToString): each run is a little-endian group of 5-bit digits (character - 48), bit 0x20
     marking that another digit follows, the last digit's bit 0x10 its sign; from the fourth run
-    on, the run two places back is added. A value beyond `pixels` (the image's pixel count) either
-    way is refused before it is added up."""
+    on, the run two places back is added. A value or run beyond `pixels` (the image's pixel count)
+    is refused."""
     codes = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
     if not len(codes):
         return codes
@@ -409,6 +409,8 @@ def _compressed_counts(counts: bytes, pixels: int) -> np.ndarray:
         raise InputError(f"RLE string has a run length beyond the image's {pixels} pixels")
     values[3::2] = np.cumsum(values[1::2])[1:]  # runs from the fourth on: plus the run two back
     values[4::2] = np.cumsum(values[2::2])[1:]
+    if values.max() > pixels:  # (so that their sum cannot overflow)
+        raise InputError(f"RLE string has a run length beyond the image's {pixels} pixels")
     return values
 
 
