@@ -1,9 +1,12 @@
-"""Exact Euclidean distance transforms, correctly rounded only where they are read.
+"""Exact Euclidean distance transforms, corrected only where they are read.
 
 Prompt mining needs, of a mask's distance transform, the first pixel at the largest distance and
 the distances at the pixels the mask prompt reads: `ExactDistances` gives both without correcting
 (or even copying) the whole transform. Distances are those of SPEC section 2: from each nonzero
 pixel to the nearest zero pixel, pixels outside the array are not zeros, float32 correctly rounded.
+Where the largest distance lies is always exact; the distances the mask prompt reads are exact
+below 400 pixels and beyond 1290, and at most a few integers off (before the root) in between,
+which moves the mask prompt's Gaussian there by less than 1e-5.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import math
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
+from scipy.spatial import cKDTree
 
-EXACT_FLOAT32_DISTANCE = 1290.0  # below this, float32 distances square back to their exact integers
+EXACT_FLOAT32_DISTANCE = 1290.0  # from here on, scipy's float64 transform (float32 stops holding squares)
+SAFE_FLOAT32_DISTANCE = 400.0  # below this, OpenCV's distances square back to their exact integers
 _NEAR_TOP = np.float32(1.0 - 1e-5)  # raw distances within this share of the largest may be the largest
 _TILE = 64  # pixels: `first_farthest` takes windows around the candidates of each tile this size (or more)
 _WHOLE_SHARE = 0.5  # ... unless they cover more than this share of the array
@@ -23,37 +28,50 @@ _WHOLE_SHARE = 0.5  # ... unless they cover more than this share of the array
 class ExactDistances:
     """The distance transform of a binary array (bool or 0/1 uint8).
 
-    OpenCV's exact transform can be one float32 ulp off (depending on its code path, even on the
-    thread), so the values read are squared, rounded to the integers they stand for and their
-    square roots taken again, in float32: exact below 1290 (the squaring's error stays under 1/2).
-    Correctly rounded roots of integers below 1448^2 keep the integers' order and ties, so an
-    argmax over them is the integers' argmax. Transforms reaching 1290 are scipy's float64 ones.
+    OpenCV's exact transform is a little off (seen: up to 6.4e-7 relative, depending on its code
+    path, even on the thread), so the values read are squared, rounded to the integers they stand
+    for and their square roots taken again, in float32: exact below 400 pixels (the squaring's
+    error stays under 1/2). Correctly rounded roots of integers below 1448^2 keep the integers'
+    order and ties, so an argmax over them is the integers' argmax. Where the largest distance
+    reaches 400, the candidates for it are measured exactly to the nearest zero instead
+    (`squares`); transforms reaching 1290 are scipy's float64 ones, exact throughout.
     """
 
     def __init__(self, binary: np.ndarray) -> None:
+        self.binary = binary
         raw = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         if raw.max(initial=0.0) >= EXACT_FLOAT32_DISTANCE:
             raw = ndi.distance_transform_edt(binary)
         self.raw = raw
 
     def exact(self, index: tuple[slice | np.ndarray, ...], out: np.ndarray | None = None) -> np.ndarray:
-        """The correctly rounded distances at `raw[index]` (written into `out` when given)."""
+        """The corrected distances at `raw[index]` (written into `out` when given)."""
         return correctly_rounded(self.raw[index], out)
+
+    def squares(self, at_row: np.ndarray, at_col: np.ndarray) -> np.ndarray:
+        """The exact squared distances (integers, as float64) of the pixels (at_row, at_col)."""
+        values = self.raw[at_row, at_col]
+        if self.raw.dtype == np.float32 and values.max(initial=0.0) >= SAFE_FLOAT32_DISTANCE:
+            return _nearest_zero_squares(self.binary, at_row, at_col)
+        return np.rint(np.square(correctly_rounded(values), dtype=np.float64))
 
     def first_max(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[int, int, float] | None:
         """(row, col, distance) of the first pixel of `raw[rows, cols]` in row-major order at the
-        largest correctly rounded distance (indices within that window); None when all are 0.
+        largest exact distance (indices within that window; the distance correctly rounded as the
+        values `exact` reads); None when all are 0.
 
         Only the pixels whose raw distance is near the largest can hold the largest exact one (the
-        raw values are a few ulps off at most), so only they are corrected."""
+        raw values are off by far less than 1e-5 of it), so only they are measured."""
         window = self.raw[rows, cols]
         top = window.max(initial=0.0)
         if top == 0:
             return None
         at_row, at_col = _where(window >= top * _NEAR_TOP)
-        exact = correctly_rounded(window[at_row, at_col])
-        best = int(np.argmax(exact))
-        return int(at_row[best]), int(at_col[best]), float(exact[best])
+        first_row, first_col = rows.indices(self.raw.shape[0])[0], cols.indices(self.raw.shape[1])[0]
+        squares = self.squares(at_row + first_row, at_col + first_col)
+        best = int(np.argmax(squares))
+        root = math.sqrt(squares[best]) if self.raw.dtype == np.float64 else np.sqrt(np.float32(squares[best]))
+        return int(at_row[best]), int(at_col[best]), float(root)
 
 
 def correctly_rounded(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -96,8 +114,7 @@ def first_farthest(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] 
     squares = np.empty(len(at_row))
     for group, (height, width) in zip(groups, windows):
         window = ExactDistances(binary[height, width])
-        values = window.exact((at_row[group] - height.start, at_col[group] - width.start))
-        squares[group] = np.rint(np.square(values, dtype=np.float64))  # the integers they stand for
+        squares[group] = window.squares(at_row[group] - height.start, at_col[group] - width.start)
     best = np.flatnonzero(squares == squares.max())[0]  # candidates are in row-major order
     return int(at_row[best]), int(at_col[best])
 
@@ -121,3 +138,18 @@ def _where(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the true entries of a 2-D array, in row-major order (`np.nonzero`,
     faster for the few entries that are true here)."""
     return np.divmod(np.flatnonzero(flags), flags.shape[1])
+
+
+def _nearest_zero_squares(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray) -> np.ndarray:
+    """Exact squared distances (float64 integers) of the pixels (at_row, at_col) to the nearest zero
+    of `binary`: a nearest zero always has a nonzero 4-neighbour (one step from it towards the pixel
+    is nearer), so only those zeros are searched."""
+    inside = binary.astype(bool, copy=False)
+    edge = np.zeros_like(inside)
+    edge[:-1] |= inside[1:]
+    edge[1:] |= inside[:-1]
+    edge[:, :-1] |= inside[:, 1:]
+    edge[:, 1:] |= inside[:, :-1]
+    edge &= ~inside
+    distance, _ = cKDTree(np.column_stack(_where(edge))).query(np.column_stack([at_row, at_col]))
+    return np.rint(np.square(distance))
