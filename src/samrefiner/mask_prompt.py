@@ -143,11 +143,13 @@ class MaskPromptGrid:
     def _folded(self, axis: _CropAxis) -> tuple[np.ndarray, csr_array]:
         """`axis.folded()`, kept for crops seen before (masks spanning the image share one crop)."""
         key = (axis.taps is self.rows, axis.cells.start, axis.cells.stop, axis.origin, axis.length)
-        if key not in self._folds:
+        folded = self._folds.get(key)  # one read: another mining thread may clear the dict meanwhile
+        if folded is None:
+            folded = axis.folded()
             if len(self._folds) >= _FOLDS_KEPT:
                 self._folds.clear()
-            self._folds[key] = axis.folded()
-        return self._folds[key]
+            self._folds[key] = folded
+        return folded
 
     def window(self, box: tuple[int, int, int, int]) -> tuple[slice, slice]:
         """The grid cells whose value depends on original pixels inside `box` (x1, y1, x2, y2)."""
