@@ -220,3 +220,25 @@ def test_two_label_maps_of_one_key_are_refused(tmp_path, capsys, monkeypatch):
     )
     maps = sorted((tmp_path / "maps").iterdir())
     assert line.endswith(f"several label maps named a ({maps[0]} and {maps[1]}): keep one")
+
+
+@pytest.mark.parametrize("where", ["image id", "annotation image_id", "annotation id"])
+def test_eval_refuses_the_ids_refine_refuses(tmp_path, capsys, monkeypatch, where):
+    """An id of 2.0 or true is not an id for refine (that image fails); eval, which scores whole
+    files, refuses the file with one line naming the entry (before: it scored, with 2.0 == 2)."""
+    images, annotations = [entry(2, "a.jpg")], [annotation(7, 2)]
+    if where == "image id":
+        images[0]["id"] = annotations[0]["image_id"] = 2.0
+    elif where == "annotation image_id":
+        annotations[0]["image_id"] = 2.0
+    else:
+        annotations[0]["id"] = True
+    gt = coco_file(tmp_path, images, annotations)
+    code, _, stderr = run_cli(capsys, monkeypatch, "eval", "--gt", gt, "--pred", gt)
+    kind = "image" if where == "image id" else "annotation"
+    key, value = ("id", "true") if where == "annotation id" else (where.split()[-1], "2.0")
+    want = f"samrefiner: error: {gt}: {kind} #0: {key} {value} is not an integer (nor a string)"
+    assert code == 2 and stderr.strip() == want
+    dataset = CocoDataset(tmp_path / "images", gt, tmp_path / "out.json")  # refine: that image fails
+    with pytest.raises(InputError, match="is not an integer"):
+        dataset.load(next(iter(dataset.refs())))

@@ -49,7 +49,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from samrefiner.errors import InputError, InputWarning
-from samrefiner.io.coco_index import CocoIndex, check_unique
+from samrefiner.io.coco_index import CocoIndex, check_unique, id_problem
 from samrefiner.io.datasets import (
     Dataset,
     OutputLayout,
@@ -265,13 +265,21 @@ def _checked_ground_truth(truth: Any, path: Path) -> dict[Any, tuple[int, int]]:
 
 
 def check_identity(path: Path, data: Any) -> None:
-    """InputError when a parsed COCO file (a dict or a results list) gives two annotations one id,
-    or two images one id or file name: the rule `CocoDataset` applies, for readers of whole files."""
+    """InputError when a parsed COCO file (a dict or a results list) has an id that is neither an
+    integer nor a string (`id_problem`: 2.0, true), gives two annotations one id, or two images one
+    id or file name: the rules `CocoDataset` applies, for readers of whole files (which cannot skip
+    an image, so the file is refused)."""
     annotations = data.get("annotations") if isinstance(data, dict) else data
+    images = data.get("images") if isinstance(data, dict) else None
+    for kind, entries, keys in (("image", images, ("id",)), ("annotation", annotations, ("id", "image_id"))):
+        for number, entry in enumerate(entries if isinstance(entries, list) else []):
+            for key in keys:
+                if isinstance(entry, dict) and key in entry and (problem := id_problem(key, entry[key])):
+                    raise InputError(f"{path}: {kind} #{number}: {problem}")
     check_unique(path, "annotations", annotations)
-    if isinstance(data, dict):
-        check_unique(path, "images", data.get("images"))
-        check_unique(path, "images", data.get("images"), "file_name")
+    if images is not None:
+        check_unique(path, "images", images)
+        check_unique(path, "images", images, "file_name")
 
 
 def check_segmentations(path: Path, annotations: list[dict[str, Any]], sizes: Mapping[Any, tuple[int, int]]) -> None:
