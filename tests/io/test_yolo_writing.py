@@ -16,7 +16,7 @@ from scipy import ndimage
 from test_io_yolo import best_polygon_iou, iou, seam_lower_bound
 
 from samrefiner.io.yolo import YoloDataset
-from samrefiner.io.yolo_polygons import _worth_joining
+from samrefiner.io.yolo_polygons import _worth_joining, background_on_lines
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -151,3 +151,17 @@ def test_two_long_parts_are_joined_in_linear_memory(tmp_path):
     tracemalloc.stop()
     assert peak < 40 * 2**20
     assert not (mask & ~read).any() and (read & ~mask).sum() <= 8
+
+
+def test_seam_costs_are_the_background_pixels_fillpoly_paints() -> None:
+    """`background_on_lines` counts, per seam, the background pixels of exactly the line that
+    cv2.fillPoly paints for a polygon edge (here a degenerate polygon going out and back)."""
+    rng = np.random.default_rng(11)
+    mask = rng.random((60, 80)) < 0.4
+    starts = rng.integers(0, (80, 60), size=(3000, 2))
+    ends = rng.integers(0, (80, 60), size=(3000, 2))
+    got = background_on_lines(starts, ends, mask)
+    for index in range(len(starts)):
+        painted = np.zeros(mask.shape, np.uint8)
+        cv2.fillPoly(painted, [np.array([starts[index], ends[index], starts[index]], np.int32)], 1)
+        assert got[index] == np.count_nonzero(painted.astype(bool) & ~mask), index
