@@ -29,7 +29,9 @@ and upscale: reading the loader did not hide, mining, writing and the loop itsel
    Target: MobileSAM refines a coco_stuff image (5 iterations, all its regions) in <= 2 s on CPU.
 3. `--cpu-side`: what the CPU side costs per image of a COCO-like job, to size the CPUs of a GPU
    machine: a COCO file with the 7 largest split-then-merge regions of each coco_stuff map as
-   RLE annotations, refined with the reduced model (5 iterations); per image the seconds of
+   RLE annotations, refined (5 iterations) with the reduced model and, when installed, with LiteMedSAM's
+   trained weights (the random model's masks are specks from the second iteration on, thousands
+   of parts each, which no trained model returns; mining costs with them); per image the seconds of
    reading (decoding image and RLEs), mining, writing (RLE encoding, records) and the rest of the
    main thread outside the model (CPU milliseconds), and the cores one GPU needs at 10, 40 and
    100 images/s; then the CPU seconds outside the model for one object of a 3492 x 2328 photo
@@ -56,6 +58,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -65,6 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
+from samrefiner.errors import CheckpointError  # noqa: E402
 from samrefiner.io.labelmaps import LabelMaps  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
 from samrefiner.models.convert_tiny_vit import tiny_vit_sam_model  # noqa: E402
@@ -322,43 +326,70 @@ def coco_like(work: Path, count: int) -> Path:
     return coco
 
 
+def cpu_side_models() -> list[tuple[str, str]]:
+    """(description, model) of the --cpu-side job: the reduced SAM of the fixtures, and LiteMedSAM's
+    trained weights when installed (a trained model's masks, not a random one's specks)."""
+    models = [("reduced SAM, random weights", str(REDUCED))]
+    try:
+        load_model("lite_medsam")
+    except CheckpointError as error:
+        print(f"  (no trained model for --cpu-side: {error})")
+    else:
+        models.append(("LiteMedSAM, trained weights", "lite_medsam"))
+    return models
+
+
+def specks(coco: Path) -> float:
+    """The mean count of separate parts (8-connected) of the masks in a refined COCO file."""
+    from pycocotools import mask as coco_mask
+
+    annotations = json.loads(coco.read_text())["annotations"]
+    parts = [
+        cv2.connectedComponents(coco_mask.decode(annotation["segmentation"]), connectivity=8)[0] - 1
+        for annotation in annotations
+    ]
+    return float(np.mean(parts)) if parts else 0.0
+
+
 def cpu_side(args: argparse.Namespace, work: Path) -> None:
     """Per-image CPU milliseconds of a COCO-like job (7 objects, `--iterations`) by stage, the cores
     one GPU needs at 10, 40 and 100 images/s, and the CPU a high-resolution photo takes outside the
-    model."""
+    model; with each model of `cpu_side_models`."""
     from samrefiner.io.coco import CocoDataset
 
     torch.set_num_threads(args.threads)
     coco = coco_like(work, args.images)
-    refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=args.iterations))
-    dataset = CocoDataset(COCO_STUFF / "imgs", coco, work / "coco_like_refined.json")
-    measured = measure(dataset, refiner, None, torch.device("cpu"), loader=load_in_order)  # stages one at a time
-    count, times = measured.summary.images, measured.times
-    cpu = {name: times.cpu_seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
-    cpu["other"] = max(measured.cpu - sum(times.cpu_seconds.values()), 0.0) / count
-    wall = {name: times.seconds.get(name, 0.0) / count for name in ("read", "mine", "write")}
-    total = sum(cpu.values())
-    print(
-        f"\n== CPU side of a COCO-like job: {count} images, {measured.summary.objects} objects, "
-        f"{args.iterations} iterations, reduced SAM, {args.threads} torch threads, stages one at a time; "
-        f"load average {load()}"
-    )
-    print(
-        "  CPU ms per image: "
-        + ", ".join(f"{name} {value * 1000:.0f}" for name, value in cpu.items())
-        + f"; outside the model {total * 1000:.0f} ms, of which everything but mining "
-        f"{(total - cpu['mine']) * 1000:.0f} ms (wall: "
-        + ", ".join(f"{name} {value * 1000:.0f}" for name, value in wall.items())
-        + f"); the model {sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES) / count:.1f} CPU s"
-    )
-    print(
-        "  cores one GPU needs for reading, mining and writing: "
-        + ", ".join(f"{rate} images/s {total * rate:.1f}" for rate in GPU_IMAGES_PER_S)
-    )
-    high_resolution(refiner, args)
+    for index, (name, model) in enumerate(cpu_side_models()):
+        refiner = Refiner(load_model(model), RefinerConfig(iterations=args.iterations))
+        refined = work / f"coco_like_refined_{index}.json"
+        dataset = CocoDataset(COCO_STUFF / "imgs", coco, refined)
+        measured = measure(dataset, refiner, None, torch.device("cpu"), loader=load_in_order)  # stages one at a time
+        count, times = measured.summary.images, measured.times
+        cpu = {stage: times.cpu_seconds.get(stage, 0.0) / count for stage in ("read", "mine", "write")}
+        cpu["other"] = max(measured.cpu - sum(times.cpu_seconds.values()), 0.0) / count
+        wall = {stage: times.seconds.get(stage, 0.0) / count for stage in ("read", "mine", "write")}
+        total = sum(cpu.values())
+        print(
+            f"\n== CPU side of a COCO-like job, {name}: {count} images, {measured.summary.objects} objects, "
+            f"{args.iterations} iterations, {args.threads} torch threads, stages one at a time; "
+            f"refined masks in {specks(refined):.0f} parts on average; load average {load()}"
+        )
+        print(
+            "  CPU ms per image: "
+            + ", ".join(f"{stage} {value * 1000:.0f}" for stage, value in cpu.items())
+            + f"; outside the model {total * 1000:.0f} ms, of which everything but mining "
+            f"{(total - cpu['mine']) * 1000:.0f} ms (wall: "
+            + ", ".join(f"{stage} {value * 1000:.0f}" for stage, value in wall.items())
+            + f"); the model {sum(times.cpu_seconds.get(stage, 0.0) for stage in MODEL_STAGES) / count:.1f} CPU s"
+        )
+        print(
+            "  cores one GPU needs for reading, mining and writing: "
+            + ", ".join(f"{rate} images/s {total * rate:.1f}" for rate in GPU_IMAGES_PER_S)
+        )
+        high_resolution(refiner, name, args)
 
 
-def high_resolution(refiner: Refiner, args: argparse.Namespace) -> None:
+def high_resolution(refiner: Refiner, name: str, args: argparse.Namespace) -> None:
     """CPU seconds outside the model for one object of a 3492 x 2328 photo (CascadePSP's aeroplane)."""
     from samrefiner.io.images import read_image, read_mask
 
@@ -369,14 +400,14 @@ def high_resolution(refiner: Refiner, args: argparse.Namespace) -> None:
     with recording(times):
         refiner.refine(image, mask[None])
     cpu = time.process_time() - cpu
-    model = sum(times.cpu_seconds.get(name, 0.0) for name in MODEL_STAGES)
+    model = sum(times.cpu_seconds.get(stage, 0.0) for stage in MODEL_STAGES)
     print(
-        f"\n== high-resolution photo: aeroplane.jpg {image.shape[1]} x {image.shape[0]}, one object, "
+        f"  high-resolution photo: aeroplane.jpg {image.shape[1]} x {image.shape[0]}, one object, "
         f"{refiner.config.iterations} iterations, {args.threads} torch threads; load average {load()}"
     )
     print(
         f"  CPU s outside the model {cpu - model:.3f} (mining {times.cpu_seconds.get('mine', 0.0):.3f}); "
-        f"in the reduced model {model:.2f}"
+        f"in the model ({name}) {model:.2f}"
     )
 
 
