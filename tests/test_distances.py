@@ -1,6 +1,7 @@
 """`samrefiner.distances` against scipy's exact transform: the farthest pixel (first in row-major
 order among ties) and the correctly rounded distances, on shapes that exercise every path of
-`first_farthest` (candidates in one window, in many, the whole array, distances beyond 1290)."""
+`first_farthest` (candidates in one window, in many tiles, long rows of ties, distances beyond 1290),
+and the bound it rests on: OpenCV's chamfer distances are at least `chamfer_share` of the exact ones."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from samrefiner.distances import ExactDistances, first_farthest
+import cv2
+
+from samrefiner.distances import ExactDistances, chamfer_share, first_farthest
 
 
 def farthest_reference(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] | None:
@@ -44,6 +47,13 @@ def symmetric(side: int) -> np.ndarray:
     return binary
 
 
+def corridor(width: int, length: int) -> np.ndarray:
+    """Background between two rows of zeros: whole rows of pixels tie at the largest distance."""
+    binary = np.ones((width, length), bool)
+    binary[0] = binary[-1] = False
+    return binary
+
+
 def zeros_at(shape: tuple[int, int], *zeros: tuple[int, int]) -> np.ndarray:
     binary = np.ones(shape, bool)
     for zero in zeros:
@@ -61,6 +71,9 @@ CASES = [
     np.pad(np.zeros((1, 1), bool), ((0, 2), (0, 3000)), constant_values=True),  # distances past 1290
     # one zero at the end of two long rows: OpenCV's 886 for sqrt(886^2 + 1) squares back to 886^2
     *(zeros_at((2, width), (0, width - 1)) for width in (887, 1001, 1250)),
+    corridor(9, 700),  # a row of 700 pixels all at the largest distance
+    corridor(10, 700),  # two such rows
+    zeros_at((1500, 1500), (700, 700), (0, 1499)),  # chamfer sums of 1400 steps (float32 rounding)
 ]
 
 
@@ -96,3 +109,14 @@ def test_exact_distances_are_scipys_correctly_rounded(index: int) -> None:
         np.testing.assert_array_equal(got, want)
     row, col, peak = ExactDistances(binary).first_max()
     assert want[row, col] == want.max() and peak == got.dtype.type(want.max())
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_chamfer_distances_bound_the_exact_ones(index: int) -> None:
+    """`first_farthest` keeps only pixels whose chamfer distance reaches `chamfer_share` of the largest
+    exact one: that share must hold everywhere, on the OpenCV installed."""
+    binary = CASES[index]
+    chamfer = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5).astype(np.float64)
+    exact = ndi.distance_transform_edt(binary)
+    assert (chamfer >= chamfer_share(chamfer.max()) * exact).all()
+    assert chamfer_share(chamfer.max()) > 0.97

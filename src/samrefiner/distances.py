@@ -11,18 +11,18 @@ which moves the mask prompt's Gaussian there by less than 1e-5.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
-from scipy.spatial import cKDTree
 
 EXACT_FLOAT32_DISTANCE = 1290.0  # from here on, scipy's float64 transform (float32 stops holding squares)
 SAFE_FLOAT32_DISTANCE = 400.0  # below this, OpenCV's distances square back to their exact integers
 _NEAR_TOP = np.float32(1.0 - 1e-5)  # raw distances within this share of the largest may be the largest
-_TILE = 64  # pixels: `first_farthest` takes windows around the candidates of each tile this size (or more)
-_WHOLE_SHARE = 0.5  # ... unless they cover more than this share of the array
+_TILE = 64  # pixels: exact distances are measured in windows around the candidates of each tile this size (or more)
+_PAIRS_AT_ONCE = 1 << 18  # (pixel, zero) pairs measured in one numpy operation
 
 
 class ExactDistances:
@@ -52,7 +52,8 @@ class ExactDistances:
         """The exact squared distances (integers, as float64) of the pixels (at_row, at_col)."""
         values = self.raw[at_row, at_col]
         if self.raw.dtype == np.float32 and values.max(initial=0.0) >= SAFE_FLOAT32_DISTANCE:
-            return _nearest_zero_squares(self.binary, at_row, at_col)
+            reach = math.ceil(float(values.max()) * 1.001) + 2  # OpenCV's distances are off far less
+            return _exact_squares(_edge_zeros(self.binary), at_row, at_col, reach).astype(np.float64)
         return np.rint(np.square(correctly_rounded(values), dtype=np.float64))
 
     def first_max(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[int, int, float] | None:
@@ -91,32 +92,77 @@ def _copied(values: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def first_farthest(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] | None:
     """(row, col) of the first pixel of `binary[:rows, :cols]` in row-major order at the largest
-    correctly rounded distance to the zeros of the whole `binary`; None when that corner holds no
-    nonzero pixel. The same pixel as `ExactDistances(binary).first_max(...)`, for less work.
+    correctly rounded distance to the zeros of the whole `binary` (which holds at least one zero);
+    None when that corner holds no nonzero pixel. The same pixel as
+    `ExactDistances(binary).first_max(...)`, for less work.
 
-    The chessboard distance c (OpenCV's, exact) bounds the Euclidean one e: c <= e <= sqrt(2) c.
-    So the largest e is at least the largest c, and only pixels with sqrt(2) c reaching that can
-    hold it; their e is exact in a window around them as wide as sqrt(2) c, where the exact
-    transform is taken. Where those windows would cover most of the array, it is taken whole."""
-    chess = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_C, 3)[:rows, :cols]
-    reach = int(chess.max(initial=0.0))
-    if reach == 0:
+    OpenCV's 5 x 5 chamfer distance d is the length of a path of steps, each weighing at least a
+    share s (0.98) of its Euclidean length, so d >= s e. The pixel at the largest d has an exact
+    distance e0, and the largest e is at least e0: only pixels with d >= s e0 can hold it, and
+    their exact distances are measured to the zeros near them."""
+    chamfer = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)[:rows, :cols]
+    row, col = divmod(int(np.argmax(chamfer)), chamfer.shape[1])
+    top = float(chamfer[row, col])
+    if top == 0:
         return None
-    at_row, at_col = _where(chess >= math.isqrt((reach * reach + 1) // 2 - 1) + 1)  # 2 c^2 >= reach^2
-    margin = math.ceil(math.sqrt(2.0) * reach) + 1
-    groups = _nearby(at_row, at_col, max(_TILE, 4 * margin))
-    windows = [_around(at_row[group], at_col[group], margin, binary.shape) for group in groups]
-    if sum((height.stop - height.start) * (width.stop - width.start) for height, width in windows) > (
-        _WHOLE_SHARE * binary.size
-    ):
-        best = ExactDistances(binary).first_max(slice(0, rows), slice(0, cols))
-        return None if best is None else best[:2]
-    squares = np.empty(len(at_row))
-    for group, (height, width) in zip(groups, windows):
-        window = ExactDistances(binary[height, width])
-        squares[group] = window.squares(at_row[group] - height.start, at_col[group] - width.start)
+    share = chamfer_share(top)
+    reach = math.ceil(top / share) + 1  # every pixel of the corner has a zero this near
+    edge = _edge_zeros(binary)
+    nearest = _squares_near(edge, np.array([row]), np.array([col]), reach)[0]
+    at_row, at_col = _where(chamfer >= np.float32(share * math.sqrt(nearest)))
+    squares = _exact_squares(edge, at_row, at_col, reach)
     best = np.flatnonzero(squares == squares.max())[0]  # candidates are in row-major order
     return int(at_row[best]), int(at_col[best])
+
+
+@functools.cache
+def _chamfer_weights() -> tuple[float, float, float]:
+    """The weights OpenCV's 5 x 5 chamfer transform gives the steps (0, 1), (1, 1) and (1, 2)."""
+    probe = np.ones((5, 5), np.uint8)
+    probe[2, 2] = 0
+    chamfer = cv2.distanceTransform(probe, cv2.DIST_L2, cv2.DIST_MASK_5)
+    return float(chamfer[2, 3]), float(chamfer[3, 3]), float(chamfer[3, 4])
+
+
+def chamfer_share(top: float) -> float:
+    """A share s such that OpenCV's 5 x 5 chamfer distances up to `top` are at least s times the
+    Euclidean ones: the least ratio of a step's weight to its length, less the float32 rounding of
+    the sums (each addition of a step of weight >= 1 rounds by at most 2^-24 of the total)."""
+    lengths = (1.0, math.sqrt(2.0), math.sqrt(5.0))
+    least = min(weight / length for weight, length in zip(_chamfer_weights(), lengths))
+    return least * (1.0 - (top + 2.0) * 2.0**-23) - 1e-6
+
+
+def _edge_zeros(binary: np.ndarray) -> np.ndarray:
+    """The zeros of `binary` with a nonzero 4-neighbour, as bool: a pixel's nearest zero is always
+    one of them (one step from it towards the pixel is nearer, so nonzero)."""
+    zeros = np.logical_not(binary).view(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    eroded = cv2.erode(zeros, cross, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    return cv2.subtract(zeros, eroded).view(bool)
+
+
+def _exact_squares(edge: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
+    """The exact squared distances (int64) of the pixels (at_row, at_col), each with a zero within
+    `reach`, to the nearest zero (`edge` from `_edge_zeros`), measured tile by tile."""
+    squares = np.empty(len(at_row), dtype=np.int64)
+    for group in _nearby(at_row, at_col, max(_TILE, 4 * reach)):
+        squares[group] = _squares_near(edge, at_row[group], at_col[group], reach)
+    return squares
+
+
+def _squares_near(edge: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
+    """`_exact_squares` of pixels close together: against every edge zero in their window."""
+    top, left = max(int(at_row.min()) - reach, 0), max(int(at_col.min()) - reach, 0)
+    zero_row, zero_col = _where(edge[top : int(at_row.max()) + reach + 1, left : int(at_col.max()) + reach + 1])
+    zero_row += top
+    zero_col += left
+    squares = np.empty(len(at_row), dtype=np.int64)
+    step = max(1, _PAIRS_AT_ONCE // max(len(zero_row), 1))
+    for start in range(0, len(at_row), step):
+        rows, cols = at_row[start : start + step, None], at_col[start : start + step, None]
+        squares[start : start + step] = ((zero_row - rows) ** 2 + (zero_col - cols) ** 2).min(axis=1)
+    return squares
 
 
 def _nearby(at_row: np.ndarray, at_col: np.ndarray, side: int) -> list[np.ndarray]:
@@ -126,30 +172,7 @@ def _nearby(at_row: np.ndarray, at_col: np.ndarray, side: int) -> list[np.ndarra
     return np.split(order, np.flatnonzero(np.diff(tile[order])) + 1)
 
 
-def _around(at_row: np.ndarray, at_col: np.ndarray, margin: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
-    """The window holding the pixels (at_row, at_col) and `margin` more pixels on every side."""
-    return (
-        slice(max(int(at_row.min()) - margin, 0), min(int(at_row.max()) + margin + 1, shape[0])),
-        slice(max(int(at_col.min()) - margin, 0), min(int(at_col.max()) + margin + 1, shape[1])),
-    )
-
-
 def _where(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the true entries of a 2-D array, in row-major order (`np.nonzero`,
     faster for the few entries that are true here)."""
     return np.divmod(np.flatnonzero(flags), flags.shape[1])
-
-
-def _nearest_zero_squares(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray) -> np.ndarray:
-    """Exact squared distances (float64 integers) of the pixels (at_row, at_col) to the nearest zero
-    of `binary`: a nearest zero always has a nonzero 4-neighbour (one step from it towards the pixel
-    is nearer), so only those zeros are searched."""
-    inside = binary.astype(bool, copy=False)
-    edge = np.zeros_like(inside)
-    edge[:-1] |= inside[1:]
-    edge[1:] |= inside[:-1]
-    edge[:, :-1] |= inside[:, 1:]
-    edge[:, 1:] |= inside[:, :-1]
-    edge &= ~inside
-    distance, _ = cKDTree(np.column_stack(_where(edge))).query(np.column_stack([at_row, at_col]))
-    return np.rint(np.square(distance))
