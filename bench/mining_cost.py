@@ -3,17 +3,20 @@
     python3 bench/mining_cost.py [--images 6] [--repeats 3]
 
 Runs the COCO-like job of `throughput.py --cpu-side` (the 7 largest regions of each coco_stuff
-map, reduced SAM, 5 iterations) and the high-resolution photo (CascadePSP's aeroplane, one
-object, 5 iterations) once each, keeping the masks that every mining call received. Then, with nothing
-else in the process running, it mines them again, one call at a time, and prints the CPU ms per
-image (best of `--repeats`; OpenCV keeps its own threads) of:
+map, 5 iterations) and the high-resolution photo (CascadePSP's aeroplane, one object, 5
+iterations) once each with each model of `throughput.cpu_side_models` (the reduced SAM with random
+weights; LiteMedSAM's trained weights when installed), keeping the masks that every mining call
+received. Then, with nothing else in the process running, it mines them again, one call at a
+time, and prints the CPU ms per image (best of `--repeats`; OpenCV keeps its own threads) of:
 
 - mining as a whole (the prompts of every object in every iteration);
 - OpenCV's exact transform of each object's crop alone (its box and a one-pixel ring: the positive
   point and the mask prompt's Gaussian need it whole, so any miner that takes exact distances
   from OpenCV spends at least this);
-- OpenCV's chessboard transform of each object's box alone (the negative point's bound).
-The rest is the negative point's exact windows, the mask prompt and bookkeeping.
+- OpenCV's 5 x 5 chamfer transform of each object's box alone (the negative point's bound).
+The rest is the negative point's exact distances, the mask prompt and bookkeeping. The trained
+model's masks are also mined with SAM's prompt geometry (1024 input frame, 256 mask grid: ViT-H's),
+as a GPU run with SAM would mine them.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ import samrefiner.refine as refine_module  # noqa: E402
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.io.coco import CocoDataset  # noqa: E402
 from samrefiner.io.images import read_image, read_mask  # noqa: E402
-from samrefiner.prompts import PromptMiner, bounding_box  # noqa: E402
+from samrefiner.models.sam import resized_size  # noqa: E402
+from samrefiner.prompts import SAM_GEOMETRY, Geometry, PromptMiner, bounding_box  # noqa: E402
 from samrefiner.run.loader import load_in_order  # noqa: E402
 from samrefiner.run.runner import run  # noqa: E402
-from throughput import CASCADEPSP, COCO_STUFF, REDUCED, coco_like  # noqa: E402
+from throughput import CASCADEPSP, COCO_STUFF, coco_like, cpu_side_models  # noqa: E402
 
 Calls = list[tuple[PromptMiner, np.ndarray]]
 
@@ -70,11 +74,26 @@ def crop_transforms(masks: np.ndarray) -> None:
 
 
 def box_bounds(masks: np.ndarray) -> None:
-    """OpenCV's chessboard transform of each mask's background in its box."""
+    """OpenCV's 5 x 5 chamfer transform of each mask's background in its box."""
     for mask in masks:
         if (box := bounding_box(mask)) is not None:
             x1, y1, x2, y2 = box
-            cv2.distanceTransform((~mask[y1 : y2 + 1, x1 : x2 + 1]).view(np.uint8), cv2.DIST_C, 3)
+            background = (~mask[y1 : y2 + 1, x1 : x2 + 1]).view(np.uint8)
+            cv2.distanceTransform(background, cv2.DIST_L2, cv2.DIST_MASK_5)
+
+
+def with_sam_geometry(calls: Calls) -> Calls:
+    """The same masks, mined as SAM (ViT-B/L/H) would: its 1024 input frame and 256 mask grid."""
+    sam = []
+    for miner, masks in calls:
+        if miner.similarity is not None:
+            raise ValueError("CEBox needs the model's own embeddings")
+        height, width = miner.original_size
+        settings = {"use_negative_point": miner.use_negative_point, "use_mask": miner.grid is not None}
+        settings |= {"gamma": miner.gamma, "strength": miner.strength, "point_strategy": miner.point_strategy}
+        input_size = resized_size(height, width, SAM_GEOMETRY.image_size)
+        sam.append((PromptMiner((height, width), input_size, **settings), masks))
+    return sam
 
 
 def cpu_ms(calls: Calls, work: Callable[[PromptMiner, np.ndarray], object], repeats: int) -> float:
@@ -96,8 +115,25 @@ def report(name: str, calls: Calls, images: int, repeats: int) -> None:
     print(
         f"{name}: {objects / images:.1f} objects mined per image (all iterations); CPU ms per image: mining "
         f"{mined:.0f}; of it the exact transforms of the crops alone {crops:.0f} ({crops / mined:.0%}) and the "
-        f"chessboard bounds {boxes:.0f} ({boxes / mined:.0%})"
+        f"chamfer bounds {boxes:.0f} ({boxes / mined:.0%})"
     )
+
+
+def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
+    """The reports of one model's COCO-like job and aeroplane."""
+    refiner = Refiner(load_model(model), RefinerConfig(iterations=5))
+    with tempfile.TemporaryDirectory() as work:
+        coco = coco_like(Path(work), args.images)
+        dataset = CocoDataset(COCO_STUFF / "imgs", coco, Path(work) / "refined.json")
+        calls = recorded_calls(lambda: run(dataset, refiner, progress=False, loader=load_in_order))
+    image, mask = read_image(CASCADEPSP / "aeroplane.jpg"), read_mask(CASCADEPSP / "aeroplane.png")
+    photo = recorded_calls(lambda: refiner.refine(image, mask[None]))
+    print(f"== {name}")
+    report(f"COCO-like job ({args.images} images)", calls, args.images, args.repeats)
+    report("aeroplane.jpg (3492 x 2328, one object)", photo, 1, args.repeats)
+    if Geometry.of(refiner.model) != SAM_GEOMETRY:
+        report("  its COCO-like masks, SAM's geometry", with_sam_geometry(calls), args.images, args.repeats)
+        report("  its aeroplane masks, SAM's geometry", with_sam_geometry(photo), 1, args.repeats)
 
 
 def main() -> None:
@@ -106,15 +142,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    refiner = Refiner(load_model(str(REDUCED)), RefinerConfig(iterations=5))
-    with tempfile.TemporaryDirectory() as work:
-        coco = coco_like(Path(work), args.images)
-        dataset = CocoDataset(COCO_STUFF / "imgs", coco, Path(work) / "refined.json")
-        calls = recorded_calls(lambda: run(dataset, refiner, progress=False, loader=load_in_order))
-    report(f"COCO-like job ({args.images} images)", calls, args.images, args.repeats)
-    image, mask = read_image(CASCADEPSP / "aeroplane.jpg"), read_mask(CASCADEPSP / "aeroplane.png")
-    photo = recorded_calls(lambda: refiner.refine(image, mask[None]))
-    report("aeroplane.jpg (3492 x 2328, one object)", photo, 1, args.repeats)
+    for name, model in cpu_side_models():
+        model_cost(name, model, args)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_distances_are_correctly_rounded_in_any_thread() -> None:
     from samrefiner.regions import split_then_merge
 
     def distances_to_zero(crop: np.ndarray) -> np.ndarray:
-        return ExactDistances(crop).exact((slice(None), slice(None)))
+        return ExactDistances(crop).exact()
 
     label_map, _ = read_label_map(DATA / "coco_stuff" / "pngs" / "3.png")
     masks = [mask for _, mask in split_then_merge(label_map)][:3]  # raw OpenCV is off on crops of two

@@ -44,9 +44,14 @@ class ExactDistances:
             raw = ndi.distance_transform_edt(binary)
         self.raw = raw
 
-    def exact(self, index: tuple[slice | np.ndarray, ...], out: np.ndarray | None = None) -> np.ndarray:
-        """The corrected distances at `raw[index]` (written into `out` when given)."""
-        return correctly_rounded(self.raw[index], out)
+    def exact(
+        self,
+        rows: slice | np.ndarray = slice(None),
+        cols: slice | np.ndarray = slice(None),
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The corrected distances of the block `rows` x `cols` (written into `out` when given)."""
+        return correctly_rounded(self.raw[rows][:, cols], out)
 
     def squares(self, at_row: np.ndarray, at_col: np.ndarray) -> np.ndarray:
         """The exact squared distances (integers, as float64) of the pixels (at_row, at_col)."""

@@ -169,12 +169,10 @@ class MaskPromptGrid:
         cols = _CropAxis(self.cols, cells[1], crop.origin[1], crop.inside.shape[1])
         row_pixels, row_taps = self._folded(rows)
         col_pixels, col_taps = self._folded(cols)
-        block = (_as_slice(row_pixels), _as_slice(col_pixels))
-        if not isinstance(block[0], slice) or not isinstance(block[1], slice):
-            block = np.ix_(row_pixels, col_pixels)
+        at_rows, at_cols = _as_slice(row_pixels), _as_slice(col_pixels)
         planes = np.empty((len(row_pixels), 2, len(col_pixels)), dtype=np.float32)  # rows of G and the mask
-        planes[:, 1] = crop.inside[block]
-        gaussian = np.subtract(crop.distances.exact(block, out=planes[:, 0]), crop.peak, out=planes[:, 0])
+        planes[:, 1] = crop.inside[at_rows][:, at_cols]  # rows, then columns: faster than np.ix_
+        gaussian = np.subtract(crop.distances.exact(at_rows, at_cols, out=planes[:, 0]), crop.peak, out=planes[:, 0])
         np.square(gaussian, out=gaussian)
         np.divide(gaussian, -np.float32(max(crop.area / gamma, 1.0)), out=gaussian)
         np.multiply(np.exp(gaussian, out=gaussian), planes[:, 1], out=gaussian)  # 0 outside the mask
