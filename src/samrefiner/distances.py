@@ -58,7 +58,7 @@ class ExactDistances:
         values = self.raw[at_row, at_col]
         if self.raw.dtype == np.float32 and values.max(initial=0.0) >= SAFE_FLOAT32_DISTANCE:
             reach = math.ceil(float(values.max()) * 1.001) + 2  # OpenCV's distances are off far less
-            return _exact_squares(_edge_zeros(self.binary), at_row, at_col, reach).astype(np.float64)
+            return _exact_squares(self.binary, at_row, at_col, reach).astype(np.float64)
         return np.rint(np.square(correctly_rounded(values), dtype=np.float64))
 
     def first_max(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[int, int, float] | None:
@@ -106,16 +106,14 @@ def first_farthest(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] 
     distance e0, and the largest e is at least e0: only pixels with d >= s e0 can hold it, and
     their exact distances are measured to the zeros near them."""
     chamfer = cv2.distanceTransform(binary.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)[:rows, :cols]
-    row, col = divmod(int(np.argmax(chamfer)), chamfer.shape[1])
-    top = float(chamfer[row, col])
+    _, top, _, (col, row) = cv2.minMaxLoc(chamfer)  # a pixel at the largest chamfer distance
     if top == 0:
         return None
     share = chamfer_share(top)
     reach = math.ceil(top / share) + 1  # every pixel of the corner has a zero this near
-    edge = _edge_zeros(binary)
-    nearest = _squares_near(edge, np.array([row]), np.array([col]), reach)[0]
+    nearest = _squares_near(binary, np.array([row]), np.array([col]), reach)[0]
     at_row, at_col = _where(chamfer >= np.float32(share * math.sqrt(nearest)))
-    squares = _exact_squares(edge, at_row, at_col, reach)
+    squares = _exact_squares(binary, at_row, at_col, reach)
     best = np.flatnonzero(squares == squares.max())[0]  # candidates are in row-major order
     return int(at_row[best]), int(at_col[best])
 
@@ -138,28 +136,28 @@ def chamfer_share(top: float) -> float:
     return least * (1.0 - (top + 2.0) * 2.0**-23) - 1e-6
 
 
-def _edge_zeros(binary: np.ndarray) -> np.ndarray:
-    """The zeros of `binary` with a nonzero 4-neighbour, as bool: a pixel's nearest zero is always
-    one of them (one step from it towards the pixel is nearer, so nonzero)."""
-    zeros = np.logical_not(binary).view(np.uint8)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    eroded = cv2.erode(zeros, cross, borderType=cv2.BORDER_CONSTANT, borderValue=1)
-    return cv2.subtract(zeros, eroded).view(bool)
-
-
-def _exact_squares(edge: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
-    """The exact squared distances (int64) of the pixels (at_row, at_col), each with a zero within
-    `reach`, to the nearest zero (`edge` from `_edge_zeros`), measured tile by tile."""
+def _exact_squares(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
+    """The exact squared distances (int64) of the pixels (at_row, at_col), each with a zero of
+    `binary` within `reach`, to the nearest zero, measured tile by tile."""
     squares = np.empty(len(at_row), dtype=np.int64)
     for group in _nearby(at_row, at_col, max(_TILE, 4 * reach)):
-        squares[group] = _squares_near(edge, at_row[group], at_col[group], reach)
+        squares[group] = _squares_near(binary, at_row[group], at_col[group], reach)
     return squares
 
 
-def _squares_near(edge: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
-    """`_exact_squares` of pixels close together: against every edge zero in their window."""
+def _squares_near(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
+    """`_exact_squares` of pixels close together: against every zero in their window that has a
+    nonzero 4-neighbour (a pixel's nearest zero always has one: one step from it towards the pixel
+    is nearer, so nonzero)."""
+    height, width = binary.shape
     top, left = max(int(at_row.min()) - reach, 0), max(int(at_col.min()) - reach, 0)
-    zero_row, zero_col = _where(edge[top : int(at_row.max()) + reach + 1, left : int(at_col.max()) + reach + 1])
+    bottom, right = min(int(at_row.max()) + reach + 1, height), min(int(at_col.max()) + reach + 1, width)
+    above, before = min(top, 1), min(left, 1)  # one more pixel around, where the array goes on
+    zeros = np.logical_not(binary[top - above : bottom + 1, left - before : right + 1]).view(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    eroded = cv2.erode(zeros, cross, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    edge = cv2.subtract(zeros, eroded)[above : above + bottom - top, before : before + right - left]
+    zero_row, zero_col = _where(edge.view(bool))
     zero_row += top
     zero_col += left
     squares = np.empty(len(at_row), dtype=np.int64)
