@@ -61,7 +61,7 @@ def zeros_at(shape: tuple[int, int], *zeros: tuple[int, int]) -> np.ndarray:
 
 
 CASES = [
-    # the farthest pixel's chessboard distance is the least a candidate may have (3 of 4, 7 of 9)
+    # a few zeros in small arrays: the farthest pixels lie on the edge of the array
     zeros_at((7, 7), (1, 2), (6, 1), (6, 3)),
     zeros_at((11, 11), (1, 4), (10, 1)),
     *(scattered((120, 200), seed) for seed in range(8)),
