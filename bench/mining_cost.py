@@ -17,13 +17,21 @@ time, and prints the CPU ms per image (best of `--repeats`; OpenCV keeps its own
 The rest is the negative point's exact distances, the mask prompt and bookkeeping. The trained
 model's masks are also mined with SAM's prompt geometry (1024 input frame, 256 mask grid: ViT-H's),
 as a GPU run with SAM would mine them.
+
+Mining threads share one interpreter: what holds Python's lock (GIL) runs one thread at a time.
+Last, the COCO-like masks are mined twice over, on one thread and on two at once (OpenCV on one
+thread), and the wall times give the share of mining that holds the lock, s (two threads are
+1 / (s + (1 - s) / 2) times as fast as one): more threads cannot make one process mine more than
+1 / s times as fast as one thread. It needs two idle cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +127,43 @@ def report(name: str, calls: Calls, images: int, repeats: int) -> None:
     )
 
 
+def locked_share(calls: Calls, repeats: int) -> tuple[float, float, float]:
+    """Wall seconds of mining every call twice on one thread, and on two threads at once (each all
+    calls), with OpenCV on one thread (best of `repeats`); and the share of mining that holds the
+    GIL they imply."""
+
+    def mine_all() -> None:
+        for miner, masks in calls:
+            miner.mine(masks)
+
+    def twice_on_one() -> None:
+        mine_all()
+        mine_all()
+
+    def once_on_each_of_two() -> None:
+        pair = [threading.Thread(target=mine_all) for _ in range(2)]
+        for thread in pair:
+            thread.start()
+        for thread in pair:
+            thread.join()
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        mine_all()  # warm-up
+        one = min(wall_seconds(twice_on_one) for _ in range(repeats))
+        two = min(wall_seconds(once_on_each_of_two) for _ in range(repeats))
+    finally:
+        cv2.setNumThreads(threads)
+    return one, two, min(max(2 * two / one - 1, 0.0), 1.0)
+
+
+def wall_seconds(work: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
 def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
     """The reports of one model's COCO-like job and aeroplane."""
     refiner = Refiner(load_model(model), RefinerConfig(iterations=5))
@@ -134,6 +179,12 @@ def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
     if Geometry.of(refiner.model) != SAM_GEOMETRY:
         report("  its COCO-like masks, SAM's geometry", with_sam_geometry(calls), args.images, args.repeats)
         report("  its aeroplane masks, SAM's geometry", with_sam_geometry(photo), 1, args.repeats)
+    one, two, share = locked_share(calls, args.repeats)
+    print(
+        f"COCO-like masks mined twice: {one:.2f} s on one thread, {two:.2f} s on two ({one / two:.2f}x); "
+        f"share holding the GIL {share:.0%}, so one process mines at most {1 / max(share, 1e-9):.1f}x "
+        f"as fast as one thread ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})"
+    )
 
 
 def main() -> None:
