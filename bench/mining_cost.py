@@ -6,8 +6,9 @@ Runs the COCO-like job of `throughput.py --cpu-side` (the 7 largest regions of e
 map, 5 iterations) and the high-resolution photo (CascadePSP's aeroplane, one object, 5
 iterations) once each with each model of `throughput.cpu_side_models` (the reduced SAM with random
 weights; LiteMedSAM's trained weights when installed), keeping the masks that every mining call
-received. Then, with nothing else in the process running, it mines them again, one call at a
-time, and prints the CPU ms per image (best of `--repeats`; OpenCV keeps its own threads) of:
+received. Then, with nothing else in the process running, it mines them again with new miners
+(one per image, as in a run: nothing kept from earlier mining), one call at a time, and prints
+the CPU ms per image (best of `--repeats`; OpenCV keeps its own threads) of:
 
 - mining as a whole (the prompts of every object in every iteration);
 - OpenCV's exact transform of each object's crop alone (its box and a one-pixel ring: the positive
@@ -90,26 +91,39 @@ def box_bounds(masks: np.ndarray) -> None:
             cv2.distanceTransform(background, cv2.DIST_L2, cv2.DIST_MASK_5)
 
 
-def with_sam_geometry(calls: Calls) -> Calls:
-    """The same masks, mined as SAM (ViT-B/L/H) would: its 1024 input frame and 256 mask grid."""
-    sam = []
+def fresh(calls: Calls, geometry: Geometry | None = None) -> Calls:
+    """The same masks with new miners (nothing kept from earlier mining, as in a run, where each
+    image has its own; one per image here too), set up as the recorded ones, in `geometry` when
+    given (SAM's: its 1024 input frame and 256 mask grid, as ViT-B/L/H would mine them)."""
+    miners: dict[int, PromptMiner] = {}
+    renewed = []
     for miner, masks in calls:
-        if miner.similarity is not None:
-            raise ValueError("CEBox needs the model's own embeddings")
-        height, width = miner.original_size
-        settings = {"use_negative_point": miner.use_negative_point, "use_mask": miner.grid is not None}
-        settings |= {"gamma": miner.gamma, "strength": miner.strength, "point_strategy": miner.point_strategy}
-        input_size = resized_size(height, width, SAM_GEOMETRY.image_size)
-        sam.append((PromptMiner((height, width), input_size, **settings), masks))
-    return sam
+        if id(miner) not in miners:
+            if miner.similarity is not None:
+                raise ValueError("CEBox needs the model's own embeddings")
+            height, width = miner.original_size
+            input_size = miner.input_size if geometry is None else resized_size(height, width, geometry.image_size)
+            miners[id(miner)] = PromptMiner(
+                miner.original_size,
+                input_size,
+                use_negative_point=miner.use_negative_point,
+                use_mask=miner.grid is not None,
+                gamma=miner.gamma,
+                strength=miner.strength,
+                point_strategy=miner.point_strategy,
+                geometry=miner.geometry if geometry is None else geometry,
+            )
+        renewed.append((miners[id(miner)], masks))
+    return renewed
 
 
 def cpu_ms(calls: Calls, work: Callable[[PromptMiner, np.ndarray], object], repeats: int) -> float:
-    """The least CPU ms that `work` took over all calls, of `repeats` tries."""
+    """The least CPU ms that `work` took over all calls (with new miners each time), of `repeats` tries."""
     best = float("inf")
     for _ in range(repeats):
+        renewed = fresh(calls)
         start = time.process_time()
-        for miner, masks in calls:
+        for miner, masks in renewed:
             work(miner, masks)
         best = min(best, time.process_time() - start)
     return best * 1000
@@ -177,8 +191,9 @@ def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
     report(f"COCO-like job ({args.images} images)", calls, args.images, args.repeats)
     report("aeroplane.jpg (3492 x 2328, one object)", photo, 1, args.repeats)
     if Geometry.of(refiner.model) != SAM_GEOMETRY:
-        report("  its COCO-like masks, SAM's geometry", with_sam_geometry(calls), args.images, args.repeats)
-        report("  its aeroplane masks, SAM's geometry", with_sam_geometry(photo), 1, args.repeats)
+        sam_calls, sam_photo = fresh(calls, SAM_GEOMETRY), fresh(photo, SAM_GEOMETRY)
+        report("  its COCO-like masks, SAM's geometry", sam_calls, args.images, args.repeats)
+        report("  its aeroplane masks, SAM's geometry", sam_photo, 1, args.repeats)
     one, two, share = locked_share(calls, args.repeats)
     print(
         f"COCO-like masks mined twice: {one:.2f} s on one thread, {two:.2f} s on two ({one / two:.2f}x); "

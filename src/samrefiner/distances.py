@@ -17,12 +17,14 @@ import math
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
+from scipy.spatial import cKDTree
 
 EXACT_FLOAT32_DISTANCE = 1290.0  # from here on, scipy's float64 transform (float32 stops holding squares)
 SAFE_FLOAT32_DISTANCE = 400.0  # below this, OpenCV's distances square back to their exact integers
 _NEAR_TOP = np.float32(1.0 - 1e-5)  # raw distances within this share of the largest may be the largest
 _TILE = 64  # pixels: exact distances are measured in windows around the candidates of each tile this size (or more)
 _PAIRS_AT_ONCE = 1 << 18  # (pixel, zero) pairs measured in one numpy operation
+_PAIRS_PER_PIXEL = 2  # beyond this many (pixel, zero) pairs per pixel, a whole exact transform is cheaper
 
 
 class ExactDistances:
@@ -57,8 +59,7 @@ class ExactDistances:
         """The exact squared distances (integers, as float64) of the pixels (at_row, at_col)."""
         values = self.raw[at_row, at_col]
         if self.raw.dtype == np.float32 and values.max(initial=0.0) >= SAFE_FLOAT32_DISTANCE:
-            reach = math.ceil(float(values.max()) * 1.001) + 2  # OpenCV's distances are off far less
-            return _exact_squares(self.binary, at_row, at_col, reach).astype(np.float64)
+            return _nearest_zero_squares(self.binary, at_row, at_col)
         return np.rint(np.square(correctly_rounded(values), dtype=np.float64))
 
     def first_max(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[int, int, float] | None:
@@ -111,9 +112,13 @@ def first_farthest(binary: np.ndarray, rows: int, cols: int) -> tuple[int, int] 
         return None
     share = chamfer_share(top)
     reach = math.ceil(top / share) + 1  # every pixel of the corner has a zero this near
-    nearest = _squares_near(binary, np.array([row]), np.array([col]), reach)[0]
+    at_top = np.array([row]), np.array([col])
+    nearest = int(_nearest_squares(*at_top, *_zeros_near(binary, *at_top, reach))[0])
     at_row, at_col = _where(chamfer >= np.float32(share * math.sqrt(nearest)))
     squares = _exact_squares(binary, at_row, at_col, reach)
+    if squares is None:  # many candidates among many zeros (a checkerboard): one whole transform is cheaper
+        best = ExactDistances(binary).first_max(slice(0, rows), slice(0, cols))
+        return None if best is None else best[:2]
     best = np.flatnonzero(squares == squares.max())[0]  # candidates are in row-major order
     return int(at_row[best]), int(at_col[best])
 
@@ -136,19 +141,36 @@ def chamfer_share(top: float) -> float:
     return least * (1.0 - (top + 2.0) * 2.0**-23) - 1e-6
 
 
-def _exact_squares(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
+def _exact_squares(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray | None:
     """The exact squared distances (int64) of the pixels (at_row, at_col), each with a zero of
-    `binary` within `reach`, to the nearest zero, measured tile by tile."""
+    `binary` within `reach`, to the nearest zero, measured tile by tile; None when that would take
+    more than `_PAIRS_PER_PIXEL` (pixel, zero) pairs per pixel of `binary`."""
+    groups = _nearby(at_row, at_col, max(_TILE, 4 * reach))
+    zeros = [_zeros_near(binary, at_row[group], at_col[group], reach) for group in groups]
+    if sum(len(group) * len(near[0]) for group, near in zip(groups, zeros)) > _PAIRS_PER_PIXEL * binary.size:
+        return None
     squares = np.empty(len(at_row), dtype=np.int64)
-    for group in _nearby(at_row, at_col, max(_TILE, 4 * reach)):
-        squares[group] = _squares_near(binary, at_row[group], at_col[group], reach)
+    for group, (zero_row, zero_col) in zip(groups, zeros):
+        squares[group] = _nearest_squares(at_row[group], at_col[group], zero_row, zero_col)
     return squares
 
 
-def _squares_near(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int) -> np.ndarray:
-    """`_exact_squares` of pixels close together: against every zero in their window that has a
-    nonzero 4-neighbour (a pixel's nearest zero always has one: one step from it towards the pixel
-    is nearer, so nonzero)."""
+def _nearest_squares(rows: np.ndarray, cols: np.ndarray, zero_row: np.ndarray, zero_col: np.ndarray) -> np.ndarray:
+    """Each pixel's least squared distance to the zeros given, `_PAIRS_AT_ONCE` pairs at a time."""
+    step = max(1, _PAIRS_AT_ONCE // max(len(zero_row), 1))
+    parts = []
+    for start in range(0, len(rows), step):
+        row, col = rows[start : start + step, None], cols[start : start + step, None]
+        parts.append(((zero_row - row) ** 2 + (zero_col - col) ** 2).min(axis=1))
+    return np.concatenate(parts)
+
+
+def _zeros_near(
+    binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, reach: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the zeros within `reach` of the pixels (at_row, at_col)'s bounding box
+    that have a nonzero 4-neighbour: a pixel's nearest zero always has one (one step from it towards
+    the pixel is nearer, so nonzero)."""
     height, width = binary.shape
     top, left = max(int(at_row.min()) - reach, 0), max(int(at_col.min()) - reach, 0)
     bottom, right = min(int(at_row.max()) + reach + 1, height), min(int(at_col.max()) + reach + 1, width)
@@ -158,14 +180,7 @@ def _squares_near(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray, re
     eroded = cv2.erode(zeros, cross, borderType=cv2.BORDER_CONSTANT, borderValue=1)
     edge = cv2.subtract(zeros, eroded)[above : above + bottom - top, before : before + right - left]
     zero_row, zero_col = _where(edge.view(bool))
-    zero_row += top
-    zero_col += left
-    squares = np.empty(len(at_row), dtype=np.int64)
-    step = max(1, _PAIRS_AT_ONCE // max(len(zero_row), 1))
-    for start in range(0, len(at_row), step):
-        rows, cols = at_row[start : start + step, None], at_col[start : start + step, None]
-        squares[start : start + step] = ((zero_row - rows) ** 2 + (zero_col - cols) ** 2).min(axis=1)
-    return squares
+    return zero_row + top, zero_col + left
 
 
 def _nearby(at_row: np.ndarray, at_col: np.ndarray, side: int) -> list[np.ndarray]:
@@ -179,3 +194,11 @@ def _where(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the true entries of a 2-D array, in row-major order (`np.nonzero`,
     faster for the few entries that are true here)."""
     return np.divmod(np.flatnonzero(flags), flags.shape[1])
+
+
+def _nearest_zero_squares(binary: np.ndarray, at_row: np.ndarray, at_col: np.ndarray) -> np.ndarray:
+    """Exact squared distances (float64 integers) of the pixels (at_row, at_col) to the nearest zero
+    of `binary`, from a KD-tree of the zeros that have a nonzero 4-neighbour."""
+    zero_row, zero_col = _zeros_near(binary, at_row, at_col, max(binary.shape))
+    distance, _ = cKDTree(np.column_stack([zero_row, zero_col])).query(np.column_stack([at_row, at_col]))
+    return np.rint(np.square(distance))

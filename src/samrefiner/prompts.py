@@ -306,6 +306,7 @@ class PromptMiner:
         if box_expand_threshold > 0 and embeddings is None:
             raise ValueError("CEBox (box_expand_threshold > 0) needs the image embeddings")
         self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size, self.geometry = (int(input_size[0]), int(input_size[1])), geometry
         self.use_negative_point = use_negative_point
         self.threshold, self.passes = box_expand_threshold, box_expand_passes
         self.gamma, self.strength = gamma, strength
