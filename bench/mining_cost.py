@@ -197,8 +197,9 @@ def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
     one, two, share = locked_share(calls, args.repeats)
     print(
         f"COCO-like masks mined twice: {one:.2f} s on one thread, {two:.2f} s on two ({one / two:.2f}x); "
-        f"share holding the GIL {share:.0%}, so one process mines at most {1 / max(share, 1e-9):.1f}x "
-        f"as fast as one thread ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})"
+        f"share holding the GIL {share:.0%} (anything else that slows the two threads counts too: it needs "
+        f"two idle cores), so one process mines at most {1 / max(share, 1e-9):.1f}x as fast as one thread "
+        f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})"
     )
 
 

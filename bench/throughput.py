@@ -4,7 +4,7 @@
     python3 bench/throughput.py --compare-transformers       # also the job with transformers' own decoder
     python3 bench/throughput.py --shapes vit_b,vit_h --images 6 --device cuda
     python3 bench/throughput.py --skip-job --shapes vit_h --images 1     # ViT-H on CPU: ~1 min per image
-    python3 bench/throughput.py --skip-job --shapes "" --cpu-side         # CPU cost per image of a COCO-like job
+    python3 bench/throughput.py --skip-job --shapes "" --cpu-side --images 6   # CPU cost per image of a COCO-like job
     python3 bench/throughput.py --skip-job --shapes mobile_sam,lite_medsam,lite_medsam_real --images 6
 
 Everything runs the real code path (`runner.run` with the background loader, `Refiner`, the model
