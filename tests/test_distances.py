@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from samrefiner.distances import ExactDistances, chamfer_share, first_farthest
 
@@ -121,3 +123,36 @@ def test_chamfer_distances_bound_the_exact_ones(index: int) -> None:
     exact = ndi.distance_transform_edt(binary)
     assert (chamfer >= chamfer_share(chamfer.max()) * exact).all()
     assert chamfer_share(chamfer.max()) > 0.97
+
+
+@st.composite
+def small_arrays(draw: st.DrawFn) -> tuple[np.ndarray, int, int]:
+    """Small binary arrays with at least one zero (dense or sparse noise, or a few zeros), as bool,
+    uint8, transposed or strided views, and a corner of them."""
+    height, width = draw(st.integers(2, 40)), draw(st.integers(2, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["dense", "sparse", "few"]))
+    if kind == "few":
+        binary = np.ones((height, width), bool)
+        binary[rng.integers(height, size=3), rng.integers(width, size=3)] = False
+    else:
+        binary = rng.random((height, width)) < (draw(st.floats(0.3, 0.99)) if kind == "dense" else 0.995)
+    binary[rng.integers(height), rng.integers(width)] = False
+    layout = draw(st.sampled_from(["bool", "uint8", "transposed", "strided"]))
+    if layout == "uint8":
+        binary = binary.astype(np.uint8)
+    elif layout == "transposed":
+        binary = binary.T
+    elif layout == "strided":
+        binary = np.repeat(binary, 2, axis=1)[:, ::2]
+    return binary, draw(st.integers(1, binary.shape[0])), draw(st.integers(1, binary.shape[1]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_arrays())
+def test_first_farthest_on_random_arrays(case: tuple[np.ndarray, int, int]) -> None:
+    binary, rows, cols = case
+    want = farthest_reference(binary.astype(bool), rows, cols)
+    assert first_farthest(binary, rows, cols) == want
+    best = ExactDistances(binary).first_max(slice(0, rows), slice(0, cols))
+    assert (None if best is None else best[:2]) == want
