@@ -24,6 +24,9 @@ Last, the COCO-like masks are mined twice over, on one thread and on two at once
 thread), and the wall times give the share of mining that holds the lock, s (two threads are
 1 / (s + (1 - s) / 2) times as fast as one): more threads cannot make one process mine more than
 1 / s times as fast as one thread. It needs two idle cores.
+
+Then the negative point's search (`distances.first_farthest`) on hostile backgrounds, where many
+pixels tie among many mask pixels (checkerboards, stripes, dithering): CPU seconds of each.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import samrefiner.refine as refine_module  # noqa: E402
 from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
+from samrefiner.distances import first_farthest  # noqa: E402
 from samrefiner.io.coco import CocoDataset  # noqa: E402
 from samrefiner.io.images import read_image, read_mask  # noqa: E402
 from samrefiner.models.sam import resized_size  # noqa: E402
@@ -203,6 +207,37 @@ def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
     )
 
 
+def hostile_backgrounds() -> dict[str, np.ndarray]:
+    """Backgrounds (True) of a box where the negative point's candidates are many among many mask pixels."""
+    rows, cols = np.indices((1024, 1024))
+    stripes4, stripes8, grid3 = (np.ones((1024, 1024), bool) for _ in range(3))
+    stripes4[:, ::4] = stripes4[:, -1] = False
+    stripes8[:, ::8] = stripes8[:, -1] = False
+    grid3[::3, ::3] = False
+    bands = np.random.default_rng(0).random((1000, 3000)) < 0.5
+    bands[50:951] = True
+    bands[[49, 951]] = False
+    rectangle = np.zeros((220, 720), bool)
+    rectangle[10:-10, 10:-10] = True
+    return {
+        "checkerboard 1024 x 1024": (rows + cols) % 2 == 0,
+        "stripes every 4 px, 1024 x 1024": stripes4,
+        "stripes every 8 px, 1024 x 1024": stripes8,
+        "a mask pixel every 3 px, 1024 x 1024": grid3,
+        "a 900-row strip between noisy bands, 1000 x 3000": bands,
+        "a 200 x 700 rectangle": rectangle,
+    }
+
+
+def hostile_cost() -> None:
+    """CPU seconds of the negative point's search on each hostile background."""
+    print("== the negative point's search on hostile backgrounds (CPU s)")
+    for name, background in hostile_backgrounds().items():
+        start = time.process_time()
+        first_farthest(background, *background.shape)
+        print(f"{name}: {time.process_time() - start:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6, help="coco_stuff images (at most 6)")
@@ -211,6 +246,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for name, model in cpu_side_models():
         model_cost(name, model, args)
+    hostile_cost()
 
 
 if __name__ == "__main__":
