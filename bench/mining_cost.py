@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import samrefiner.refine as refine_module  # noqa: E402
-from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
+from samrefiner import PromptableModel, Refiner, RefinerConfig  # noqa: E402
 from samrefiner.distances import first_farthest  # noqa: E402
 from samrefiner.io.coco import CocoDataset  # noqa: E402
 from samrefiner.io.images import read_image, read_mask  # noqa: E402
@@ -182,9 +182,9 @@ def wall_seconds(work: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def model_cost(name: str, model: str, args: argparse.Namespace) -> None:
+def model_cost(name: str, model: PromptableModel, args: argparse.Namespace) -> None:
     """The reports of one model's COCO-like job and aeroplane."""
-    refiner = Refiner(load_model(model), RefinerConfig(iterations=5))
+    refiner = Refiner(model, RefinerConfig(iterations=5))
     with tempfile.TemporaryDirectory() as work:
         coco = coco_like(Path(work), args.images)
         dataset = CocoDataset(COCO_STUFF / "imgs", coco, Path(work) / "refined.json")

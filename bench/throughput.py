@@ -67,7 +67,7 @@ from transformers import SamModel
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from samrefiner import Refiner, RefinerConfig, load_model  # noqa: E402
+from samrefiner import PromptableModel, Refiner, RefinerConfig, load_model  # noqa: E402
 from samrefiner.errors import CheckpointError  # noqa: E402
 from samrefiner.io.labelmaps import LabelMaps  # noqa: E402
 from samrefiner.models.convert_sam import EncoderShape, sam_config  # noqa: E402
@@ -326,16 +326,14 @@ def coco_like(work: Path, count: int) -> Path:
     return coco
 
 
-def cpu_side_models() -> list[tuple[str, str]]:
-    """(description, model) of the --cpu-side job: the reduced SAM of the fixtures, and LiteMedSAM's
-    trained weights when installed (a trained model's masks, not a random one's specks)."""
-    models = [("reduced SAM, random weights", str(REDUCED))]
+def cpu_side_models() -> list[tuple[str, PromptableModel]]:
+    """(description, loaded model) of the --cpu-side job: the reduced SAM of the fixtures, and
+    LiteMedSAM's trained weights when installed (a trained model's masks, not a random one's specks)."""
+    models = [("reduced SAM, random weights", load_model(str(REDUCED)))]
     try:
-        load_model("lite_medsam")
+        models.append(("LiteMedSAM, trained weights", load_model("lite_medsam")))
     except CheckpointError as error:
         print(f"  (no trained model for --cpu-side: {error})")
-    else:
-        models.append(("LiteMedSAM, trained weights", "lite_medsam"))
     return models
 
 
@@ -360,7 +358,7 @@ def cpu_side(args: argparse.Namespace, work: Path) -> None:
     torch.set_num_threads(args.threads)
     coco = coco_like(work, args.images)
     for index, (name, model) in enumerate(cpu_side_models()):
-        refiner = Refiner(load_model(model), RefinerConfig(iterations=args.iterations))
+        refiner = Refiner(model, RefinerConfig(iterations=args.iterations))
         refined = work / f"coco_like_refined_{index}.json"
         dataset = CocoDataset(COCO_STUFF / "imgs", coco, refined)
         measured = measure(dataset, refiner, None, torch.device("cpu"), loader=load_in_order)  # stages one at a time
